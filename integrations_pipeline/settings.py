@@ -1,0 +1,106 @@
+"""The one settings model (env prefix `INTEGRATIONS_`), read lazily by whoever needs it.
+
+Nested provider apps use a double underscore: `INTEGRATIONS_HUBSPOT__CLIENT_ID`. A `.env` file in the working
+directory is read too (`make dev` writes one, git-ignored). Errors name the variable and what it expects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "INTEGRATIONS_"
+NESTED_DELIMITER = "__"
+
+
+class ProviderApp(BaseModel):
+    """One OAuth app registered at a provider (ours, shared by every tenant)."""
+
+    client_id: str = Field(min_length=1, description="the OAuth client id of our app at the provider")
+    client_secret: SecretStr = Field(min_length=1, description="the OAuth client secret of our app")
+    base_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="one origin serving both OAuth and the API (the sandbox emulators); unset for the real provider",
+    )
+    scopes: list[str] | None = Field(default=None, description="scopes to request instead of the provider's defaults")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    state_database_url: str = Field(
+        default="sqlite:///.data/state.db",
+        description="SQLAlchemy URL of the integration state store (sqlite:///path or postgresql+psycopg2://...)",
+    )
+    warehouse_path: Path = Field(default=Path(".data/warehouse.duckdb"), description="the DuckDB warehouse file")
+    encryption_keys: SecretStr = Field(
+        description="comma-separated `key_id:base64-32-byte-key` entries, the first one primary "
+        "(make one with `integrations-pipeline keys generate`)",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, min_length=16, description="bearer key for the gateway's management endpoints (16+ characters)"
+    )
+    public_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("http://127.0.0.1:8080"), description="the gateway's public base URL (OAuth callbacks)"
+    )
+    allowed_return_origins: list[str] = Field(
+        default_factory=list, description="origins (scheme://host[:port]) a post-connect redirect may go to"
+    )
+    hubspot: ProviderApp | None = None
+    zoho: ProviderApp | None = None
+    google: ProviderApp | None = None
+    microsoft: ProviderApp | None = None
+    salesforce: ProviderApp | None = None
+
+    @field_validator("allowed_return_origins")
+    @classmethod
+    def _origins_have_no_path(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            url = AnyHttpUrl(origin)
+            if url.path not in (None, "", "/") or url.query or url.fragment:
+                raise ValueError(f"{origin!r} must be an origin like https://app.example.com, without a path")
+        return [origin.rstrip("/") for origin in origins]
+
+    def provider_app(self, provider: str) -> ProviderApp:
+        app = getattr(self, provider, None)
+        if not isinstance(app, ProviderApp):
+            name = env_name((provider, "client_id"))
+            raise SettingsError(f"provider {provider!r} is not configured: set {name} and its CLIENT_SECRET")
+        return app
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names the variable and what it expects."""
+
+
+def env_name(location: tuple[str | int, ...]) -> str:
+    return ENV_PREFIX + NESTED_DELIMITER.join(str(part).upper() for part in location)
+
+
+def _describe(location: tuple[str | int, ...]) -> str:
+    field = Settings.model_fields.get(str(location[0]))
+    if field is not None and len(location) > 1 and str(location[1]) in ProviderApp.model_fields:
+        field = ProviderApp.model_fields[str(location[1])]
+    return field.description or "" if field is not None else ""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment (and `.env`); raise SettingsError with an actionable message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        problems = []
+        for issue in error.errors(include_url=False, include_input=False):
+            location = tuple(issue["loc"])
+            expected = _describe(location)
+            what = "is missing" if issue["type"] == "missing" else f"is invalid ({issue['msg']})"
+            problems.append(f"{env_name(location)} {what}" + (f": expected {expected}" if expected else ""))
+        raise SettingsError("; ".join(problems)) from None

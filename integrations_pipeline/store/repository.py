@@ -1,0 +1,454 @@
+"""StateStore: every read and write of integration state, on SQLite or PostgreSQL alike."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from integrations_pipeline.crypto import DecryptionError, Keyring
+from integrations_pipeline.store import schema
+from integrations_pipeline.store.engine import SQLITE_BEGIN
+from integrations_pipeline.store.models import (
+    AuditEntry,
+    Connection,
+    ConnectionStatus,
+    PendingAuthorization,
+    TokenSet,
+)
+
+OAUTH_STATE_TTL = timedelta(minutes=10)
+STATE_BYTES = 32  # 256 bits, above the 128 the design asks for
+GENESIS_HASH = "0" * 64
+ACCESS_TOKEN = "access_token"
+REFRESH_TOKEN = "refresh_token"
+LIVE_PARTITION = ""  # the partition_key of a connection's live incremental cursor
+
+
+class StoreError(Exception):
+    """A state store operation cannot proceed; the message says why, with no secret in it."""
+
+
+class InvalidState(StoreError):
+    """The OAuth state is unknown, used, expired, or belongs to another provider."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def connection_id_for(tenant: str, provider: str) -> str:
+    return f"{provider}-{tenant}"
+
+
+def _credential_aad(connection_id: str, name: str) -> str:
+    return f"connection:{connection_id}:{name}"
+
+
+def _verifier_aad(state_hash: str) -> str:
+    return f"oauth_state:{state_hash}:code_verifier"
+
+
+def _hash_state(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def _advisory_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+class StateStore:
+    def __init__(self, engine: sa.Engine, keyring: Keyring) -> None:
+        self.engine = engine
+        self.keyring = keyring
+
+    # -- transactions ---------------------------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self, name: str) -> Iterator[sa.Connection]:
+        """A write transaction holding an exclusive lock named `name` until it commits.
+
+        PostgreSQL: a transaction-scoped advisory lock, so only holders of the same name wait.
+        SQLite: BEGIN IMMEDIATE, the database-wide write lock (SQLite has no finer one); WAL keeps readers going.
+        """
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect().execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}) as conn, conn.begin():
+                yield conn
+        else:
+            with self.engine.begin() as conn:
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_advisory_key(name))))
+                yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self.locked("store:write") if self.engine.dialect.name == "sqlite" else self.engine.begin() as conn:
+            yield conn
+
+    # -- connections ----------------------------------------------------------------------------------------
+
+    def save_connection(
+        self,
+        conn: sa.Connection,
+        *,
+        tenant: str,
+        provider: str,
+        requested_scopes: list[str],
+        granted_scopes: list[str],
+        tokens: TokenSet,
+        external_account_id: str | None = None,
+        provider_metadata: dict[str, Any] | None = None,
+    ) -> Connection:
+        """Create or re-authorize the (tenant, provider) connection with fresh tokens, inside `conn`'s transaction."""
+        connection_id = connection_id_for(tenant, provider)
+        now = utcnow()
+        values = {
+            "status": ConnectionStatus.ACTIVE.value,
+            "status_reason": None,
+            "external_account_id": external_account_id,
+            "requested_scopes": sorted(set(requested_scopes)),
+            "granted_scopes": sorted(set(granted_scopes)),
+            "provider_metadata": provider_metadata or {},
+            "token_expires_at": tokens.expires_at,
+            "updated_at": now,
+        }
+        table = schema.connections
+        updated = conn.execute(table.update().where(table.c.id == connection_id).values(**values))
+        if updated.rowcount == 0:
+            conn.execute(
+                table.insert().values(id=connection_id, tenant=tenant, provider=provider, created_at=now, **values)
+            )
+        self.save_tokens(conn, connection_id, tokens)
+        return self._get_connection(conn, connection_id)
+
+    def get_connection(self, connection_id: str) -> Connection | None:
+        with self.engine.connect() as conn:
+            return self._get_connection(conn, connection_id, required=False)
+
+    def _get_connection(self, conn: sa.Connection, connection_id: str, *, required: bool = True) -> Connection:
+        row = conn.execute(sa.select(schema.connections).where(schema.connections.c.id == connection_id)).first()
+        if row is None:
+            if required:
+                raise StoreError(f"connection {connection_id!r} does not exist")
+            return None  # type: ignore[return-value]
+        return Connection.model_validate(row._asdict())
+
+    def list_connections(
+        self, *, provider: str | None = None, statuses: tuple[ConnectionStatus, ...] | None = None
+    ) -> list[Connection]:
+        query = sa.select(schema.connections).order_by(schema.connections.c.id)
+        if provider is not None:
+            query = query.where(schema.connections.c.provider == provider)
+        if statuses is not None:
+            query = query.where(schema.connections.c.status.in_([status.value for status in statuses]))
+        with self.engine.connect() as conn:
+            return [Connection.model_validate(row._asdict()) for row in conn.execute(query)]
+
+    def set_status(self, conn: sa.Connection, connection_id: str, status: ConnectionStatus, reason: str | None) -> None:
+        table = schema.connections
+        conn.execute(
+            table.update()
+            .where(table.c.id == connection_id)
+            .values(status=status.value, status_reason=reason, updated_at=utcnow())
+        )
+
+    def disconnect(self, conn: sa.Connection, connection_id: str) -> None:
+        """Forget the tokens and mark the connection disconnected; its history and cursors stay."""
+        conn.execute(schema.credentials.delete().where(schema.credentials.c.connection_id == connection_id))
+        self.set_status(conn, connection_id, ConnectionStatus.DISCONNECTED, "disconnected by an operator")
+        conn.execute(
+            schema.connections.update()
+            .where(schema.connections.c.id == connection_id)
+            .values(token_expires_at=None)
+        )
+
+    def record_sync(self, connection_id: str, at: datetime | None = None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                schema.connections.update()
+                .where(schema.connections.c.id == connection_id)
+                .values(last_sync_at=at or utcnow())
+            )
+
+    # -- tokens -----------------------------------------------------------------------------------------------
+
+    def save_tokens(self, conn: sa.Connection, connection_id: str, tokens: TokenSet) -> None:
+        secrets_by_name = {ACCESS_TOKEN: tokens.access_token, REFRESH_TOKEN: tokens.refresh_token}
+        now = utcnow()
+        for name, secret in secrets_by_name.items():
+            table = schema.credentials
+            where = (table.c.connection_id == connection_id) & (table.c.name == name)
+            conn.execute(table.delete().where(where))
+            if secret is not None:
+                ciphertext = self.keyring.encrypt(
+                    secret.get_secret_value(), associated_data=_credential_aad(connection_id, name)
+                )
+                conn.execute(
+                    table.insert().values(
+                        connection_id=connection_id,
+                        name=name,
+                        key_id=self.keyring.primary_key_id,
+                        ciphertext=ciphertext,
+                        updated_at=now,
+                    )
+                )
+        conn.execute(
+            schema.connections.update()
+            .where(schema.connections.c.id == connection_id)
+            .values(token_expires_at=tokens.expires_at, updated_at=now)
+        )
+
+    def load_tokens(self, connection_id: str, conn: sa.Connection | None = None) -> TokenSet | None:
+        """Decrypt the connection's tokens (inside `conn`'s transaction when given, e.g. under its lock)."""
+        if conn is None:
+            with self.engine.connect() as fresh:
+                return self.load_tokens(connection_id, fresh)
+        rows = conn.execute(
+            sa.select(schema.credentials.c.name, schema.credentials.c.ciphertext).where(
+                schema.credentials.c.connection_id == connection_id
+            )
+        ).all()
+        plain = {
+            name: self.keyring.decrypt(ciphertext, associated_data=_credential_aad(connection_id, name))
+            for name, ciphertext in rows
+        }
+        if ACCESS_TOKEN not in plain:
+            return None
+        expires_at = conn.execute(
+            sa.select(schema.connections.c.token_expires_at).where(schema.connections.c.id == connection_id)
+        ).scalar_one_or_none()
+        refresh = plain.get(REFRESH_TOKEN)
+        return TokenSet(
+            access_token=plain[ACCESS_TOKEN],
+            refresh_token=refresh if refresh is not None else None,
+            expires_at=expires_at,
+        )
+
+    # -- OAuth states ---------------------------------------------------------------------------------------
+
+    def create_oauth_state(
+        self,
+        *,
+        tenant: str,
+        provider: str,
+        redirect_uri: str,
+        return_path: str | None,
+        scopes: list[str],
+        code_verifier: str,
+    ) -> tuple[str, datetime]:
+        """Store a fresh single-use state and return it with its expiry; only its hash is kept."""
+        state = secrets.token_urlsafe(STATE_BYTES)
+        state_hash = _hash_state(state)
+        now = utcnow()
+        expires_at = now + OAUTH_STATE_TTL
+        with self._write() as conn:
+            conn.execute(schema.oauth_states.delete().where(schema.oauth_states.c.expires_at < now - OAUTH_STATE_TTL))
+            conn.execute(
+                schema.oauth_states.insert().values(
+                    state_hash=state_hash,
+                    tenant=tenant,
+                    provider=provider,
+                    redirect_uri=redirect_uri,
+                    return_path=return_path,
+                    scopes=scopes,
+                    key_id=self.keyring.primary_key_id,
+                    code_verifier_ciphertext=self.keyring.encrypt(
+                        code_verifier, associated_data=_verifier_aad(state_hash)
+                    ),
+                    created_at=now,
+                    expires_at=expires_at,
+                )
+            )
+        return state, expires_at
+
+    def consume_oauth_state(self, state: str, provider: str) -> PendingAuthorization:
+        """Use a state exactly once: unknown, reused, expired or cross-provider states raise InvalidState."""
+        state_hash = _hash_state(state)
+        table = schema.oauth_states
+        now = utcnow()
+        with self._write() as conn:
+            row = conn.execute(sa.select(table).where(table.c.state_hash == state_hash)).first()
+            if row is None:
+                raise InvalidState("unknown authorization state; start the connection again")
+            if row.provider != provider:
+                raise InvalidState("this authorization state was issued for another provider")
+            claimed = conn.execute(
+                table.update()
+                .where((table.c.state_hash == state_hash) & table.c.consumed_at.is_(None) & (table.c.expires_at > now))
+                .values(consumed_at=now)
+            )
+            if claimed.rowcount != 1:
+                used = row.consumed_at is not None
+                raise InvalidState(
+                    "this authorization state was already used" if used else "this authorization state has expired"
+                )
+            verifier = self.keyring.decrypt(row.code_verifier_ciphertext, associated_data=_verifier_aad(state_hash))
+        return PendingAuthorization(
+            tenant=row.tenant,
+            provider=row.provider,
+            redirect_uri=row.redirect_uri,
+            return_path=row.return_path,
+            scopes=list(row.scopes),
+            code_verifier=verifier,
+        )
+
+    # -- sync cursors -----------------------------------------------------------------------------------------
+
+    def get_cursor(self, connection_id: str, entity: str, partition_key: str = LIVE_PARTITION) -> str | None:
+        table = schema.sync_cursors
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(table.c.cursor).where(
+                    (table.c.connection_id == connection_id)
+                    & (table.c.entity == entity)
+                    & (table.c.partition_key == partition_key)
+                )
+            ).scalar_one_or_none()
+
+    def set_cursor(self, connection_id: str, entity: str, cursor: str, partition_key: str = LIVE_PARTITION) -> None:
+        table = schema.sync_cursors
+        key = (table.c.connection_id == connection_id) & (table.c.entity == entity)
+        key &= table.c.partition_key == partition_key
+        with self._write() as conn:
+            if conn.execute(table.update().where(key).values(cursor=cursor, updated_at=utcnow())).rowcount == 0:
+                conn.execute(
+                    table.insert().values(
+                        connection_id=connection_id,
+                        entity=entity,
+                        partition_key=partition_key,
+                        cursor=cursor,
+                        updated_at=utcnow(),
+                    )
+                )
+
+    def clear_cursor(self, connection_id: str, entity: str, partition_key: str = LIVE_PARTITION) -> None:
+        table = schema.sync_cursors
+        with self._write() as conn:
+            conn.execute(
+                table.delete().where(
+                    (table.c.connection_id == connection_id)
+                    & (table.c.entity == entity)
+                    & (table.c.partition_key == partition_key)
+                )
+            )
+
+    # -- audit log ----------------------------------------------------------------------------------------------
+
+    def audit(
+        self,
+        conn: sa.Connection,
+        action: str,
+        *,
+        actor: str,
+        tenant: str | None = None,
+        provider: str | None = None,
+        connection_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Append a hash-chained entry inside `conn`'s transaction. Callers pass facts, never secrets."""
+        if self.engine.dialect.name != "sqlite":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_advisory_key("audit_log"))))
+        table = schema.audit_log
+        prev_hash = conn.execute(sa.select(table.c.entry_hash).order_by(table.c.id.desc()).limit(1)).scalar()
+        entry = {
+            "occurred_at": utcnow(),
+            "actor": actor,
+            "action": action,
+            "tenant": tenant,
+            "provider": provider,
+            "connection_id": connection_id,
+            "detail": detail or {},
+            "prev_hash": prev_hash or GENESIS_HASH,
+        }
+        conn.execute(table.insert().values(**entry, entry_hash=audit_hash(entry)))
+
+    def audit_entries(self, *, connection_id: str | None = None) -> list[AuditEntry]:
+        query = sa.select(schema.audit_log).order_by(schema.audit_log.c.id)
+        if connection_id is not None:
+            query = query.where(schema.audit_log.c.connection_id == connection_id)
+        with self.engine.connect() as conn:
+            return [AuditEntry.model_validate(row._asdict()) for row in conn.execute(query)]
+
+    # -- key rotation -----------------------------------------------------------------------------------------
+
+    def key_usage(self) -> dict[str, int]:
+        """How many stored ciphertexts each key id still protects."""
+        usage: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for table in (schema.credentials, schema.oauth_states):
+                for key_id, count in conn.execute(sa.select(table.c.key_id, sa.func.count()).group_by(table.c.key_id)):
+                    usage[key_id] = usage.get(key_id, 0) + count
+        return usage
+
+    def rotate_keys(self, batch_size: int = 500) -> int:
+        """Re-encrypt every ciphertext not under the primary key; returns how many rows moved.
+
+        Each row is re-read and rewritten inside its own connection's lock, so a concurrent refresh either sees
+        the old row or the new one, never a half-written pair.
+        """
+        primary = self.keyring.primary_key_id
+        moved = 0
+        credentials = schema.credentials
+        while True:
+            with self.engine.connect() as conn:
+                batch = conn.execute(
+                    sa.select(credentials.c.connection_id, credentials.c.name)
+                    .where(credentials.c.key_id != primary)
+                    .limit(batch_size)
+                ).all()
+            if not batch:
+                break
+            for connection_id, name in batch:
+                with self.locked(connection_id) as conn:
+                    where = (credentials.c.connection_id == connection_id) & (credentials.c.name == name)
+                    row = conn.execute(sa.select(credentials.c.ciphertext, credentials.c.key_id).where(where)).first()
+                    if row is None or row.key_id == primary:
+                        continue
+                    aad = _credential_aad(connection_id, name)
+                    plain = self.keyring.decrypt(row.ciphertext, associated_data=aad)
+                    conn.execute(
+                        credentials.update()
+                        .where(where)
+                        .values(ciphertext=self.keyring.encrypt(plain, associated_data=aad), key_id=primary)
+                    )
+                    moved += 1
+        states = schema.oauth_states
+        with self._write() as conn:
+            for row in conn.execute(sa.select(states).where(states.c.key_id != primary)).all():
+                aad = _verifier_aad(row.state_hash)
+                try:
+                    plain = self.keyring.decrypt(row.code_verifier_ciphertext, associated_data=aad)
+                except DecryptionError:
+                    raise StoreError(f"an OAuth state is under key {row.key_id!r}, which the keyring lacks") from None
+                conn.execute(
+                    states.update()
+                    .where(states.c.state_hash == row.state_hash)
+                    .values(code_verifier_ciphertext=self.keyring.encrypt(plain, associated_data=aad), key_id=primary)
+                )
+                moved += 1
+        return moved
+
+
+def audit_hash(entry: dict[str, Any]) -> str:
+    """SHA-256 over the previous hash and a canonical JSON of the entry's facts."""
+    facts = {key: entry[key] for key in ("actor", "action", "tenant", "provider", "connection_id", "detail")}
+    occurred_at: datetime = entry["occurred_at"]
+    facts["occurred_at"] = occurred_at.astimezone(UTC).isoformat(timespec="microseconds")
+    canonical = json.dumps(facts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256((entry["prev_hash"] + canonical).encode()).hexdigest()
+
+
+def verify_audit_chain(entries: list[AuditEntry]) -> int | None:
+    """The id of the first entry whose hash or link does not hold, or None when the chain is intact."""
+    prev_hash = GENESIS_HASH
+    for entry in entries:
+        facts = entry.model_dump()
+        if entry.prev_hash != prev_hash or audit_hash(facts) != entry.entry_hash:
+            return entry.id
+        prev_hash = entry.entry_hash
+    return None

@@ -1,0 +1,117 @@
+"""SQLAlchemy Core tables of the integration state store. Changes go through Alembic migrations only.
+
+Later tables (webhook inbox, dead letters, subscriptions, deliveries, field mappings) hang off
+`connections.id` or `tenant` the same way `credentials` and `sync_cursors` do.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData(
+    naming_convention={
+        "pk": "pk_%(table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+    }
+)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone of its own)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; pass an aware UTC datetime")
+        return value.astimezone(UTC) if dialect.name != "sqlite" else value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+connections = sa.Table(
+    "connections",
+    metadata,
+    sa.Column("id", sa.String(160), primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # active | needs_reauth | disconnected
+    sa.Column("status_reason", sa.Text, nullable=True),
+    sa.Column("external_account_id", sa.String(255), nullable=True),
+    sa.Column("requested_scopes", sa.JSON, nullable=False),
+    sa.Column("granted_scopes", sa.JSON, nullable=False),
+    sa.Column("provider_metadata", sa.JSON, nullable=False),  # api_domain, instance_url, ...: never a secret
+    sa.Column("token_expires_at", UTCDateTime, nullable=True),
+    sa.Column("last_sync_at", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("tenant", "provider"),
+)
+
+# One row per secret of a connection (access_token, refresh_token). `key_id` repeats the ciphertext's key id so
+# that key rotation can find the rows still under an old key with an index instead of a scan.
+credentials = sa.Table(
+    "credentials",
+    metadata,
+    sa.Column("connection_id", sa.String(160), sa.ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("key_id", sa.String(32), nullable=False, index=True),
+    sa.Column("ciphertext", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Only the SHA-256 of a state is stored: the state itself travels in the browser and is single use.
+oauth_states = sa.Table(
+    "oauth_states",
+    metadata,
+    sa.Column("state_hash", sa.String(64), primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("redirect_uri", sa.Text, nullable=False),
+    sa.Column("return_path", sa.Text, nullable=True),
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("key_id", sa.String(32), nullable=False, index=True),
+    sa.Column("code_verifier_ciphertext", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("consumed_at", UTCDateTime, nullable=True),
+)
+
+# `partition_key` is "" for the live incremental cursor; a backfill of a partition keeps its own row.
+sync_cursors = sa.Table(
+    "sync_cursors",
+    metadata,
+    sa.Column("connection_id", sa.String(160), sa.ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("entity", sa.String(32), primary_key=True),
+    sa.Column("partition_key", sa.String(64), primary_key=True),
+    sa.Column("cursor", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Append-only and hash-chained; no foreign key, because the trail outlives the connections it speaks of.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("occurred_at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("tenant", sa.String(64), nullable=True),
+    sa.Column("provider", sa.String(32), nullable=True),
+    sa.Column("connection_id", sa.String(160), nullable=True, index=True),
+    sa.Column("detail", sa.JSON, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("entry_hash", sa.String(64), nullable=False, unique=True),
+)
