@@ -45,7 +45,9 @@ class Keyring:
         for position, entry in enumerate(filter(None, (part.strip() for part in spec.split(","))), start=1):
             key_id, separator, encoded = entry.partition(":")
             if not separator or not KEY_ID_PATTERN.match(key_id):
-                raise KeyringError(f"entry {position} must look like key_id:base64key (key_id: letters, digits, _ or -)")
+                raise KeyringError(
+                    f"entry {position} must look like key_id:base64key (key_id: letters, digits, _ or -)"
+                )
             try:
                 key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), altchars=b"-_", validate=False)
             except ValueError:

@@ -8,8 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from integrations_pipeline.crypto import Keyring, KeyringError
 
 ENV_PREFIX = "INTEGRATIONS_"
 NESTED_DELIMITER = "__"
@@ -41,7 +50,8 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the integration state store (sqlite:///path or postgresql+psycopg2://...)",
     )
     warehouse_path: Path = Field(default=Path(".data/warehouse.duckdb"), description="the DuckDB warehouse file")
-    encryption_keys: SecretStr = Field(
+    encryption_keys: SecretStr | None = Field(
+        default=None,
         description="comma-separated `key_id:base64-32-byte-key` entries, the first one primary "
         "(make one with `integrations-pipeline keys generate`)",
     )
@@ -68,6 +78,21 @@ class Settings(BaseSettings):
             if url.path not in (None, "", "/") or url.query or url.fragment:
                 raise ValueError(f"{origin!r} must be an origin like https://app.example.com, without a path")
         return [origin.rstrip("/") for origin in origins]
+
+    def keyring(self) -> Keyring:
+        """The token keyring; commands that touch secrets call this first, so a missing key fails at start."""
+        name = env_name(("encryption_keys",))
+        if self.encryption_keys is None:
+            raise SettingsError(f"{name} is missing: expected {_describe(('encryption_keys',))}")
+        try:
+            return Keyring.from_spec(self.encryption_keys.get_secret_value())
+        except KeyringError as error:
+            raise SettingsError(f"{name} is invalid: {error}") from None
+
+    def require_api_key(self) -> SecretStr:
+        if self.api_key is None:
+            raise SettingsError(f"{env_name(('api_key',))} is missing: expected {_describe(('api_key',))}")
+        return self.api_key
 
     def provider_app(self, provider: str) -> ProviderApp:
         app = getattr(self, provider, None)

@@ -162,9 +162,7 @@ class StateStore:
         conn.execute(schema.credentials.delete().where(schema.credentials.c.connection_id == connection_id))
         self.set_status(conn, connection_id, ConnectionStatus.DISCONNECTED, "disconnected by an operator")
         conn.execute(
-            schema.connections.update()
-            .where(schema.connections.c.id == connection_id)
-            .values(token_expires_at=None)
+            schema.connections.update().where(schema.connections.c.id == connection_id).values(token_expires_at=None)
         )
 
     def record_sync(self, connection_id: str, at: datetime | None = None) -> None:

@@ -1,0 +1,1 @@
+"""Assets, built by factories from the provider registry."""

@@ -1,0 +1,147 @@
+"""`integrations-pipeline`: operate the state store, keys, gateway and the local sandbox stack.
+
+Every refusal is one line naming what to fix, with exit status 1; never a stack trace.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from integrations_pipeline.crypto import KeyringError, generate_key_entry
+from integrations_pipeline.settings import Settings, SettingsError, load_settings
+from integrations_pipeline.store import StateStore, StoreError, create_store_engine
+from integrations_pipeline.store import migrate as migrations
+
+
+def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (SettingsError, KeyringError, StoreError) as error:
+            raise click.ClickException(str(error)) from None
+
+    return wrapper
+
+
+def open_store(settings: Settings) -> StateStore:
+    return StateStore(create_store_engine(settings.state_database_url), settings.keyring())
+
+
+@click.group(help=__doc__)
+def main() -> None:
+    pass
+
+
+@main.group(help="The integration state database.")
+def db() -> None:
+    pass
+
+
+@db.command("upgrade", help="Apply every pending Alembic migration.")
+@friendly_errors
+def db_upgrade() -> None:
+    engine = create_store_engine(load_settings().state_database_url)
+    migrations.upgrade(engine)
+    click.echo(f"state store at revision {migrations.current_revision(engine)}")
+
+
+@db.command("current", help="Show the applied and the latest migration.")
+@friendly_errors
+def db_current() -> None:
+    engine = create_store_engine(load_settings().state_database_url)
+    click.echo(f"applied: {migrations.current_revision(engine) or 'none'}; latest: {migrations.head_revision()}")
+
+
+@main.group(help="Encryption keys for tokens at rest.")
+def keys() -> None:
+    pass
+
+
+@keys.command("generate", help="Print a new key entry for INTEGRATIONS_ENCRYPTION_KEYS (prepend it to rotate).")
+@click.option("--key-id", default=None, help="a name for the key (letters, digits, _ or -)")
+@friendly_errors
+def keys_generate(key_id: str | None) -> None:
+    click.echo(generate_key_entry(key_id))
+
+
+@keys.command("rotate", help="Re-encrypt every stored secret under the primary (first) key.")
+@friendly_errors
+def keys_rotate() -> None:
+    store = open_store(load_settings())
+    with store.engine.begin() as conn:
+        moved = store.rotate_keys()
+        store.audit(conn, "keys.rotated", actor="cli", detail={"rows": moved, "primary": store.keyring.primary_key_id})
+    click.echo(f"re-encrypted {moved} secrets under key {store.keyring.primary_key_id}")
+    _print_key_usage(store)
+
+
+@keys.command("status", help="How many secrets each key protects; a key at 0 can be retired.")
+@friendly_errors
+def keys_status() -> None:
+    _print_key_usage(open_store(load_settings()))
+
+
+def _print_key_usage(store: StateStore) -> None:
+    usage = store.key_usage()
+    for key_id in sorted(store.keyring.key_ids | set(usage)):
+        role = "primary" if key_id == store.keyring.primary_key_id else "secondary"
+        known = "" if key_id in store.keyring.key_ids else " (NOT IN KEYRING: these rows cannot be read)"
+        click.echo(f"{key_id}\t{role}\t{usage.get(key_id, 0)} secrets{known}")
+
+
+@main.group(help="Connections of tenants' accounts.")
+def connections() -> None:
+    pass
+
+
+@connections.command("list", help="Every connection with its status (never a secret).")
+@friendly_errors
+def connections_list() -> None:
+    for connection in open_store(load_settings()).list_connections():
+        expires = connection.token_expires_at.isoformat() if connection.token_expires_at else "-"
+        click.echo(f"{connection.id}\t{connection.status.value}\ttoken expires {expires}")
+
+
+@main.command(help="Serve the HTTP gateway.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@friendly_errors
+def gateway(host: str, port: int) -> None:
+    import uvicorn
+
+    from integrations_pipeline.gateway import create_app
+
+    settings = load_settings()
+    settings.require_api_key()
+    settings.keyring()
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@main.command(help="Serve a provider's sandbox emulator (for local development and tests).")
+@click.argument("provider")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8101, show_default=True, type=int)
+@click.option("--contacts", default=2_000, show_default=True, type=int, help="generated contacts")
+@friendly_errors
+def sandbox(provider: str, host: str, port: int, contacts: int) -> None:
+    import uvicorn
+
+    from integrations_pipeline.devstack import build_emulator
+
+    uvicorn.run(build_emulator(provider, load_settings(), contacts=contacts).app, host=host, port=port)
+
+
+@main.command(help="The local stack behind `make dev`: sandbox, gateway, a connected tenant and `dagster dev`.")
+@click.option("--dagster-port", default=3000, show_default=True, type=int)
+@click.option("--gateway-port", default=8080, show_default=True, type=int)
+@click.option("--sandbox-port", default=8101, show_default=True, type=int)
+@friendly_errors
+def dev(dagster_port: int, gateway_port: int, sandbox_port: int) -> None:
+    from integrations_pipeline.devstack import run_dev_stack
+
+    run_dev_stack(dagster_port=dagster_port, gateway_port=gateway_port, sandbox_port=sandbox_port)

@@ -1,0 +1,1 @@
+"""Provider connectors: plain httpx clients, OAuth and typed errors. No Dagster here."""

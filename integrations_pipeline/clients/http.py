@@ -1,0 +1,154 @@
+"""The one HTTP policy of every connector: explicit timeouts, retries on 429/5xx/transport errors only,
+`Retry-After` honoured, full-jitter exponential backoff, and a tally of calls and rate-limit headroom."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from integrations_pipeline.clients.errors import NeedsReauth, ProviderError, RateLimited
+
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 60.0
+TIMEOUT = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+RETRYABLE_TRANSPORT_ERRORS = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.TimeoutException)
+ERROR_EXCERPT_CHARS = 300
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    # A Retry-After beyond this is not waited out inside the run: RateLimited lets the orchestrator reschedule.
+    max_retry_after_s: float = 120.0
+
+    def backoff(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2^attempt)]."""
+        return rng() * min(self.max_delay_s, self.base_delay_s * 2**attempt)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+@dataclass
+class CallStats:
+    """What a sync spent at the provider, for the materialization's metadata."""
+
+    api_calls: int = 0
+    retries: int = 0
+    rate_limit_headers: dict[str, str] = field(default_factory=dict)
+
+
+class ApiClient:
+    """A provider's HTTP session: base URL, auth transport, retry policy and call statistics."""
+
+    rate_limit_header_prefixes: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: httpx.Auth | None = None,
+        retry: RetryPolicy | None = None,
+        headers: Mapping[str, str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.http = httpx.Client(base_url=base_url, auth=auth, timeout=TIMEOUT, headers=dict(headers or {}))
+        self.retry = retry or RetryPolicy()
+        self.stats = CallStats()
+        self._sleep = sleep
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def request(self, method: str, url: str, *, check_status: bool = True, **kwargs: Any) -> httpx.Response:
+        """Send with the retry policy; return a 2xx/3xx response or raise a typed error.
+
+        `check_status=False` hands non-retryable 4xx responses back to the caller (OAuth error bodies)."""
+        for attempt in range(self.retry.max_attempts):
+            last_attempt = attempt == self.retry.max_attempts - 1
+            try:
+                self.stats.api_calls += 1
+                response = self.http.request(method, url, **kwargs)
+            except RETRYABLE_TRANSPORT_ERRORS as error:
+                if last_attempt:
+                    raise ProviderError(
+                        f"{method} {url}: {type(error).__name__} after {attempt + 1} attempts"
+                    ) from None
+                self._pause(self.retry.backoff(attempt))
+                continue
+            self._remember_rate_limits(response)
+            if response.status_code not in RETRYABLE_STATUS and not self.is_rate_limited(response):
+                return self.raise_for_status(response) if check_status else response
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if retry_after is not None and retry_after > self.retry.max_retry_after_s:
+                raise RateLimited(
+                    f"{method} {url}: provider asked to wait {retry_after:.0f} s", retry_after_s=retry_after
+                )
+            if last_attempt:
+                break
+            self._pause(retry_after if retry_after is not None else self.retry.backoff(attempt))
+        if response.status_code == 429 or self.is_rate_limited(response):
+            raise RateLimited(
+                f"{method} {url}: still rate limited after {self.retry.max_attempts} attempts",
+                retry_after_s=parse_retry_after(response.headers.get("Retry-After")) or self.retry.max_delay_s,
+            )
+        raise ProviderError(
+            f"{method} {url}: HTTP {response.status_code} after {self.retry.max_attempts} attempts",
+            status_code=response.status_code,
+        )
+
+    def get_json(self, url: str, **kwargs: Any) -> Any:
+        return self.request("GET", url, **kwargs).json()
+
+    def is_rate_limited(self, response: httpx.Response) -> bool:
+        """Providers that signal rate limits without a 429 (Google's 403 rateLimitExceeded) override this."""
+        return False
+
+    def raise_for_status(self, response: httpx.Response) -> httpx.Response:
+        if response.status_code == 401:
+            raise NeedsReauth(f"{response.request.method} {response.request.url.path}: the provider answered 401")
+        if response.status_code >= 400:
+            excerpt = response.text[:ERROR_EXCERPT_CHARS]
+            raise ProviderError(
+                f"{response.request.method} {response.request.url.path}: HTTP {response.status_code}: {excerpt}",
+                status_code=response.status_code,
+            )
+        return response
+
+    def _pause(self, seconds: float) -> None:
+        self.stats.retries += 1
+        self._sleep(seconds)
+
+    def _remember_rate_limits(self, response: httpx.Response) -> None:
+        for name, value in response.headers.items():
+            if name.lower().startswith(self.rate_limit_header_prefixes):
+                self.stats.rate_limit_headers[name.lower()] = value

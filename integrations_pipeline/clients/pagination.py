@@ -1,0 +1,53 @@
+"""Pagination strategies shared by every connector: small objects that know where the next cursor is."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from integrations_pipeline.clients.http import ApiClient
+
+
+def dig(document: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at `path` inside nested mappings, or None where any step is missing."""
+    value: Any = document
+    for step in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(step)
+    return value
+
+
+@dataclass(frozen=True)
+class CursorPaginator:
+    """The next cursor sits at `path` in each page and goes back as `param` (query string, or JSON body for
+    search endpoints); a page without one is the last (HubSpot `paging.next.after`)."""
+
+    path: tuple[str, ...]
+    param: str
+    in_body: bool = False
+
+    def pages(
+        self,
+        api: ApiClient,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        json: Mapping[str, Any] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        cursor: Any = None
+        while True:
+            query: list[tuple[str, Any]] = list(params.items() if isinstance(params, Mapping) else params or [])
+            body = dict(json) if json is not None else None
+            if cursor is not None:
+                if self.in_body and body is not None:
+                    body[self.param] = cursor
+                else:
+                    query.append((self.param, cursor))
+            page: dict[str, Any] = api.request(method, url, params=query, json=body).json()
+            yield page
+            cursor = dig(page, self.path)
+            if not cursor:
+                return

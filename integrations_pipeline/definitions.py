@@ -1,0 +1,28 @@
+"""The one Definitions object: assets, jobs, sensors and schedules built from the provider registry."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from integrations_pipeline.assets.entities import build_entity_asset
+from integrations_pipeline.clients.providers import ENTITIES
+from integrations_pipeline.jobs import build_sync_job
+from integrations_pipeline.resources import IntegrationsResource, WarehouseIOManager
+from integrations_pipeline.schedules import build_sync_schedule
+from integrations_pipeline.sensors import build_connections_sensor
+
+
+def build_definitions() -> dg.Definitions:
+    providers = sorted({entity.provider for entity in ENTITIES})
+    sync_jobs = {provider: build_sync_job(provider) for provider in providers}
+    integrations = IntegrationsResource()
+    return dg.Definitions(
+        assets=[build_entity_asset(entity) for entity in ENTITIES],
+        jobs=list(sync_jobs.values()),
+        sensors=[build_connections_sensor(sync_jobs)],
+        schedules=[build_sync_schedule(provider, job) for provider, job in sync_jobs.items()],
+        resources={"integrations": integrations, "io_manager": WarehouseIOManager(integrations=integrations)},
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,131 @@
+"""`make dev`: the whole product on one machine with the embedded defaults.
+
+Writes a git-ignored `.env` (fresh keys, the sandbox app's credentials) where values are not already set,
+migrates the state store, serves the sandbox emulator and the gateway from this process, connects the
+`sandbox` tenant through the real OAuth flow, then runs `dagster dev` with sensors and schedules on.
+Ctrl-C stops `dagster dev` (by its PID) and the servers this process started.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from integrations_pipeline.crypto import generate_key_entry
+from integrations_pipeline.gateway import create_app
+from integrations_pipeline.httpserver import BackgroundServer
+from integrations_pipeline.sandbox import EMULATORS
+from integrations_pipeline.settings import Settings, SettingsError, load_settings
+from integrations_pipeline.store import StateStore, create_store_engine
+from integrations_pipeline.store import migrate as migrations
+
+ENV_FILE = Path(".env")
+DAGSTER_HOME = Path(".data/dagster")
+SANDBOX_TENANT = "sandbox"
+SANDBOX_PROVIDER = "hubspot"
+
+
+def dev_environment(gateway_port: int, sandbox_port: int) -> dict[str, str]:
+    """Values `make dev` needs; secrets are fresh random ones, written once and kept."""
+    return {
+        "INTEGRATIONS_STATE_DATABASE_URL": "sqlite:///.data/state.db",
+        "INTEGRATIONS_WAREHOUSE_PATH": ".data/warehouse.duckdb",
+        "INTEGRATIONS_ENCRYPTION_KEYS": generate_key_entry("dev1"),
+        "INTEGRATIONS_API_KEY": secrets.token_urlsafe(24),
+        "INTEGRATIONS_PUBLIC_URL": f"http://127.0.0.1:{gateway_port}",
+        "INTEGRATIONS_HUBSPOT__CLIENT_ID": "sandbox-hubspot-app",
+        "INTEGRATIONS_HUBSPOT__CLIENT_SECRET": secrets.token_urlsafe(24),
+        "INTEGRATIONS_HUBSPOT__BASE_URL": f"http://127.0.0.1:{sandbox_port}",
+    }
+
+
+def ensure_env_file(defaults: dict[str, str], path: Path = ENV_FILE) -> list[str]:
+    """Append the variables neither the environment nor the file sets yet; return their names."""
+    existing = path.read_text().splitlines() if path.exists() else []
+    present = {line.split("=", 1)[0].strip() for line in existing if "=" in line and not line.startswith("#")}
+    missing = [name for name in defaults if name not in present and name not in os.environ]
+    if missing:
+        with path.open("a") as env_file:
+            if not existing:
+                env_file.write("# Written by `make dev` for local development only; git-ignored. Do not commit.\n")
+            env_file.writelines(f"{name}={defaults[name]}\n" for name in missing)
+        path.chmod(0o600)
+    return missing
+
+
+def build_emulator(provider: str, settings: Settings, *, contacts: int = 2_000) -> Any:
+    if provider not in EMULATORS:
+        raise SettingsError(f"no sandbox emulator for {provider!r}; available: {', '.join(sorted(EMULATORS))}")
+    app = settings.provider_app(provider)
+    return EMULATORS[provider](
+        client_id=app.client_id, client_secret=app.client_secret.get_secret_value(), contacts=contacts
+    )
+
+
+def connect_through_oauth(gateway_url: str, api_key: str, provider: str, tenant: str) -> dict[str, Any]:
+    """What a person does in a browser: start at the gateway, consent at the provider (the sandbox consents by
+    itself), land back on the callback."""
+    with httpx.Client(timeout=30, follow_redirects=True) as browser:
+        started = browser.post(
+            f"{gateway_url}/connections/{provider}/connect",
+            json={"tenant": tenant},
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
+        started.raise_for_status()
+        landed = browser.get(started.json()["authorization_url"])
+        landed.raise_for_status()
+        return landed.json()
+
+
+def run_dev_stack(*, dagster_port: int, gateway_port: int, sandbox_port: int) -> None:
+    written = ensure_env_file(dev_environment(gateway_port, sandbox_port))
+    if written:
+        click.echo(f"wrote {len(written)} local settings to {ENV_FILE} (git-ignored)")
+    settings = load_settings()
+    engine = create_store_engine(settings.state_database_url)
+    migrations.upgrade(engine)
+    store = StateStore(engine, settings.keyring())
+    emulator = build_emulator(SANDBOX_PROVIDER, settings)
+    with (
+        BackgroundServer(emulator.app, port=sandbox_port) as sandbox_server,
+        BackgroundServer(create_app(settings, store), port=gateway_port) as gateway_server,
+    ):
+        click.echo(f"sandbox {SANDBOX_PROVIDER} emulator on {sandbox_server.url}; gateway on {gateway_server.url}")
+        connection = connect_through_oauth(
+            gateway_server.url, settings.require_api_key().get_secret_value(), SANDBOX_PROVIDER, SANDBOX_TENANT
+        )
+        click.echo(f"connected {connection['id']} ({connection['status']}) through the OAuth flow")
+        DAGSTER_HOME.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile("dagster.yaml", DAGSTER_HOME / "dagster.yaml")
+        environment = {**os.environ, "DAGSTER_HOME": str(DAGSTER_HOME.resolve())}
+        command = [
+            str(Path(sys.executable).with_name("dagster")),
+            "dev",
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(dagster_port),
+        ]
+        click.echo(f"Dagster UI: http://127.0.0.1:{dagster_port}  (Ctrl-C stops everything)")
+        dagster = subprocess.Popen(command, env=environment)
+        try:
+            dagster.wait()
+        except KeyboardInterrupt:
+            dagster.send_signal(signal.SIGINT)  # dagster dev stops its own webserver, daemon and code servers
+            try:
+                dagster.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                dagster.kill()
+                dagster.wait()
+    engine.dispose()

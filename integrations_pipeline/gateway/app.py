@@ -1,0 +1,299 @@
+"""The gateway: `create_app(settings, store) -> Starlette`.
+
+Routes are declared once in OPERATIONS, which builds both the routing table and `/openapi.json`.
+Handlers are async; store and provider calls are blocking and run in the thread pool.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from integrations_pipeline.gateway.connections import ConnectionService, GatewayError
+from integrations_pipeline.gateway.schemas import (
+    ConnectionList,
+    ConnectionView,
+    ConnectRequest,
+    ConnectResponse,
+    DisconnectResponse,
+    ErrorBody,
+    HealthResponse,
+)
+from integrations_pipeline.settings import Settings
+from integrations_pipeline.store import StateStore, create_store_engine
+
+logger = logging.getLogger(__name__)
+MAX_JSON_BODY_BYTES = 64 * 1024
+RETRY_AFTER_S = "5"
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def error_response(error: GatewayError) -> JSONResponse:
+    body = ErrorBody(error=error.code, message=error.message, fields=error.fields)
+    headers = {401: {"WWW-Authenticate": "Bearer"}, 503: {"Retry-After": RETRY_AFTER_S}}.get(error.status)
+    return JSONResponse(body.model_dump(), status_code=error.status, headers=headers)
+
+
+def _json(model: BaseModel, status: int = 200) -> JSONResponse:
+    return JSONResponse(model.model_dump(mode="json"), status_code=status)
+
+
+async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_JSON_BODY_BYTES):
+        raise GatewayError(413, "body_too_large", f"the body must be at most {MAX_JSON_BODY_BYTES} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_JSON_BODY_BYTES:
+            raise GatewayError(413, "body_too_large", f"the body must be at most {MAX_JSON_BODY_BYTES} bytes")
+    try:
+        return model.model_validate_json(bytes(raw) or b"null")
+    except ValidationError as invalid:
+        fields = {}
+        for issue in invalid.errors(include_url=False, include_input=False):
+            name = ".".join(str(part) for part in issue["loc"]) or "body"
+            fields[name] = issue["msg"]
+        names = ", ".join(fields)
+        raise GatewayError(422, "invalid_body", f"the request body is invalid: {names}", fields) from None
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    handler: str  # the name of a Gateway method
+    authenticated: bool = True
+    request_model: type[BaseModel] | None = None
+    response_model: type[BaseModel] | None = None
+    status: int = 200
+
+
+class Gateway:
+    """Handlers bound to one service; the lifespan creates and closes it."""
+
+    def __init__(self, settings: Settings, store: StateStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.connections = ConnectionService(settings, store)
+
+    def authorize(self, request: Request) -> None:
+        expected = self.settings.api_key
+        if expected is None:  # the CLI refuses to start without one; an embedding app may still forget it
+            raise GatewayError(401, "unauthorized", "this gateway has no API key configured (INTEGRATIONS_API_KEY)")
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.strip().encode(), expected.get_secret_value().encode()
+        ):
+            raise GatewayError(401, "unauthorized", "send the gateway's API key as `Authorization: Bearer <key>`")
+
+    async def health(self, request: Request) -> Response:
+        return _json(HealthResponse(status="ok"))
+
+    async def ready(self, request: Request) -> Response:
+        def ping() -> None:
+            with self.store.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+
+        try:
+            await run_in_threadpool(ping)
+        except sa.exc.SQLAlchemyError:
+            raise GatewayError(503, "database_unavailable", "the state database is not reachable") from None
+        return _json(HealthResponse(status="ready"))
+
+    async def connect(self, request: Request) -> Response:
+        provider = request.path_params["provider"]
+        body = await parse_body(request, ConnectRequest)
+        started = await run_in_threadpool(self.connections.start, provider, body.tenant, body.return_path, body.scopes)
+        return _json(ConnectResponse(**started.__dict__))
+
+    async def callback(self, request: Request) -> Response:
+        query = request.query_params
+        outcome = await run_in_threadpool(
+            self.connections.complete,
+            request.path_params["provider"],
+            state=query.get("state"),
+            code=query.get("code"),
+            error=query.get("error"),
+        )
+        if outcome.redirect_to is not None:
+            return RedirectResponse(outcome.redirect_to, status_code=303)
+        assert outcome.connection is not None
+        return _json(ConnectionView.of(outcome.connection))
+
+    async def list_connections(self, request: Request) -> Response:
+        tenant, provider = request.query_params.get("tenant"), request.query_params.get("provider")
+        connections = await run_in_threadpool(self.store.list_connections, provider=provider)
+        views = [ConnectionView.of(c) for c in connections if tenant is None or c.tenant == tenant]
+        return _json(ConnectionList(connections=views))
+
+    async def get_connection(self, request: Request) -> Response:
+        connection_id = request.path_params["connection_id"]
+        connection = await run_in_threadpool(self.store.get_connection, connection_id)
+        if connection is None:
+            raise GatewayError(404, "unknown_connection", f"no connection {connection_id!r}")
+        return _json(ConnectionView.of(connection))
+
+    async def delete_connection(self, request: Request) -> Response:
+        connection, revoked = await run_in_threadpool(self.connections.disconnect, request.path_params["connection_id"])
+        return _json(DisconnectResponse(id=connection.id, status=connection.status.value, revoked_at_provider=revoked))
+
+
+OPERATIONS = [
+    Operation("GET", "/health", "Liveness", "health", authenticated=False, response_model=HealthResponse),
+    Operation(
+        "GET",
+        "/ready",
+        "Readiness: the state database answers",
+        "ready",
+        authenticated=False,
+        response_model=HealthResponse,
+    ),
+    Operation(
+        "POST",
+        "/connections/{provider}/connect",
+        "Start connecting a tenant's account",
+        "connect",
+        request_model=ConnectRequest,
+        response_model=ConnectResponse,
+    ),
+    Operation(
+        "GET",
+        "/oauth/{provider}/callback",
+        "OAuth redirect target (protected by the state)",
+        "callback",
+        authenticated=False,
+        response_model=ConnectionView,
+    ),
+    Operation(
+        "GET",
+        "/connections",
+        "List connections (filter with ?tenant= and ?provider=)",
+        "list_connections",
+        response_model=ConnectionList,
+    ),
+    Operation(
+        "GET",
+        "/connections/{connection_id}",
+        "One connection's status, scopes and token expiry",
+        "get_connection",
+        response_model=ConnectionView,
+    ),
+    Operation(
+        "DELETE",
+        "/connections/{connection_id}",
+        "Disconnect: revoke at the provider, delete tokens",
+        "delete_connection",
+        response_model=DisconnectResponse,
+    ),
+]
+
+
+def openapi_document(operations: list[Operation]) -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+
+    def ref(model: type[BaseModel]) -> dict[str, str]:
+        document = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(document.pop("$defs", {}))
+        schemas[model.__name__] = document
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    paths: dict[str, Any] = {}
+    error = {"description": "refused; the body says why", "content": {"application/json": {"schema": ref(ErrorBody)}}}
+    for operation in operations:
+        spec: dict[str, Any] = {"summary": operation.summary, "responses": {"4XX": error}}
+        if operation.response_model is not None:
+            content = {"application/json": {"schema": ref(operation.response_model)}}
+            spec["responses"][str(operation.status)] = {"description": "success", "content": content}
+        if operation.request_model is not None:
+            spec["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(operation.request_model)}},
+            }
+        if operation.authenticated:
+            spec["security"] = [{"apiKey": []}]
+        parameters = [
+            {"name": name.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in operation.path.split("/")
+            if name.startswith("{")
+        ]
+        if parameters:
+            spec["parameters"] = parameters
+        paths.setdefault(operation.path, {})[operation.method.lower()] = spec
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "integrations_pipeline gateway", "version": "1"},
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}}},
+    }
+
+
+def _route(operation: Operation) -> Route:
+    async def endpoint(request: Request) -> Response:
+        gateway: Gateway = request.app.state.gateway
+        try:
+            if operation.authenticated:
+                gateway.authorize(request)
+            return await getattr(gateway, operation.handler)(request)
+        except GatewayError as refusal:
+            return error_response(refusal)
+        except sa.exc.OperationalError:
+            logger.warning("state database unavailable during %s %s", operation.method, operation.path)
+            return error_response(GatewayError(503, "database_unavailable", "the state database is not reachable"))
+
+    return Route(operation.path, endpoint, methods=[operation.method], name=operation.handler)
+
+
+async def _openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document(OPERATIONS))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # Never a stack trace to the caller; the log names the type only, as messages may quote provider responses.
+    logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    body = ErrorBody(error="internal_error", message="the gateway failed; see its logs")
+    return JSONResponse(body.model_dump(), status_code=500)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return error_response(GatewayError(404, "not_found", f"no route {request.method} {request.url.path}"))
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return error_response(GatewayError(405, "method_not_allowed", f"{request.method} is not allowed here"))
+
+
+def create_app(settings: Settings, store: StateStore | None = None) -> Starlette:
+    """The gateway app. Without a store, the lifespan opens one from settings and disposes of it at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        active_store = store or StateStore(create_store_engine(settings.state_database_url), settings.keyring())
+        app.state.gateway = Gateway(settings, active_store)
+        try:
+            yield
+        finally:
+            app.state.gateway.connections.close()
+            if store is None:
+                active_store.engine.dispose()
+
+    routes = [_route(operation) for operation in OPERATIONS]
+    routes.append(Route("/openapi.json", _openapi, methods=["GET"]))
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: _not_found, 405: _method_not_allowed, 500: _server_error},
+    )

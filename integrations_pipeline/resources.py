@@ -1,0 +1,105 @@
+"""Dagster resources: the one door from orchestration to the state store, the connectors and the warehouse.
+
+Configuration comes from the same `Settings` model the gateway and CLI read (INTEGRATIONS_* variables, or
+`.env`), resolved when a run or sensor starts, never at import: so definitions load with no secrets set, and no
+secret ever enters Dagster run config. docs/architecture.md says why this is preferred to binding each
+variable with dg.EnvVar.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pandas as pd
+from dagster._core.storage.db_io_manager import DbIOManager, TableSlice
+from dagster_duckdb.io_manager import DuckDbClient
+from dagster_duckdb_pandas import DuckDBPandasIOManager
+from pydantic import PrivateAttr
+
+from integrations_pipeline.clients.auth import ConnectionAuth, TokenSource
+from integrations_pipeline.clients.http import ApiClient
+from integrations_pipeline.clients.oauth import OAuthClient
+from integrations_pipeline.clients.providers import PROVIDERS
+from integrations_pipeline.settings import Settings, load_settings
+from integrations_pipeline.store import StateStore, create_store_engine
+
+
+class IntegrationsResource(dg.ConfigurableResource):
+    """State store, connectors and warehouse location, configured by the INTEGRATIONS_* environment
+    (INTEGRATIONS_STATE_DATABASE_URL, INTEGRATIONS_ENCRYPTION_KEYS, INTEGRATIONS_WAREHOUSE_PATH and one
+    INTEGRATIONS_<PROVIDER>__CLIENT_ID / __CLIENT_SECRET pair per enabled provider)."""
+
+    _settings: Settings | None = PrivateAttr(default=None)
+    _store: StateStore | None = PrivateAttr(default=None)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings()
+        return self._settings
+
+    @property
+    def store(self) -> StateStore:
+        if self._store is None:
+            self._store = StateStore(create_store_engine(self.settings.state_database_url), self.settings.keyring())
+        return self._store
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._store is not None:
+            self._store.engine.dispose()
+
+    @contextmanager
+    def connector(self, provider: str, connection_id: str) -> Iterator[ApiClient]:
+        """The provider's data client for one connection; its transport refreshes tokens through the store."""
+        spec = PROVIDERS[provider]
+        if spec.build_client is None:
+            raise dg.Failure(description=f"{spec.display_name} has no data connector yet")
+        app = self.settings.provider_app(provider)
+        oauth = OAuthClient(spec, app)
+        tokens = TokenSource(self.store, oauth, connection_id)
+        client = spec.build_client(spec.api_origin(app), ConnectionAuth(tokens, spec.auth_scheme))
+        try:
+            yield client
+        finally:
+            client.close()
+            oauth.api.close()
+
+    def read_partition(self, table: str, partition_column: str, partition_key: str) -> pd.DataFrame | None:
+        """The warehouse rows of one partition as they stand, or None when the table does not exist yet."""
+        with duckdb.connect(str(self.settings.warehouse_path)) as connection:
+            try:
+                return connection.execute(f"SELECT * FROM {table} WHERE {partition_column} = ?", [partition_key]).df()
+            except duckdb.CatalogException:
+                return None
+
+
+class _NamedTableIOManager(DbIOManager):
+    """Dagster's DB I/O manager names a table after the asset key's last part; this one honours a `table` entry
+    in the asset's metadata, so that asset `hubspot_contacts` is stored as `hubspot.contacts`."""
+
+    def _get_table_slice(self, context: Any, output_context: dg.OutputContext) -> TableSlice:
+        table_slice = super()._get_table_slice(context, output_context)
+        table = (output_context.definition_metadata or {}).get("table")
+        return table_slice._replace(table=table) if table else table_slice
+
+
+class WarehouseIOManager(dg.ConfigurableIOManagerFactory):
+    """Dagster's DuckDB pandas I/O manager on the file INTEGRATIONS_WAREHOUSE_PATH names: each partition is
+    deleted and rewritten in one go, so writes are idempotent."""
+
+    integrations: dg.ResourceDependency[IntegrationsResource]
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> DbIOManager:
+        path = self.integrations.settings.warehouse_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        duckdb_manager = DuckDBPandasIOManager(database=str(path))
+        return _NamedTableIOManager(
+            db_client=DuckDbClient(),
+            database=duckdb_manager.database,
+            schema=None,
+            type_handlers=duckdb_manager.type_handlers(),
+            default_load_type=duckdb_manager.default_load_type(),
+            io_manager_name="WarehouseIOManager",
+        )

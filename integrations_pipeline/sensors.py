@@ -1,0 +1,55 @@
+"""Sensors. `connections_sensor` keeps each provider's connection partitions in step with the state store and
+starts the first sync of every new connection."""
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
+
+from integrations_pipeline.partitions import connection_partitions
+from integrations_pipeline.resources import IntegrationsResource
+from integrations_pipeline.store import ConnectionStatus
+
+SYNCABLE = (ConnectionStatus.ACTIVE, ConnectionStatus.NEEDS_REAUTH)
+CONNECTIONS_SENSOR_INTERVAL_S = 15
+
+
+def build_connections_sensor(sync_jobs: dict[str, UnresolvedAssetJobDefinition]) -> dg.SensorDefinition:
+    """`sync_jobs` maps each provider to the job that syncs one of its connections."""
+
+    @dg.sensor(
+        name="connections_sensor",
+        minimum_interval_seconds=CONNECTIONS_SENSOR_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        jobs=list(sync_jobs.values()),
+        description="Adds a partition for every new connection (and removes disconnected ones), then runs its "
+        "first sync.",
+    )
+    def connections_sensor(context: dg.SensorEvaluationContext, integrations: IntegrationsResource) -> dg.SensorResult:
+        partition_requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
+        run_requests = []
+        for provider, job in sync_jobs.items():
+            partitions_name = connection_partitions(provider).name
+            assert partitions_name is not None
+            wanted = {c.id: c for c in integrations.store.list_connections(provider=provider, statuses=SYNCABLE)}
+            known = set(context.instance.get_dynamic_partitions(partitions_name))
+            added = sorted(set(wanted) - known)
+            removed = sorted(known - set(wanted))
+            if added:
+                partition_requests.append(dg.AddDynamicPartitionsRequest(partitions_name, added))
+            if removed:
+                partition_requests.append(dg.DeleteDynamicPartitionsRequest(partitions_name, removed))
+            for connection_id in added:
+                if wanted[connection_id].status == ConnectionStatus.ACTIVE:
+                    run_requests.append(
+                        dg.RunRequest(
+                            job_name=job.name,
+                            partition_key=connection_id,
+                            # Deterministic: the same connection (by creation time) gets one first sync, ever.
+                            run_key=f"first-sync:{connection_id}:{wanted[connection_id].created_at.isoformat()}",
+                            tags={"provider": provider, "trigger": "new_connection"},
+                        )
+                    )
+        return dg.SensorResult(run_requests=run_requests, dynamic_partitions_requests=partition_requests)
+
+    return connections_sensor
