@@ -15,13 +15,15 @@ from integrations_pipeline.sensors import build_connections_sensor
 def build_definitions() -> dg.Definitions:
     providers = sorted({entity.provider for entity in ENTITIES})
     sync_jobs = {provider: build_sync_job(provider) for provider in providers}
-    integrations = IntegrationsResource()
     return dg.Definitions(
         assets=[build_entity_asset(entity) for entity in ENTITIES],
         jobs=list(sync_jobs.values()),
         sensors=[build_connections_sensor(sync_jobs)],
         schedules=[build_sync_schedule(provider, job) for provider, job in sync_jobs.items()],
-        resources={"integrations": integrations, "io_manager": WarehouseIOManager(integrations=integrations)},
+        resources={
+            "integrations": IntegrationsResource(),
+            "io_manager": WarehouseIOManager(database=dg.EnvVar("INTEGRATIONS_WAREHOUSE_PATH")),
+        },
     )
 
 

@@ -18,22 +18,31 @@ STARTUP_TIMEOUT_S = 30.0
 
 
 class BackgroundServer:
-    """Run `app` on `host:port` (port 0 picks a free one) in a daemon thread; use as a context manager."""
+    """Run `app` on `host:port` (port 0 picks a free one) in a daemon thread; use as a context manager.
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, **uvicorn_options: Any) -> None:
+    The socket is bound at construction, so `url` is known before the app exists: an app whose settings need
+    its own address (the gateway's OAuth redirect URI) can be passed to `start` instead.
+    """
+
+    def __init__(self, app: Any = None, host: str = "127.0.0.1", port: int = 0, **uvicorn_options: Any) -> None:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
         self.host, self.port = self._socket.getsockname()[:2]
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", **uvicorn_options)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+        self.app = app
+        self._uvicorn_options = uvicorn_options
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> BackgroundServer:
+    def start(self, app: Any = None) -> BackgroundServer:
+        self.app = app or self.app
+        if self.app is None:
+            raise ValueError("BackgroundServer.start needs an app")
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="on", **self._uvicorn_options)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
         self._thread.start()
         # uvicorn flips `started` once the socket accepts; poll that flag with a deadline.
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -46,8 +55,9 @@ class BackgroundServer:
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=STARTUP_TIMEOUT_S)
+        if hasattr(self, "_server"):
+            self._server.should_exit = True
+            self._thread.join(timeout=STARTUP_TIMEOUT_S)
         self._socket.close()
 
     def __enter__(self) -> BackgroundServer:

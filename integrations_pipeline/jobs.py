@@ -1,13 +1,8 @@
-"""One sync job per provider: all of its entity assets for one connection partition."""
-
-from __future__ import annotations
+"""One sync job per provider: all of its entity assets for one connection partition (partitioning is inferred
+from the selected assets)."""
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
-
-from integrations_pipeline.partitions import connection_partitions
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 
 def sync_job_name(provider: str) -> str:
@@ -18,6 +13,5 @@ def build_sync_job(provider: str) -> UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         name=sync_job_name(provider),
         selection=dg.AssetSelection.groups(provider),
-        partitions_def=connection_partitions(provider),
         description=f"Sync every {provider} entity for one connection.",
     )

@@ -8,6 +8,7 @@ variable with dg.EnvVar.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -85,21 +86,17 @@ class _NamedTableIOManager(DbIOManager):
         return table_slice._replace(table=table) if table else table_slice
 
 
-class WarehouseIOManager(dg.ConfigurableIOManagerFactory):
-    """Dagster's DuckDB pandas I/O manager on the file INTEGRATIONS_WAREHOUSE_PATH names: each partition is
-    deleted and rewritten in one go, so writes are idempotent."""
-
-    integrations: dg.ResourceDependency[IntegrationsResource]
+class WarehouseIOManager(DuckDBPandasIOManager):
+    """Dagster's DuckDB pandas I/O manager, bound in definitions.py to INTEGRATIONS_WAREHOUSE_PATH: each
+    partition is deleted and rewritten in one transaction, so writes are idempotent."""
 
     def create_io_manager(self, context: dg.InitResourceContext) -> DbIOManager:
-        path = self.integrations.settings.warehouse_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        duckdb_manager = DuckDBPandasIOManager(database=str(path))
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         return _NamedTableIOManager(
             db_client=DuckDbClient(),
-            database=duckdb_manager.database,
-            schema=None,
-            type_handlers=duckdb_manager.type_handlers(),
-            default_load_type=duckdb_manager.default_load_type(),
+            database=self.database,
+            schema=self.schema_,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
             io_manager_name="WarehouseIOManager",
         )

