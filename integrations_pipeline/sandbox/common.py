@@ -1,0 +1,396 @@
+"""Provider-neutral building blocks shared by the sandbox emulators.
+
+Each emulator (HubSpot today; Zoho, Google, Microsoft Graph and Salesforce next) composes these pieces and
+maps their outcomes onto its provider's own wire format: an OAuth authorization-server core, a sliding-window
+rate limiter, a request log, JSON error helpers and the locking rule below.
+
+Lock discipline: an emulator's state is touched from two threads, uvicorn's event loop (serving HTTP) and the
+test or benchmark thread (inspection and fault knobs). All state sits behind the emulator's single
+`threading.RLock`: public methods take it via `synchronized`, async handlers take it in `with` blocks that
+never await. Parse the request before taking the lock and serialize the response after releasing it, so the
+test thread is never blocked behind network I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import functools
+import hashlib
+import math
+import secrets
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+Clock = Callable[[], float]
+"""Seconds since the epoch; injectable so tests can move time without sleeping."""
+
+AUTHORIZATION_CODE_TTL_S = 600
+
+
+class HasLock(Protocol):
+    _lock: threading.RLock
+
+
+_Self = TypeVar("_Self", bound=HasLock)
+_Params = ParamSpec("_Params")
+_Result = TypeVar("_Result")
+
+
+def synchronized(
+    method: Callable[Concatenate[_Self, _Params], _Result],
+) -> Callable[Concatenate[_Self, _Params], _Result]:
+    """Run `method` holding `self._lock`; the lock is reentrant so synchronized methods may call each other."""
+
+    @functools.wraps(method)
+    def locked(self: _Self, *args: _Params.args, **kwargs: _Params.kwargs) -> _Result:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
+def new_correlation_id() -> str:
+    return str(uuid.uuid4())
+
+
+def json_response(body: Any, status_code: int = 200, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status_code, headers=dict(headers or {}))
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """Parse an `application/x-www-form-urlencoded` body with the standard library (no python-multipart needed).
+
+    A repeated field keeps its first value, which is what OAuth token endpoints expect.
+    """
+    fields: dict[str, str] = {}
+    for name, value in parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True):
+        fields.setdefault(name, value)
+    return fields
+
+
+# --- request log -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    method: str
+    path: str
+    query: str
+    status: int
+
+
+class RequestLogMiddleware:
+    """Append a `RequestRecord` to `log` for every HTTP request once its status is known."""
+
+    def __init__(self, app: ASGIApp, *, log: list[RequestRecord], lock: threading.RLock) -> None:
+        self.app = app
+        self.log = log
+        self.lock = lock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status_code = 500  # what the client sees if the app raises before starting a response
+
+        async def send_and_capture_status(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_capture_status)
+        finally:
+            record = RequestRecord(
+                scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"), status_code
+            )
+            with self.lock:
+                self.log.append(record)
+
+
+# --- rate limiting ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after_s: int
+    """Whole seconds until a slot frees up (0 when allowed)."""
+
+
+class SlidingWindowRateLimiter:
+    """At most `limit` hits in any rolling `window_s`; `limit=None` counts hits but never refuses.
+
+    Not thread-safe on its own: call it under the owning emulator's lock.
+    """
+
+    def __init__(self, limit: int | None, window_s: float, clock: Clock, *, reported_limit: int | None = None) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.clock = clock
+        # What the rate-limit headers advertise when enforcement is off (benchmarks still see realistic headers).
+        self.reported_limit = limit if limit is not None else (reported_limit or 0)
+        self._hits: deque[float] = deque()
+
+    def _forget_old_hits(self, now: float) -> None:
+        while self._hits and self._hits[0] <= now - self.window_s:
+            self._hits.popleft()
+
+    def peek(self) -> RateDecision:
+        """The current state without consuming a slot."""
+        now = self.clock()
+        self._forget_old_hits(now)
+        return RateDecision(True, self.reported_limit, max(self.reported_limit - len(self._hits), 0), 0)
+
+    def hit(self) -> RateDecision:
+        now = self.clock()
+        self._forget_old_hits(now)
+        if self.limit is not None and len(self._hits) >= self.limit:
+            oldest_relevant = self._hits[len(self._hits) - self.limit]
+            retry_after_s = max(1, math.ceil(oldest_relevant + self.window_s - now))
+            return RateDecision(False, self.limit, 0, retry_after_s)
+        self._hits.append(now)
+        if self.limit is None and len(self._hits) > 10 * max(self.reported_limit, 1):
+            self._hits.popleft()  # unenforced: keep memory bounded, the count only feeds a header
+        return RateDecision(True, self.reported_limit, max(self.reported_limit - len(self._hits), 0), 0)
+
+
+class DailyQuota:
+    """A per-UTC-day request budget. Not thread-safe on its own."""
+
+    def __init__(self, limit: int, clock: Clock) -> None:
+        self.limit = limit
+        self.clock = clock
+        self._day = -1
+        self._used = 0
+
+    def _roll_day(self) -> None:
+        today = int(self.clock() // 86_400)
+        if today != self._day:
+            self._day, self._used = today, 0
+
+    @property
+    def remaining(self) -> int:
+        self._roll_day()
+        return max(self.limit - self._used, 0)
+
+    def seconds_until_reset(self) -> int:
+        return max(1, math.ceil((self._day + 1) * 86_400 - self.clock()))
+
+    def try_consume(self) -> bool:
+        self._roll_day()
+        if self._used >= self.limit:
+            return False
+        self._used += 1
+        return True
+
+
+# --- OAuth 2.0 authorization server core ------------------------------------------------------------------------
+
+
+class OAuthErrorKind(enum.Enum):
+    """Why a token request failed; providers map each kind to their own status text."""
+
+    INVALID_REQUEST = "invalid_request"
+    INVALID_CLIENT = "invalid_client"
+    INVALID_CLIENT_SECRET = "invalid_client_secret"  # noqa: S105 - an error kind, not a secret
+    INVALID_CODE = "invalid_code"
+    REDIRECT_URI_MISMATCH = "redirect_uri_mismatch"
+    CODE_VERIFIER_MISMATCH = "code_verifier_mismatch"
+    INVALID_REFRESH_TOKEN = "invalid_refresh_token"  # noqa: S105 - an error kind, not a secret
+    UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
+
+    @property
+    def rfc6749_error(self) -> str:
+        """The RFC 6749 section 5.2 `error` code, which standard OAuth client libraries parse."""
+        return _RFC6749_ERRORS[self]
+
+
+_RFC6749_ERRORS: dict[OAuthErrorKind, str] = {
+    OAuthErrorKind.INVALID_REQUEST: "invalid_request",
+    OAuthErrorKind.INVALID_CLIENT: "invalid_client",
+    OAuthErrorKind.INVALID_CLIENT_SECRET: "invalid_client",
+    OAuthErrorKind.INVALID_CODE: "invalid_grant",
+    OAuthErrorKind.REDIRECT_URI_MISMATCH: "invalid_grant",
+    OAuthErrorKind.CODE_VERIFIER_MISMATCH: "invalid_grant",
+    OAuthErrorKind.INVALID_REFRESH_TOKEN: "invalid_grant",
+    OAuthErrorKind.UNSUPPORTED_GRANT_TYPE: "unsupported_grant_type",
+}
+
+
+class OAuthError(Exception):
+    def __init__(self, kind: OAuthErrorKind, description: str) -> None:
+        super().__init__(description)
+        self.kind = kind
+        self.description = description
+
+
+class AccessStatus(enum.Enum):
+    VALID = "valid"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
+
+
+@dataclass
+class AuthorizationCode:
+    code: str
+    client_id: str
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    expires_at: float
+    code_challenge: str | None
+
+
+@dataclass
+class AccessToken:
+    token: str
+    client_id: str
+    scopes: tuple[str, ...]
+    expires_at: float
+
+
+@dataclass
+class RefreshToken:
+    token: str
+    client_id: str
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    scopes: tuple[str, ...]
+
+
+def s256_challenge(code_verifier: str) -> str:
+    """RFC 7636 §4.2: BASE64URL(SHA256(ASCII(code_verifier))) without padding."""
+    digest = hashlib.sha256(code_verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+@dataclass
+class OAuthAuthorizationServer:
+    """Codes, access tokens and refresh tokens for one provider; call every method under the emulator's lock.
+
+    Codes are single use and bound to client_id, redirect_uri and an optional S256 challenge. A failed exchange
+    that presents a live code for the right client still burns it, so a stolen code cannot be retried with
+    guessed verifiers.
+    """
+
+    clients: dict[str, str]
+    """client_id -> client_secret"""
+    access_token_ttl_s: int
+    clock: Clock = time.time
+    rotate_refresh_tokens: bool = False
+    code_ttl_s: int = AUTHORIZATION_CODE_TTL_S
+    access_token_prefix: str = ""
+    refresh_token_prefix: str = ""
+    codes: dict[str, AuthorizationCode] = field(default_factory=dict)
+    access_tokens: dict[str, AccessToken] = field(default_factory=dict)
+    refresh_tokens: dict[str, RefreshToken] = field(default_factory=dict)
+    token_requests: list[str] = field(default_factory=list)
+    """grant_type of every token-endpoint call, in order (including failed ones)."""
+
+    def is_known_client(self, client_id: str) -> bool:
+        return client_id in self.clients
+
+    def issue_code(
+        self, *, client_id: str, redirect_uri: str, scopes: tuple[str, ...], code_challenge: str | None
+    ) -> str:
+        code = secrets.token_urlsafe(24)
+        self.codes[code] = AuthorizationCode(
+            code, client_id, redirect_uri, scopes, self.clock() + self.code_ttl_s, code_challenge
+        )
+        return code
+
+    def _check_client(self, client_id: str, client_secret: str) -> None:
+        if client_id not in self.clients:
+            raise OAuthError(OAuthErrorKind.INVALID_CLIENT, "missing or unknown client id")
+        if not secrets.compare_digest(self.clients[client_id], client_secret):
+            raise OAuthError(OAuthErrorKind.INVALID_CLIENT_SECRET, "client secret does not match the client id")
+
+    def exchange_code(
+        self, *, client_id: str, client_secret: str, code: str, redirect_uri: str, code_verifier: str | None
+    ) -> TokenGrant:
+        self._check_client(client_id, client_secret)
+        issued = self.codes.get(code)
+        if issued is None or issued.client_id != client_id:
+            raise OAuthError(OAuthErrorKind.INVALID_CODE, "missing or unknown auth code")
+        del self.codes[code]  # single use, whatever happens next
+        if issued.expires_at <= self.clock():
+            raise OAuthError(OAuthErrorKind.INVALID_CODE, "auth code expired")
+        if issued.redirect_uri != redirect_uri:
+            raise OAuthError(OAuthErrorKind.REDIRECT_URI_MISMATCH, "redirect_uri does not match the authorize request")
+        if issued.code_challenge is not None:
+            if not code_verifier:
+                raise OAuthError(OAuthErrorKind.INVALID_REQUEST, "missing code_verifier for a PKCE authorization")
+            if not secrets.compare_digest(s256_challenge(code_verifier), issued.code_challenge):
+                raise OAuthError(OAuthErrorKind.CODE_VERIFIER_MISMATCH, "code_verifier does not match code_challenge")
+        refresh_token = self.refresh_token_prefix + str(uuid.uuid4())
+        self.refresh_tokens[refresh_token] = RefreshToken(refresh_token, client_id, issued.scopes)
+        return self._grant(client_id, issued.scopes, refresh_token)
+
+    def refresh(self, *, client_id: str, client_secret: str, refresh_token: str) -> TokenGrant:
+        self._check_client(client_id, client_secret)
+        stored = self.refresh_tokens.get(refresh_token)
+        if stored is None or stored.client_id != client_id:
+            raise OAuthError(OAuthErrorKind.INVALID_REFRESH_TOKEN, "missing or unknown refresh token")
+        if self.rotate_refresh_tokens:
+            del self.refresh_tokens[refresh_token]
+            refresh_token = self.refresh_token_prefix + str(uuid.uuid4())
+            self.refresh_tokens[refresh_token] = RefreshToken(refresh_token, client_id, stored.scopes)
+        return self._grant(client_id, stored.scopes, refresh_token)
+
+    def record_token_request(self, grant_type: str) -> None:
+        """Count a token-endpoint call, successful or not, so tests can assert how often a client refreshed."""
+        self.token_requests.append(grant_type)
+
+    def count_token_requests(self, grant_type: str | None = None) -> int:
+        if grant_type is None:
+            return len(self.token_requests)
+        return sum(1 for requested in self.token_requests if requested == grant_type)
+
+    def _grant(self, client_id: str, scopes: tuple[str, ...], refresh_token: str) -> TokenGrant:
+        access_token = self.access_token_prefix + secrets.token_urlsafe(32)
+        self.access_tokens[access_token] = AccessToken(
+            access_token, client_id, scopes, self.clock() + self.access_token_ttl_s
+        )
+        return TokenGrant(access_token, refresh_token, self.access_token_ttl_s, scopes)
+
+    def authenticate(self, access_token: str) -> tuple[AccessStatus, AccessToken | None]:
+        stored = self.access_tokens.get(access_token)
+        if stored is None:
+            return AccessStatus.UNKNOWN, None
+        if stored.expires_at <= self.clock():
+            return AccessStatus.EXPIRED, stored
+        return AccessStatus.VALID, stored
+
+    def seconds_left(self, token: AccessToken) -> int:
+        return max(0, int(token.expires_at - self.clock()))
+
+    def revoke_refresh_token(self, refresh_token: str) -> bool:
+        return self.refresh_tokens.pop(refresh_token, None) is not None
+
+    def revoke_all_refresh_tokens(self) -> None:
+        self.refresh_tokens.clear()
+
+    def expire_all_access_tokens(self) -> None:
+        now = self.clock()
+        for token in self.access_tokens.values():
+            token.expires_at = min(token.expires_at, now)

@@ -1,0 +1,206 @@
+"""Contract tests: HubSpot's official Python SDK (hubspot-api-client 12.0.0) against the emulator over HTTP.
+
+If the emulator drifted from HubSpot's wire format (field names, paging shape, status codes, token response),
+the SDK's generated models would refuse to deserialize or these comparisons would fail.
+
+How the SDK takes a host: `HubSpot(**config)` copies every keyword onto each generated API package's
+`Configuration` with `setattr`, and `Configuration.host` has a setter, so `HubSpot(host=server.url)` points
+OAuth and CRM calls alike at the sandbox (paths such as /oauth/v1/token and /crm/v3/... are appended).
+
+The SDK's `tokens_api.create` has no `code_verifier` parameter (it raises ApiTypeError for unknown keywords),
+so the SDK cannot redeem a PKCE-bound code; the SDK flow below authorizes without a challenge.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from hubspot import HubSpot
+from hubspot.crm.contacts import (
+    ApiException,
+    Filter,
+    FilterGroup,
+    PublicObjectSearchRequest,
+    SimplePublicObjectInput,
+    SimplePublicObjectInputForCreate,
+)
+from hubspot.oauth import ApiException as OAuthApiException
+from hubspot.oauth import ApiTypeError
+
+from integrations_pipeline_tests.sandbox.conftest import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    REDIRECT_URI,
+    ManualClock,
+    ServedHubSpot,
+    authorize,
+    pkce_pair,
+    serve_hubspot,
+)
+
+LISTED_PROPERTIES = ["email", "firstname", "lastname", "company", "lifecyclestage"]
+
+
+@pytest.fixture
+def sandbox(clock: ManualClock) -> Iterator[ServedHubSpot]:
+    with serve_hubspot(clock) as served:
+        yield served
+
+
+@pytest.fixture
+def sdk_tokens(sandbox: ServedHubSpot) -> Any:
+    """Tokens obtained through the SDK's own OAuth API (the consent redirect is read with plain httpx)."""
+    code = authorize(sandbox.http)
+    return HubSpot(host=sandbox.url).oauth.tokens_api.create(
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri=REDIRECT_URI,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+    )
+
+
+@pytest.fixture
+def client(sandbox: ServedHubSpot, sdk_tokens: Any) -> HubSpot:
+    return HubSpot(access_token=sdk_tokens.access_token, host=sandbox.url)
+
+
+def expected_properties(record: dict[str, Any], requested: list[str]) -> dict[str, Any]:
+    """What HubSpot returns for `requested`: those plus createdate, hs_object_id and lastmodifieddate."""
+    names = {*requested, "createdate", "hs_object_id", "lastmodifieddate"}
+    return {name: record["properties"][name] for name in names}
+
+
+def test_sdk_code_exchange_returns_a_usable_token_pair(sandbox: ServedHubSpot, sdk_tokens: Any) -> None:
+    assert sdk_tokens.token_type == "bearer" and sdk_tokens.expires_in == 1800
+    assert sdk_tokens.access_token and sdk_tokens.refresh_token
+    info = HubSpot(host=sandbox.url).oauth.access_tokens_api.get(sdk_tokens.access_token)
+    assert (info.hub_id, info.token_type) == (62515, "access")
+    assert "crm.objects.contacts.read" in info.scopes
+
+
+def test_sdk_cannot_send_a_code_verifier_so_a_pkce_bound_code_is_refused(sandbox: ServedHubSpot) -> None:
+    _, challenge = pkce_pair()
+    code = authorize(sandbox.http, code_challenge=challenge)
+    tokens_api = HubSpot(host=sandbox.url).oauth.tokens_api
+    with pytest.raises(ApiTypeError, match="code_verifier"):
+        tokens_api.create(grant_type="authorization_code", code=code, code_verifier="v" * 43)
+    with pytest.raises(OAuthApiException) as refused:
+        tokens_api.create(
+            grant_type="authorization_code",
+            code=code,
+            redirect_uri=REDIRECT_URI,
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+        )
+    assert refused.value.status == 400
+    assert json.loads(refused.value.body)["error"] == "invalid_request"
+
+
+def test_get_all_returns_exactly_the_live_contacts(sandbox: ServedHubSpot, client: HubSpot) -> None:
+    for contact_id in ("2", "3", "150"):
+        sandbox.emulator.archive_contact(contact_id)
+    # Passing archived=False makes the SDK send `archived=False` with a capital F, as real callers do.
+    contacts = client.crm.contacts.get_all(properties=LISTED_PROPERTIES, archived=False)
+    expected = sandbox.emulator.contact_records(include_archived=False)
+    assert [contact.id for contact in contacts] == [record["id"] for record in expected]
+    for contact, record in zip(contacts, expected, strict=True):
+        assert contact.properties == expected_properties(record, LISTED_PROPERTIES)
+        assert contact.archived is False
+        assert contact.updated_at.isoformat(timespec="milliseconds").replace("+00:00", "Z") == record["updatedAt"]
+    paged_requests = [r for r in sandbox.emulator.request_log if r.path == "/crm/v3/objects/contacts"]
+    assert len(paged_requests) == 3  # 227 live contacts, 100 per page
+    assert all("archived=False" in r.query for r in paged_requests)
+
+
+def test_search_with_a_lastmodifieddate_window_pages_to_the_expected_ids(
+    sandbox: ServedHubSpot, client: HubSpot
+) -> None:
+    records = sandbox.emulator.contact_records()
+    modified = sorted(record["updatedAt"] for record in records)
+    window_start, window_end = modified[25], modified[190]  # ISO strings of equal shape sort chronologically
+    expected = sorted(
+        (record["updatedAt"], int(record["id"]))
+        for record in records
+        if window_start <= record["updatedAt"] < window_end
+    )
+    window = FilterGroup(
+        filters=[
+            Filter(property_name="lastmodifieddate", operator="GTE", value=window_start),
+            Filter(property_name="lastmodifieddate", operator="LT", value=window_end),
+        ]
+    )
+    seen: list[str] = []
+    totals: set[int] = set()
+    after: str | None = None
+    while True:
+        request = PublicObjectSearchRequest(
+            filter_groups=[window],
+            sorts=["lastmodifieddate"],
+            properties=["email", "lastmodifieddate"],
+            limit=40,
+            after=after,
+        )
+        page = client.crm.contacts.search_api.do_search(public_object_search_request=request)
+        totals.add(page.total)
+        seen.extend(result.id for result in page.results)
+        if page.paging is None:
+            break
+        after = page.paging.next.after
+    assert totals == {len(expected)}
+    assert seen == [str(contact_id) for _, contact_id in expected]
+
+
+def test_basic_api_create_update_archive_change_the_portal(
+    sandbox: ServedHubSpot, client: HubSpot, clock: ManualClock
+) -> None:
+    basic_api = client.crm.contacts.basic_api
+    clock.advance(30)
+    created = basic_api.create(
+        simple_public_object_input_for_create=SimplePublicObjectInputForCreate(
+            properties={"email": "sdk.created@example.com", "firstname": "Sdk", "lastname": "Created"}
+        )
+    )
+    updated = basic_api.update(
+        contact_id="10", simple_public_object_input=SimplePublicObjectInput(properties={"company": "SDK Industries"})
+    )
+    basic_api.archive(contact_id="11")
+
+    records = {record["id"]: record for record in sandbox.emulator.contact_records()}
+    assert records[created.id]["properties"]["email"] == "sdk.created@example.com"
+    assert records[created.id]["archived"] is False
+    assert records["10"]["properties"]["company"] == updated.properties["company"] == "SDK Industries"
+    assert records["10"]["updatedAt"] == updated.updated_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert records["11"]["archived"] is True
+
+    fetched = basic_api.get_by_id(contact_id=created.id, properties=["firstname"])
+    assert fetched.properties["firstname"] == "Sdk"
+    with pytest.raises(ApiException) as missing:
+        basic_api.get_by_id(contact_id="11")
+    assert missing.value.status == 404
+
+
+def test_refresh_through_the_sdk_keeps_the_refresh_token_and_works(sandbox: ServedHubSpot, sdk_tokens: Any) -> None:
+    sandbox.emulator.expire_access_tokens()
+    with pytest.raises(ApiException) as expired:
+        HubSpot(access_token=sdk_tokens.access_token, host=sandbox.url).crm.contacts.basic_api.get_page(limit=1)
+    assert expired.value.status == 401
+    assert json.loads(expired.value.body)["category"] == "EXPIRED_AUTHENTICATION"
+
+    refreshed = HubSpot(host=sandbox.url).oauth.tokens_api.create(
+        grant_type="refresh_token",
+        refresh_token=sdk_tokens.refresh_token,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+    )
+    assert refreshed.refresh_token == sdk_tokens.refresh_token
+    assert refreshed.access_token != sdk_tokens.access_token
+    assert sandbox.emulator.token_requests("refresh_token") == 1
+    page = HubSpot(access_token=refreshed.access_token, host=sandbox.url).crm.contacts.basic_api.get_page(limit=1)
+    assert [contact.id for contact in page.results] == ["1"]
+    assert page.paging.next.after == "2"
+    assert httpx.URL(page.paging.next.link).host == "127.0.0.1"
