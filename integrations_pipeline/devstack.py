@@ -86,7 +86,15 @@ def connect_through_oauth(gateway_url: str, api_key: str, provider: str, tenant:
         return landed.json()
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run_dev_stack(*, dagster_port: int, gateway_port: int, sandbox_port: int) -> None:
+    # Handle both signals explicitly: a shell that starts us in the background leaves SIGINT ignored, and an
+    # ignored signal would be inherited by `dagster dev` too. Handled ones reset to default in the child.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     written = ensure_env_file(dev_environment(gateway_port, sandbox_port))
     if written:
         click.echo(f"wrote {len(written)} local settings to {ENV_FILE} (git-ignored)")

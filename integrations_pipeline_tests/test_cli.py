@@ -1,0 +1,68 @@
+"""The CLI: every refusal is one line and exit status 1, never a stack trace."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from integrations_pipeline.cli import main
+from integrations_pipeline.crypto import generate_key_entry
+from integrations_pipeline.devstack import dev_environment, ensure_env_file
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output
+
+
+def test_db_upgrade_creates_the_store_and_is_idempotent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("INTEGRATIONS_STATE_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    assert run("db", "upgrade") == (0, "state store at revision 0001\n")
+    assert run("db", "upgrade") == (0, "state store at revision 0001\n")
+    assert run("db", "current") == (0, "applied: 0001; latest: 0001\n")
+
+
+def test_keys_generate_rotate_and_status(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("INTEGRATIONS_STATE_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    code, entry = run("keys", "generate", "--key-id", "first")
+    assert code == 0 and entry.startswith("first:")
+    monkeypatch.setenv("INTEGRATIONS_ENCRYPTION_KEYS", entry.strip())
+    run("db", "upgrade")
+    assert run("keys", "status") == (0, "first\tprimary\t0 secrets\n")
+    monkeypatch.setenv("INTEGRATIONS_ENCRYPTION_KEYS", generate_key_entry("second") + "," + entry.strip())
+    code, output = run("keys", "rotate")
+    assert code == 0 and output.startswith("re-encrypted 0 secrets under key second")
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (("keys", "status"), "INTEGRATIONS_ENCRYPTION_KEYS is missing"),
+        (("connections", "list"), "INTEGRATIONS_ENCRYPTION_KEYS is missing"),
+        (("gateway",), "INTEGRATIONS_API_KEY is missing"),
+        (("sandbox", "myspace"), "no sandbox emulator for 'myspace'"),
+        (("keys", "generate", "--key-id", "bad id"), "key id must be"),
+    ],
+)
+def test_refusals_are_one_clear_line(command: tuple[str, ...], message: str) -> None:
+    code, output = run(*command)
+    assert code == 1
+    assert message in output and output.startswith("Error: ")
+
+
+def test_invalid_keys_are_named_without_their_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTEGRATIONS_ENCRYPTION_KEYS", "k:c2VjcmV0LWJ1dC1zaG9ydA==")
+    code, output = run("keys", "status")
+    assert code == 1 and "INTEGRATIONS_ENCRYPTION_KEYS is invalid" in output
+    assert "c2VjcmV0" not in output
+
+
+def test_dev_env_file_is_written_once_and_respects_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTEGRATIONS_API_KEY", "from-the-environment-0123")
+    written = ensure_env_file(dev_environment(8080, 8101), Path(".env"))
+    assert "INTEGRATIONS_API_KEY" not in written and "INTEGRATIONS_ENCRYPTION_KEYS" in written
+    first = Path(".env").read_text()
+    assert ensure_env_file(dev_environment(8080, 8101), Path(".env")) == []
+    assert Path(".env").read_text() == first  # keys are generated once and kept
+    assert oct(Path(".env").stat().st_mode & 0o777) == "0o600"
