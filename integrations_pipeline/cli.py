@@ -6,6 +6,7 @@ Every refusal is one line naming what to fix, with exit status 1; never a stack 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -119,7 +120,9 @@ def gateway(host: str, port: int) -> None:
     settings = load_settings()
     settings.require_api_key()
     settings.keyring()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # uvicorn's access log prints query strings, which carry OAuth codes: the app logs requests itself.
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
 
 
 @main.command(help="Serve a provider's sandbox emulator (for local development and tests).")

@@ -126,7 +126,7 @@ def run_dev_stack(*, dagster_port: int, gateway_port: int, sandbox_port: int) ->
             str(dagster_port),
         ]
         click.echo(f"Dagster UI: http://127.0.0.1:{dagster_port}  (Ctrl-C stops everything)")
-        dagster = subprocess.Popen(command, env=environment)
+        dagster = subprocess.Popen(command, env=environment)  # noqa: S603 (our own argv, no shell)
         try:
             dagster.wait()
         except KeyboardInterrupt:

@@ -23,7 +23,7 @@ def test_missing_keys_name_the_variable_and_what_it_expects() -> None:
 
 def test_invalid_keys_are_reported_without_their_value(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INTEGRATIONS_ENCRYPTION_KEYS", "k:dG9vc2hvcnQ=")
-    with pytest.raises(SettingsError, match="INTEGRATIONS_ENCRYPTION_KEYS is invalid: .*32 bytes") as refused:
+    with pytest.raises(SettingsError, match=r"INTEGRATIONS_ENCRYPTION_KEYS is invalid: .*32 bytes") as refused:
         load_settings().keyring()
     assert "dG9vc2hvcnQ" not in str(refused.value)
 
@@ -49,7 +49,7 @@ def test_short_api_key_and_origins_with_paths_are_refused(monkeypatch: pytest.Mo
         load_settings()
     monkeypatch.setenv("INTEGRATIONS_API_KEY", "x" * 20)
     monkeypatch.setenv("INTEGRATIONS_ALLOWED_RETURN_ORIGINS", '["https://app.example.com/path"]')
-    with pytest.raises(SettingsError, match="INTEGRATIONS_ALLOWED_RETURN_ORIGINS is invalid.*without a path"):
+    with pytest.raises(SettingsError, match=r"INTEGRATIONS_ALLOWED_RETURN_ORIGINS is invalid.*without a path"):
         load_settings()
 
 

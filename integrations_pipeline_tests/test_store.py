@@ -8,9 +8,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from integrations_pipeline.crypto import DecryptionError, Keyring, generate_key_entry
-from integrations_pipeline.store import ConnectionStatus, InvalidState, StateStore, TokenSet
+from integrations_pipeline.store import ConnectionStatus, InvalidState, StateStore, TokenSet, schema
 from integrations_pipeline.store import migrate as migrations
-from integrations_pipeline.store import schema
 from integrations_pipeline.store.repository import verify_audit_chain
 
 

@@ -14,7 +14,7 @@ from integrations_pipeline.clients.errors import (
     ProviderError,
     RateLimited,
 )
-from integrations_pipeline.clients.http import CallStats
+from integrations_pipeline.clients.http import ApiClient, CallStats
 from integrations_pipeline.clients.spec import EntitySpec
 from integrations_pipeline.frames import markdown_preview, replace_all, to_frame, upsert
 from integrations_pipeline.partitions import connection_partitions
@@ -80,19 +80,7 @@ def build_entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
         started_at = datetime.now(UTC)
         try:
             with integrations.connector(spec.provider, connection_id) as client:
-                mode = "incremental" if modified_since is not None and current is not None else "full"
-                try:
-                    if mode == "incremental":
-                        since = modified_since - spec.cursor_overlap
-                        changes = _collect(spec.read_changes(client, connection_id, since, started_at), spec)
-                        frame = upsert(current, changes, spec.primary_key)
-                    else:
-                        changes = _collect(spec.read_all(client, connection_id), spec)
-                        frame = replace_all(current, changes, spec.primary_key)
-                except CursorExpired:
-                    mode = "full (cursor expired)"
-                    changes = _collect(spec.read_all(client, connection_id), spec)
-                    frame = replace_all(current, changes, spec.primary_key)
+                mode, changes, frame = fetch_partition(spec, client, connection_id, current, modified_since, started_at)
                 stats = client.stats
         except ProviderError as error:
             raise _failure(error, connection_id) from None
@@ -104,6 +92,29 @@ def build_entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
         store.record_sync(connection_id, started_at)
 
     return entity_asset
+
+
+def fetch_partition(
+    spec: EntitySpec,
+    client: ApiClient,
+    connection_id: str,
+    current: pd.DataFrame | None,
+    modified_since: datetime | None,
+    until: datetime,
+) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """(sync mode, rows fetched, the partition's new frame): incremental from the cursor when there is one and
+    the partition exists; otherwise, or when the provider says the cursor expired, a full resync that also
+    flags rows the provider no longer returns as deleted."""
+    mode = "full"
+    if modified_since is not None and current is not None:
+        try:
+            since = modified_since - spec.cursor_overlap
+            changes = _collect(spec.read_changes(client, connection_id, since, until), spec)
+            return "incremental", changes, upsert(current, changes, spec.primary_key)
+        except CursorExpired:
+            mode = "full (cursor expired)"
+    changes = _collect(spec.read_all(client, connection_id), spec)
+    return mode, changes, replace_all(current, changes, spec.primary_key)
 
 
 def _collect(chunks: Iterator[list[Any]], spec: EntitySpec) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +22,11 @@ TIMEOUT = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 RETRYABLE_TRANSPORT_ERRORS = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.TimeoutException)
 ERROR_EXCERPT_CHARS = 300
+
+# httpx logs every request URL at INFO, and some provider endpoints carry a token in the path (HubSpot's token
+# introspection and revocation): whoever turns INFO logging on must not turn on a token leak with it.
+for _logger_name in ("httpx", "httpcore"):
+    logging.getLogger(_logger_name).setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ class CursorPaginator:
         *,
         params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
         json: Mapping[str, Any] | None = None,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Generator[dict[str, Any], None, None]:
         cursor: Any = None
         while True:
             query: list[tuple[str, Any]] = list(params.items() if isinstance(params, Mapping) else params or [])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,9 +18,11 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from integrations_pipeline.gateway.connections import ConnectionService, GatewayError
 from integrations_pipeline.gateway.schemas import (
@@ -35,6 +38,7 @@ from integrations_pipeline.settings import Settings
 from integrations_pipeline.store import StateStore, create_store_engine
 
 logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("integrations_pipeline.gateway.access")
 MAX_JSON_BODY_BYTES = 64 * 1024
 RETRY_AFTER_S = "5"
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -276,6 +280,33 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     return error_response(GatewayError(405, "method_not_allowed", f"{request.method} is not allowed here"))
 
 
+class AccessLog:
+    """One log line per request, path only: query strings carry OAuth codes and states, so they are never logged
+    (uvicorn's own access log, which prints them, is switched off by the CLI)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 500
+
+        async def remember_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, remember_status)
+        finally:
+            elapsed_ms = (time.monotonic() - started) * 1000
+            access_logger.info("%s %s %d %.1fms", scope["method"], scope["path"], status, elapsed_ms)
+
+
 def create_app(settings: Settings, store: StateStore | None = None) -> Starlette:
     """The gateway app. Without a store, the lifespan opens one from settings and disposes of it at shutdown."""
 
@@ -295,5 +326,6 @@ def create_app(settings: Settings, store: StateStore | None = None) -> Starlette
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(AccessLog)],
         exception_handlers={404: _not_found, 405: _method_not_allowed, 500: _server_error},
     )

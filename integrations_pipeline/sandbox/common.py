@@ -207,11 +207,11 @@ class OAuthErrorKind(enum.Enum):
 
     INVALID_REQUEST = "invalid_request"
     INVALID_CLIENT = "invalid_client"
-    INVALID_CLIENT_SECRET = "invalid_client_secret"  # noqa: S105 - an error kind, not a secret
+    INVALID_CLIENT_SECRET = "invalid_client_secret"
     INVALID_CODE = "invalid_code"
     REDIRECT_URI_MISMATCH = "redirect_uri_mismatch"
     CODE_VERIFIER_MISMATCH = "code_verifier_mismatch"
-    INVALID_REFRESH_TOKEN = "invalid_refresh_token"  # noqa: S105 - an error kind, not a secret
+    INVALID_REFRESH_TOKEN = "invalid_refresh_token"
     UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
 
     @property
@@ -306,6 +306,8 @@ class OAuthAuthorizationServer:
     refresh_tokens: dict[str, RefreshToken] = field(default_factory=dict)
     token_requests: list[str] = field(default_factory=list)
     """grant_type of every token-endpoint call, in order (including failed ones)."""
+    issued: set[str] = field(default_factory=set)
+    """Every code, access token and refresh token ever handed out, revoked ones included (for leak checks)."""
 
     def is_known_client(self, client_id: str) -> bool:
         return client_id in self.clients
@@ -314,6 +316,7 @@ class OAuthAuthorizationServer:
         self, *, client_id: str, redirect_uri: str, scopes: tuple[str, ...], code_challenge: str | None
     ) -> str:
         code = secrets.token_urlsafe(24)
+        self.issued.add(code)
         self.codes[code] = AuthorizationCode(
             code, client_id, redirect_uri, scopes, self.clock() + self.code_ttl_s, code_challenge
         )
@@ -368,6 +371,7 @@ class OAuthAuthorizationServer:
 
     def _grant(self, client_id: str, scopes: tuple[str, ...], refresh_token: str) -> TokenGrant:
         access_token = self.access_token_prefix + secrets.token_urlsafe(32)
+        self.issued.update((access_token, refresh_token))
         self.access_tokens[access_token] = AccessToken(
             access_token, client_id, scopes, self.clock() + self.access_token_ttl_s
         )

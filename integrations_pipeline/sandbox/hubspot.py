@@ -18,7 +18,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -524,6 +524,11 @@ class HubSpotEmulator:
         """How many POST /oauth/v1/token calls arrived (failed ones included), optionally of one grant_type."""
         return self._oauth.count_token_requests(grant_type)
 
+    @synchronized
+    def issued_tokens(self) -> frozenset[str]:
+        """Every authorization code, access token and refresh token this emulator ever issued."""
+        return frozenset(self._oauth.issued)
+
     def update_contact(self, contact_id: str, properties: dict[str, str]) -> None:
         """Raises KeyError for an unknown or archived contact, ValueError for properties HubSpot would reject."""
         try:
@@ -560,7 +565,7 @@ class HubSpotEmulator:
             raise _not_found()
         return row
 
-    def _check_writable(self, properties: dict[str, str | None], *, editing_id: int | None) -> None:
+    def _check_writable(self, properties: Mapping[str, str | None], *, editing_id: int | None) -> None:
         problems = []
         for name in properties:
             if name not in CONTACT_PROPERTIES:
@@ -588,7 +593,7 @@ class HubSpotEmulator:
         if existing_id is not None and existing_id != editing_id:
             raise HubSpotApiError(409, "CONFLICT", f"Contact already exists. Existing ID: {existing_id}")
 
-    def _set_values(self, row: _ContactRow, properties: dict[str, str | None]) -> None:
+    def _set_values(self, row: _ContactRow, properties: Mapping[str, str | None]) -> None:
         for name, value in properties.items():
             if name == "email":
                 self._id_by_email.pop(row.values.get("email", "").lower(), None)
@@ -599,7 +604,7 @@ class HubSpotEmulator:
         self._version += 1
 
     @synchronized
-    def _create(self, properties: dict[str, str | None]) -> _ContactRow:
+    def _create(self, properties: Mapping[str, str | None]) -> _ContactRow:
         self._check_writable(properties, editing_id=None)
         now_ms = self._now_ms()
         row = _ContactRow(self._next_id, {}, now_ms, now_ms)
@@ -610,7 +615,7 @@ class HubSpotEmulator:
         return row
 
     @synchronized
-    def _update(self, contact_id: str, properties: dict[str, str | None]) -> _ContactRow:
+    def _update(self, contact_id: str, properties: Mapping[str, str | None]) -> _ContactRow:
         row = self._live_row(contact_id)
         self._check_writable(properties, editing_id=row.id)
         self._set_values(row, properties)

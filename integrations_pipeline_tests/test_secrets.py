@@ -1,0 +1,69 @@
+"""No secret is ever written anywhere: every flow runs (failures included) with canary secrets, then every byte
+the product wrote — logs, the Dagster instance (event log, run storage, compute logs), the state database and
+the warehouse — is searched for them."""
+
+import logging
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+
+from integrations_pipeline.definitions import build_definitions
+from integrations_pipeline.partitions import connection_partitions
+from integrations_pipeline_tests.conftest import API_KEY, HUBSPOT_CLIENT_SECRET, Stack
+
+
+def run_sync(instance: dg.DagsterInstance, connection_id: str) -> bool:
+    job = build_definitions().resolve_job_def("hubspot_sync")
+    return job.execute_in_process(partition_key=connection_id, instance=instance, raise_on_error=False).success
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # files to scan: the state store is a file here
+def test_no_secret_reaches_logs_dagster_state_or_warehouse(stack: Stack, tmp_path: Path) -> None:
+    log_file = tmp_path / "everything.log"
+    handler = logging.FileHandler(log_file)
+    root = logging.getLogger()
+    previous_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    try:
+        with dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
+            connection_id = stack.connect("canary")
+            instance.add_dynamic_partitions(connection_partitions("hubspot").name, [connection_id])
+            assert run_sync(instance, connection_id)  # full sync
+            stack.emulator.expire_access_tokens()
+            stack.emulator.update_contact("7", {"company": "Canary Co"})
+            assert run_sync(instance, connection_id)  # 401, refresh, retry, incremental sync
+            stack.emulator.revoke_refresh_tokens()
+            stack.emulator.expire_access_tokens()
+            assert not run_sync(instance, connection_id)  # invalid_grant: needs_reauth, a failed run
+            stack.connect("canary")  # re-authorization
+            with httpx.Client(base_url=stack.gateway_url, headers={"Authorization": f"Bearer {API_KEY}"}) as api:
+                assert api.get("/connections").status_code == 200
+                assert api.post("/connections/hubspot/connect", json={"tenant": 5}).status_code == 422
+                assert api.delete(f"/connections/{connection_id}").status_code == 200
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+        handler.close()
+    stack.store.engine.dispose()  # checkpoint nothing away: the WAL file is scanned as it is
+
+    canaries = set(stack.emulator.issued_tokens()) | {HUBSPOT_CLIENT_SECRET, API_KEY}
+    key_spec = stack.settings.encryption_keys
+    assert key_spec is not None
+    canaries.add(key_spec.get_secret_value().split(":", 1)[1])
+    assert len(canaries) > 8  # codes, several access tokens, refresh tokens, the app and gateway secrets
+    state_files = [Path(str(stack.store.engine.url.database) + suffix) for suffix in ("", "-wal", "-shm")]
+    written = [log_file, stack.settings.warehouse_path, *state_files, *dagster_home.rglob("*")]
+    scanned = [path for path in written if path.is_file()]
+    assert len(scanned) > 5 and any(path.suffix == ".db" for path in scanned)
+    hits = {
+        str(path.relative_to(tmp_path)): sorted(canary[:6] + "…" for canary in canaries if canary.encode() in data)
+        for path in scanned
+        if any(canary.encode() in (data := path.read_bytes()) for canary in canaries)
+    }
+    assert hits == {}
+    assert "GET /connections" in log_file.read_text()  # the scan covered a log that did record the flows
