@@ -6,7 +6,7 @@ import dagster as dg
 
 from integrations_pipeline.assets.entities import build_entity_asset
 from integrations_pipeline.clients.providers import ENTITIES
-from integrations_pipeline.jobs import build_sync_job
+from integrations_pipeline.jobs import build_sync_jobs
 from integrations_pipeline.resources import IntegrationsResource, WarehouseIOManager
 from integrations_pipeline.schedules import build_sync_schedule
 from integrations_pipeline.sensors import build_connections_sensor
@@ -14,10 +14,15 @@ from integrations_pipeline.sensors import build_connections_sensor
 
 def build_definitions() -> dg.Definitions:
     providers = sorted({entity.provider for entity in ENTITIES})
-    sync_jobs = {provider: build_sync_job(provider) for provider in providers}
+    jobs_by_provider = {
+        provider: build_sync_jobs(provider, [entity for entity in ENTITIES if entity.provider == provider])
+        for provider in providers
+    }
+    # The sensor and the hourly schedule drive the connection-partitioned job; events have their own cadence.
+    sync_jobs = {provider: jobs[False] for provider, jobs in jobs_by_provider.items() if False in jobs}
     return dg.Definitions(
         assets=[build_entity_asset(entity) for entity in ENTITIES],
-        jobs=list(sync_jobs.values()),
+        jobs=[job for jobs in jobs_by_provider.values() for job in jobs.values()],
         sensors=[build_connections_sensor(sync_jobs)],
         schedules=[build_sync_schedule(provider, job) for provider, job in sync_jobs.items()],
         resources={

@@ -1,17 +1,24 @@
-"""One sync job per provider: all of its entity assets for one connection partition (partitioning is inferred
-from the selected assets)."""
+"""Sync jobs per provider: one for its connection-partitioned entities (users, contacts), one for its
+day-partitioned ones (events), since a Dagster job has a single partitioning."""
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-
-def sync_job_name(provider: str) -> str:
-    return f"{provider}_sync"
+from integrations_pipeline.clients.spec import EntitySpec
 
 
-def build_sync_job(provider: str) -> UnresolvedAssetJobDefinition:
-    return dg.define_asset_job(
-        name=sync_job_name(provider),
-        selection=dg.AssetSelection.groups(provider),
-        description=f"Sync every {provider} entity for one connection.",
-    )
+def sync_job_name(provider: str, by_day: bool = False) -> str:
+    return f"{provider}_events_sync" if by_day else f"{provider}_sync"
+
+
+def build_sync_jobs(provider: str, entities: list[EntitySpec]) -> dict[bool, UnresolvedAssetJobDefinition]:
+    """{partitioned_by_day: job} for the provider's entities."""
+    jobs = {}
+    for by_day in sorted({entity.partitioned_by_day for entity in entities}):
+        names = [entity.asset_name for entity in entities if entity.partitioned_by_day == by_day]
+        jobs[by_day] = dg.define_asset_job(
+            name=sync_job_name(provider, by_day),
+            selection=dg.AssetSelection.assets(*names),
+            description=f"Sync {', '.join(names)} for one {'connection and day' if by_day else 'connection'}.",
+        )
+    return jobs

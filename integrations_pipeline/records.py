@@ -1,13 +1,26 @@
 """The normalized records every provider's mapper produces: one schema per entity, shared by all providers.
 
 Columns are listed once here; frames are built with exactly these columns in this order, so a table written
-from any provider has the same shape (see docs/data-model.md).
+from any provider has the same shape (docs/data-model.md describes each column).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import TypedDict
+
+
+class UserRecord(TypedDict):
+    connection_id: str
+    source_id: str
+    email: str | None
+    first_name: str | None
+    last_name: str | None
+    title: str | None
+    is_active: bool
+    created_at: datetime | None
+    modified_at: datetime | None
+    is_deleted: bool
 
 
 class ContactRecord(TypedDict):
@@ -20,9 +33,25 @@ class ContactRecord(TypedDict):
     company: str | None
     job_title: str | None
     created_at: datetime | None
-    modified_at: datetime
+    modified_at: datetime | None
     is_deleted: bool
 
 
+class EventRecord(TypedDict):
+    connection_id: str
+    source_id: str
+    title: str | None
+    organizer_email: str | None
+    start_at: datetime  # UTC; all-day events start at midnight UTC of their date. The day partition is its date.
+    end_at: datetime | None
+    is_all_day: bool
+    location: str | None
+    created_at: datetime | None
+    modified_at: datetime | None
+    is_deleted: bool
+
+
+USER_COLUMNS: tuple[str, ...] = tuple(UserRecord.__annotations__)
 CONTACT_COLUMNS: tuple[str, ...] = tuple(ContactRecord.__annotations__)
+EVENT_COLUMNS: tuple[str, ...] = tuple(EventRecord.__annotations__)
 PRIMARY_KEY: tuple[str, ...] = ("connection_id", "source_id")

@@ -8,6 +8,7 @@ variable with dg.EnvVar.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,18 +61,27 @@ class IntegrationsResource(dg.ConfigurableResource):
         app = self.settings.provider_app(provider)
         oauth = OAuthClient(spec, app)
         tokens = TokenSource(self.store, oauth, connection_id)
-        client = spec.build_client(spec.api_origin(app), ConnectionAuth(tokens, spec.auth_scheme))
+        connection = self.store.get_connection(connection_id)
+        metadata = connection.provider_metadata if connection is not None else {}
+        client = spec.build_client(spec.api_origin(app), ConnectionAuth(tokens, spec.auth_scheme), metadata)
         try:
             yield client
         finally:
             client.close()
             oauth.api.close()
 
-    def read_partition(self, table: str, partition_column: str, partition_key: str) -> pd.DataFrame | None:
+    def read_partition(
+        self, table: str, connection_id: str, window: tuple[datetime, datetime] | None, day_column: str
+    ) -> pd.DataFrame | None:
         """The warehouse rows of one partition as they stand, or None when the table does not exist yet."""
+        query = f"SELECT * FROM {table} WHERE connection_id = ?"
+        parameters: list[object] = [connection_id]
+        if window is not None:
+            query += f" AND {day_column} >= ? AND {day_column} < ?"
+            parameters += list(window)
         with duckdb.connect(str(self.settings.warehouse_path)) as connection:
             try:
-                return connection.execute(f"SELECT * FROM {table} WHERE {partition_column} = ?", [partition_key]).df()
+                return connection.execute(query, parameters).df()
             except duckdb.CatalogException:
                 return None
 

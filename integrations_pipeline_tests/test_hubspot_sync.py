@@ -76,9 +76,8 @@ def test_connect_sync_change_and_sync_again(stack: Stack, instance: dg.DagsterIn
     assert metadata["dagster/partition_row_count"].value == 250
     assert metadata["api_calls"].value == 4  # 3 pages of live contacts + 1 (empty) page of archived ones
     assert "x-hubspot-ratelimit-remaining" in metadata["rate_limit_remaining"].value
-    assert stack.store.get_cursor(connection_id, "contacts") == metadata["cursor"].value.join(
-        ['{"modified_since": "', '"}']
-    )
+    assert stack.store.get_cursor(connection_id, "contacts") == metadata["cursor"].value
+    assert "modified_since" in metadata["cursor"].value
 
     changed_ids = ["3", "17", "120"]
     for contact_id in changed_ids:

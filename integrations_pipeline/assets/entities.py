@@ -1,46 +1,96 @@
 """One factory builds every `{provider}_{entity}` asset from its EntitySpec: no copied asset bodies."""
 
-import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from integrations_pipeline.clients.errors import (
-    CursorExpired,
-    NeedsReauth,
-    ProviderError,
-    RateLimited,
-)
+from integrations_pipeline.clients.errors import CursorExpired, NeedsReauth, ProviderError, RateLimited
 from integrations_pipeline.clients.http import ApiClient, CallStats
-from integrations_pipeline.clients.spec import EntitySpec
+from integrations_pipeline.clients.spec import EntitySpec, Page, SyncRequest
 from integrations_pipeline.frames import markdown_preview, replace_all, to_frame, upsert
-from integrations_pipeline.partitions import connection_partitions
+from integrations_pipeline.partitions import (
+    CONNECTION,
+    DAY,
+    connection_day_partitions,
+    connection_partitions,
+    day_window,
+)
 from integrations_pipeline.resources import IntegrationsResource
+from integrations_pipeline.store.repository import LIVE_PARTITION
 
-PARTITION_COLUMN = "connection_id"
-
-
-def encode_cursor(modified_since: datetime) -> str:
-    return json.dumps({"modified_since": modified_since.astimezone(UTC).isoformat()})
+BACKFILL_TAG = "dagster/backfill"
 
 
-def decode_cursor(cursor: str | None) -> datetime | None:
-    return datetime.fromisoformat(json.loads(cursor)["modified_since"]) if cursor else None
+@dataclass(frozen=True)
+class PartitionScope:
+    """Which slice of an entity one run syncs, decoded from the Dagster partition key."""
+
+    connection_id: str
+    cursor_key: str  # the sync_cursors partition_key: "" for connection-wide entities, the day for events
+    window: tuple[datetime, datetime] | None
+
+    @classmethod
+    def of(cls, spec: EntitySpec, partition_key: str | dg.MultiPartitionKey) -> "PartitionScope":
+        if not spec.partitioned_by_day:
+            return cls(str(partition_key), LIVE_PARTITION, None)
+        assert isinstance(partition_key, dg.MultiPartitionKey)
+        keys = partition_key.keys_by_dimension
+        return cls(keys[CONNECTION], keys[DAY], day_window(keys[DAY]))
 
 
-def _sync_metadata(mode: str, frame: pd.DataFrame, changed: int, stats: CallStats, cursor: datetime) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SyncResult:
+    mode: str
+    fetched: pd.DataFrame
+    frame: pd.DataFrame  # the partition as it must now stand
+    cursor: str | None
+
+
+def sync_partition(
+    spec: EntitySpec, client: ApiClient, request: SyncRequest, current: pd.DataFrame | None
+) -> SyncResult:
+    """Incremental from the cursor when there is one and the partition exists; otherwise, or when the provider
+    says the cursor expired, a full resync that also flags rows the provider no longer returns as deleted."""
+    if request.cursor is not None and current is not None:
+        try:
+            fetched, cursor = _collect(spec.read(client, request), spec)
+            return SyncResult("incremental", fetched, upsert(current, fetched, spec.primary_key), cursor)
+        except CursorExpired:
+            mode = "full (cursor expired)"
+    else:
+        mode = "full"
+    full_request = SyncRequest(**{**request.__dict__, "cursor": None})
+    fetched, cursor = _collect(spec.read(client, full_request), spec)
+    return SyncResult(mode, fetched, replace_all(current, fetched, spec.primary_key), cursor)
+
+
+def _collect(pages: Iterable[Page], spec: EntitySpec) -> tuple[pd.DataFrame, str | None]:
+    cursor: str | None = None
+
+    def records() -> Iterator[Any]:
+        nonlocal cursor
+        for page in pages:
+            cursor = page.cursor or cursor
+            yield from page.records
+
+    return to_frame(records(), spec.columns), cursor
+
+
+def _metadata(result: SyncResult, stats: CallStats) -> dict[str, Any]:
+    frame = result.frame
     remaining = {name: value for name, value in stats.rate_limit_headers.items() if "remaining" in name}
     return {
-        "sync_mode": mode,
-        "rows_fetched": changed,
+        "sync_mode": result.mode,
+        "rows_fetched": len(result.fetched),
         "rows_deleted": int(frame["is_deleted"].sum()) if not frame.empty else 0,
         "api_calls": stats.api_calls,
         "retries": stats.retries,
         "rate_limit_remaining": dg.MetadataValue.json(remaining),
-        "cursor": cursor.isoformat(),
+        "cursor": result.cursor or "unchanged",
         "preview": dg.MetadataValue.md(markdown_preview(frame)),
     }
 
@@ -60,62 +110,51 @@ def _failure(error: ProviderError, connection_id: str) -> dg.Failure:
 
 def build_entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
     table = f"{spec.provider}.{spec.entity}"
+    if spec.partitioned_by_day:
+        partitions_def: dg.PartitionsDefinition = connection_day_partitions(spec.provider)
+        partition_expr: str | dict[str, str] = {CONNECTION: "connection_id", DAY: spec.day_column}
+        scope_text = "one partition per connection and UTC day of the event's start"
+    else:
+        partitions_def = connection_partitions(spec.provider)
+        partition_expr = "connection_id"
+        scope_text = "one partition per connection"
 
     @dg.asset(
         name=spec.asset_name,
         group_name=spec.provider,
-        partitions_def=connection_partitions(spec.provider),
-        metadata={"schema": spec.provider, "table": spec.entity, "partition_expr": PARTITION_COLUMN},
+        partitions_def=partitions_def,
+        metadata={"schema": spec.provider, "table": spec.entity, "partition_expr": partition_expr},
         kinds={"duckdb", spec.provider},
         tags={"provider": spec.provider},
-        description=f"{spec.entity.capitalize()} of every {spec.provider} connection, one partition per "
-        f"connection, in `{table}`. Incremental after the first sync; deletions at the provider become "
-        "`is_deleted = true`.",
+        description=f"{spec.entity.capitalize()} of every {spec.provider} connection in `{table}`, {scope_text}. "
+        "Incremental after the first sync; deletions at the provider become `is_deleted = true`. Backfill runs "
+        "resync their partitions in full and leave the live cursor alone.",
     )
     def entity_asset(context: dg.AssetExecutionContext, integrations: IntegrationsResource) -> Iterator[dg.Output]:
-        connection_id = context.partition_key
+        scope = PartitionScope.of(spec, context.partition_key)
         store = integrations.store
-        modified_since = decode_cursor(store.get_cursor(connection_id, spec.entity))
-        current = integrations.read_partition(table, PARTITION_COLUMN, connection_id)
-        started_at = datetime.now(UTC)
+        is_backfill = BACKFILL_TAG in context.run.tags
+        connection = store.get_connection(scope.connection_id)
+        request = SyncRequest(
+            connection_id=scope.connection_id,
+            cursor=None if is_backfill else store.get_cursor(scope.connection_id, spec.entity, scope.cursor_key),
+            started_at=datetime.now(UTC),
+            window=scope.window,
+            provider_metadata=connection.provider_metadata if connection else {},
+        )
+        current = integrations.read_partition(table, scope.connection_id, scope.window, spec.day_column)
         try:
-            with integrations.connector(spec.provider, connection_id) as client:
-                mode, changes, frame = fetch_partition(spec, client, connection_id, current, modified_since, started_at)
+            with integrations.connector(spec.provider, scope.connection_id) as client:
+                result = sync_partition(spec, client, request, current)
                 stats = client.stats
         except ProviderError as error:
-            raise _failure(error, connection_id) from None
-        context.log.info(f"{spec.asset_name} {connection_id}: {mode} sync, {len(changes)} rows fetched")
-        yield dg.Output(frame, metadata=_sync_metadata(mode, frame, len(changes), stats, started_at))
+            raise _failure(error, scope.connection_id) from None
+        context.log.info(f"{spec.asset_name} {context.partition_key}: {result.mode}, {len(result.fetched)} rows")
+        yield dg.Output(result.frame, metadata=_metadata(result, stats))
         # Dagster's I/O manager has written the partition by the time the generator resumes: only now does the
-        # cursor move, so a failed write never skips changes.
-        store.set_cursor(connection_id, spec.entity, encode_cursor(started_at))
-        store.record_sync(connection_id, started_at)
+        # cursor move, so a failed write never skips changes. Backfills never move it.
+        if result.cursor is not None and not is_backfill:
+            store.set_cursor(scope.connection_id, spec.entity, result.cursor, scope.cursor_key)
+        store.record_sync(scope.connection_id, request.started_at)
 
     return entity_asset
-
-
-def fetch_partition(
-    spec: EntitySpec,
-    client: ApiClient,
-    connection_id: str,
-    current: pd.DataFrame | None,
-    modified_since: datetime | None,
-    until: datetime,
-) -> tuple[str, pd.DataFrame, pd.DataFrame]:
-    """(sync mode, rows fetched, the partition's new frame): incremental from the cursor when there is one and
-    the partition exists; otherwise, or when the provider says the cursor expired, a full resync that also
-    flags rows the provider no longer returns as deleted."""
-    mode = "full"
-    if modified_since is not None and current is not None:
-        try:
-            since = modified_since - spec.cursor_overlap
-            changes = _collect(spec.read_changes(client, connection_id, since, until), spec)
-            return "incremental", changes, upsert(current, changes, spec.primary_key)
-        except CursorExpired:
-            mode = "full (cursor expired)"
-    changes = _collect(spec.read_all(client, connection_id), spec)
-    return mode, changes, replace_all(current, changes, spec.primary_key)
-
-
-def _collect(chunks: Iterator[list[Any]], spec: EntitySpec) -> pd.DataFrame:
-    return to_frame((record for chunk in chunks for record in chunk), spec.columns)

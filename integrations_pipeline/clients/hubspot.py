@@ -10,16 +10,12 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
+from integrations_pipeline.clients.cursors import modified_since, timestamp_cursor
 from integrations_pipeline.clients.errors import ProviderError
 from integrations_pipeline.clients.http import ApiClient, RetryPolicy
 from integrations_pipeline.clients.pagination import CursorPaginator
-from integrations_pipeline.clients.spec import (
-    AccountInfo,
-    EntitySpec,
-    ProviderSpec,
-    RecordChunks,
-)
-from integrations_pipeline.records import CONTACT_COLUMNS, PRIMARY_KEY, ContactRecord
+from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
+from integrations_pipeline.records import CONTACT_COLUMNS, ContactRecord
 from integrations_pipeline.store import TokenSet
 
 PAGE_LIMIT = 100  # the list endpoint's maximum
@@ -151,17 +147,15 @@ def _revoke(api: ApiClient, tokens: TokenSet) -> bool:
     return True
 
 
-def read_all_contacts(client: HubSpotClient, connection_id: str) -> RecordChunks:
-    for archived in (False, True):
-        for page in client.iter_contacts(archived=archived):
-            yield [to_contact(contact, connection_id) for contact in page]
-
-
-def read_contact_changes(client: HubSpotClient, connection_id: str, since: datetime, until: datetime) -> RecordChunks:
-    for page in client.iter_contacts_modified(since, until):
-        yield [to_contact(contact, connection_id) for contact in page]
-    for page in client.iter_contacts_archived_since(since):
-        yield [to_contact(contact, connection_id) for contact in page]
+def read_contacts(client: HubSpotClient, request: SyncRequest) -> Iterator[Page]:
+    """Full: every live then every archived contact. Incremental: the search API over [since, started_at),
+    then contacts archived since (HubSpot's search never returns archived ones)."""
+    since = modified_since(request)
+    live = client.iter_contacts() if since is None else client.iter_contacts_modified(since, request.started_at)
+    archived = client.iter_contacts(archived=True) if since is None else client.iter_contacts_archived_since(since)
+    for page in itertools.chain(live, archived):
+        yield Page([to_contact(contact, request.connection_id) for contact in page])
+    yield Page([], cursor=timestamp_cursor(request.started_at))
 
 
 SPEC = ProviderSpec(
@@ -175,16 +169,7 @@ SPEC = ProviderSpec(
     sandbox_token_path="/oauth/v1/token",
     describe_account=_describe_account,
     revoke=_revoke,
-    build_client=lambda origin, auth: HubSpotClient(origin, auth=auth),
+    build_client=lambda origin, auth, _metadata: HubSpotClient(origin, auth=auth),
 )
 
-ENTITIES = (
-    EntitySpec(
-        provider="hubspot",
-        entity="contacts",
-        columns=CONTACT_COLUMNS,
-        primary_key=PRIMARY_KEY,
-        read_all=read_all_contacts,
-        read_changes=read_contact_changes,
-    ),
-)
+ENTITIES = (EntitySpec(provider="hubspot", entity="contacts", columns=CONTACT_COLUMNS, read=read_contacts),)

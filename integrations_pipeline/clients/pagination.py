@@ -51,3 +51,27 @@ class CursorPaginator:
             cursor = dig(page, self.path)
             if not cursor:
                 return
+
+
+@dataclass(frozen=True)
+class NextLinkPaginator:
+    """Each page names the next one as a URL (absolute or relative to the API origin) at `path`, followed verbatim
+    with no parameters of ours (Graph `@odata.nextLink`, Salesforce `nextRecordsUrl`). The last page lacks it
+    and may carry a resume link elsewhere (Graph `@odata.deltaLink`), which the caller reads from that page."""
+
+    path: tuple[str, ...]
+
+    def pages(
+        self,
+        api: ApiClient,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Generator[dict[str, Any], None, None]:
+        next_url: str | None = url
+        query: Mapping[str, Any] | None = params
+        while next_url:
+            page: dict[str, Any] = api.request("GET", next_url, params=query, headers=headers).json()
+            yield page
+            next_url, query = dig(page, self.path), None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from integrations_pipeline.settings import ProviderApp
@@ -13,8 +13,6 @@ if TYPE_CHECKING:
     import httpx
 
     from integrations_pipeline.clients.http import ApiClient
-
-RecordChunks = Iterator[list[Mapping[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -50,8 +48,10 @@ class ProviderSpec:
     describe_account: Callable[[ApiClient, str], AccountInfo] | None = None
     # (api client on the provider's API origin, TokenSet) -> whether the provider confirmed the revocation
     revoke: Callable[[ApiClient, Any], bool] | None = None
-    # (api origin, auth transport) -> the provider's data client
-    build_client: Callable[[str, httpx.Auth], ApiClient] | None = None
+    # (api origin, auth transport, the connection's provider_metadata) -> the provider's data client. Providers
+    # whose data lives on a per-account host (Zoho's api_domain, Salesforce's instance_url) read it from the
+    # metadata, which the gateway stored from the token response.
+    build_client: Callable[[str, httpx.Auth, Mapping[str, Any]], ApiClient] | None = None
 
     def oauth_endpoints(self, app: ProviderApp) -> OAuthEndpoints:
         if app.base_url is None:
@@ -67,20 +67,45 @@ class ProviderSpec:
 
 
 @dataclass(frozen=True)
+class SyncRequest:
+    """What one sync of one partition asks a connector for."""
+
+    connection_id: str
+    # The provider-defined cursor the previous sync of this partition ended with (a timestamp, a sync token, a
+    # delta link...), opaque to everyone but the connector. None asks for a full sync of the scope.
+    cursor: str | None
+    started_at: datetime  # timestamp windows end here, so the next window starts where this one ended
+    # Day-partitioned entities (events): the partition's [start, end) in UTC; None for connection-wide entities.
+    window: tuple[datetime, datetime] | None = None
+    # Connection facts learnt at connect time (api_domain, instance_url, ...): never a secret.
+    provider_metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Page:
+    """A bounded chunk of normalized records. The last page a connector yields carries the cursor the next
+    incremental sync starts from; a sync that finds nothing still yields one (empty) page with it."""
+
+    records: list[Mapping[str, Any]]
+    cursor: str | None = None
+
+
+# (data client, request) -> pages. Deletions come back as records with is_deleted=True. A cursor the provider no
+# longer accepts raises CursorExpired: the asset then asks again with cursor=None and reconciles deletions.
+EntityReader = Callable[[Any, SyncRequest], Iterator[Page]]
+
+
+@dataclass(frozen=True)
 class EntitySpec:
     """How one provider serves one entity: everything the asset factory needs to sync it."""
 
     provider: str
-    entity: str
+    entity: str  # users | contacts | events
     columns: tuple[str, ...]
-    primary_key: tuple[str, ...]
-    # (client, connection_id) -> every record, including the provider's deletions, flagged
-    read_all: Callable[[Any, str], RecordChunks]
-    # (client, connection_id, since, until) -> records changed in [since, until), deletions included
-    read_changes: Callable[[Any, str, datetime, datetime], RecordChunks]
-    # Incremental windows start this long before the stored cursor: a change committed just before the previous
-    # window closed is never missed, and re-reading it is harmless because writes are upserts.
-    cursor_overlap: timedelta = timedelta(minutes=5)
+    read: EntityReader
+    primary_key: tuple[str, ...] = ("connection_id", "source_id")
+    partitioned_by_day: bool = False  # events: one partition per (connection, UTC day of the event's start)
+    day_column: str = "start_at"
 
     @property
     def asset_name(self) -> str:
