@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from integrations_pipeline.assets.entities import build_entity_asset
+from integrations_pipeline.checks import build_freshness_checks
 from integrations_pipeline.clients.providers import ENTITIES
 from integrations_pipeline.jobs import build_sync_jobs
 from integrations_pipeline.resources import IntegrationsResource, WarehouseIOManager
@@ -20,10 +21,15 @@ def build_definitions() -> dg.Definitions:
     }
     # The sensor and the hourly schedule drive the connection-partitioned job; events have their own cadence.
     sync_jobs = {provider: jobs[False] for provider, jobs in jobs_by_provider.items() if False in jobs}
+    assets = {entity.asset_name: build_entity_asset(entity) for entity in ENTITIES}
+    freshness_checks, freshness_sensor = build_freshness_checks(
+        [assets[entity.asset_name] for entity in ENTITIES if not entity.partitioned_by_day]
+    )
     return dg.Definitions(
-        assets=[build_entity_asset(entity) for entity in ENTITIES],
+        assets=list(assets.values()),
+        asset_checks=freshness_checks,
         jobs=[job for jobs in jobs_by_provider.values() for job in jobs.values()],
-        sensors=[build_connections_sensor(sync_jobs)],
+        sensors=[build_connections_sensor(sync_jobs), freshness_sensor],
         schedules=[build_sync_schedule(provider, job) for provider, job in sync_jobs.items()],
         resources={
             "integrations": IntegrationsResource(),

@@ -108,6 +108,32 @@ def _failure(error: ProviderError, connection_id: str) -> dg.Failure:
     )
 
 
+PRIMARY_KEY_CHECK = "primary_key_unique"
+REQUIRED_FIELDS_CHECK = "required_fields_present"
+
+
+def required_columns(spec: EntitySpec) -> tuple[str, ...]:
+    return (*spec.primary_key, "is_deleted", *((spec.day_column,) if spec.partitioned_by_day else ()))
+
+
+def partition_checks(spec: EntitySpec, frame: pd.DataFrame) -> list[dg.AssetCheckResult]:
+    """Checks on the partition exactly as it is written, so a failing one names rows of this run's data."""
+    duplicated = frame[frame.duplicated(subset=list(spec.primary_key), keep=False)]
+    missing = {column: int(frame[column].isna().sum()) for column in required_columns(spec)}
+    return [
+        dg.AssetCheckResult(
+            check_name=PRIMARY_KEY_CHECK,
+            passed=duplicated.empty,
+            metadata={"duplicate_rows": len(duplicated), "examples": duplicated["source_id"].head(5).tolist()},
+        ),
+        dg.AssetCheckResult(
+            check_name=REQUIRED_FIELDS_CHECK,
+            passed=not any(missing.values()),
+            metadata={"missing_by_column": dg.MetadataValue.json(missing)},
+        ),
+    ]
+
+
 def build_entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
     table = f"{spec.provider}.{spec.entity}"
     if spec.partitioned_by_day:
@@ -126,11 +152,21 @@ def build_entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
         metadata={"schema": spec.provider, "table": spec.entity, "partition_expr": partition_expr},
         kinds={"duckdb", spec.provider},
         tags={"provider": spec.provider},
+        check_specs=[
+            dg.AssetCheckSpec(PRIMARY_KEY_CHECK, asset=spec.asset_name, description="source_id unique per connection"),
+            dg.AssetCheckSpec(
+                REQUIRED_FIELDS_CHECK,
+                asset=spec.asset_name,
+                description=f"no nulls in {', '.join(required_columns(spec))}",
+            ),
+        ],
         description=f"{spec.entity.capitalize()} of every {spec.provider} connection in `{table}`, {scope_text}. "
         "Incremental after the first sync; deletions at the provider become `is_deleted = true`. Backfill runs "
         "resync their partitions in full and leave the live cursor alone.",
     )
-    def entity_asset(context: dg.AssetExecutionContext, integrations: IntegrationsResource) -> Iterator[dg.Output]:
+    def entity_asset(
+        context: dg.AssetExecutionContext, integrations: IntegrationsResource
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         scope = PartitionScope.of(spec, context.partition_key)
         store = integrations.store
         is_backfill = BACKFILL_TAG in context.run.tags
@@ -151,6 +187,7 @@ def build_entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
             raise _failure(error, scope.connection_id) from None
         context.log.info(f"{spec.asset_name} {context.partition_key}: {result.mode}, {len(result.fetched)} rows")
         yield dg.Output(result.frame, metadata=_metadata(result, stats))
+        yield from partition_checks(spec, result.frame)
         # Dagster's I/O manager has written the partition by the time the generator resumes: only now does the
         # cursor move, so a failed write never skips changes. Backfills never move it.
         if result.cursor is not None and not is_backfill:
