@@ -55,3 +55,12 @@ USER_COLUMNS: tuple[str, ...] = tuple(UserRecord.__annotations__)
 CONTACT_COLUMNS: tuple[str, ...] = tuple(ContactRecord.__annotations__)
 EVENT_COLUMNS: tuple[str, ...] = tuple(EventRecord.__annotations__)
 PRIMARY_KEY: tuple[str, ...] = ("connection_id", "source_id")
+
+# The unified tables put every provider of a tenant together: these columns first, then the entity's columns,
+# then the tenant's mapped columns (which may not reuse any of these names).
+UNIFIED_KEY_COLUMNS: tuple[str, ...] = ("tenant", "provider")
+ENTITY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "users": USER_COLUMNS,
+    "contacts": CONTACT_COLUMNS,
+    "events": EVENT_COLUMNS,
+}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +26,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from integrations_pipeline.gateway.connections import ConnectionService, GatewayError
+from integrations_pipeline.gateway.mappings import MappingService, MappingView, PreviewRequest, PreviewResponse
 from integrations_pipeline.gateway.schemas import (
+    TENANT_PATTERN,
     ConnectionList,
     ConnectionView,
     ConnectRequest,
@@ -34,9 +37,11 @@ from integrations_pipeline.gateway.schemas import (
     ErrorBody,
     HealthResponse,
 )
+from integrations_pipeline.mapping import MappingUpdate
 from integrations_pipeline.settings import Settings
 from integrations_pipeline.store import StateStore, create_store_engine
 
+TENANT_RE = re.compile(TENANT_PATTERN)
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("integrations_pipeline.gateway.access")
 MAX_JSON_BODY_BYTES = 64 * 1024
@@ -93,6 +98,7 @@ class Gateway:
         self.settings = settings
         self.store = store
         self.connections = ConnectionService(settings, store)
+        self.mappings = MappingService(store)
 
     def authorize(self, request: Request) -> None:
         expected = self.settings.api_key
@@ -151,6 +157,20 @@ class Gateway:
             raise GatewayError(404, "unknown_connection", f"no connection {connection_id!r}")
         return _json(ConnectionView.of(connection))
 
+    async def get_mapping(self, request: Request) -> Response:
+        view = await run_in_threadpool(self.mappings.get, tenant_of(request), request.path_params["provider"])
+        return _json(view)
+
+    async def put_mapping(self, request: Request) -> Response:
+        tenant, provider = tenant_of(request), request.path_params["provider"]
+        update = await parse_body(request, MappingUpdate)
+        return _json(await run_in_threadpool(self.mappings.update, tenant, provider, update))
+
+    async def preview_mapping(self, request: Request) -> Response:
+        tenant, provider = tenant_of(request), request.path_params["provider"]
+        body = await parse_body(request, PreviewRequest)
+        return _json(await run_in_threadpool(self.mappings.preview, tenant, provider, body))
+
     async def delete_connection(self, request: Request) -> Response:
         connection, revoked = await run_in_threadpool(self.connections.disconnect, request.path_params["connection_id"])
         return _json(DisconnectResponse(id=connection.id, status=connection.status.value, revoked_at_provider=revoked))
@@ -203,7 +223,37 @@ OPERATIONS = [
         "delete_connection",
         response_model=DisconnectResponse,
     ),
+    Operation(
+        "GET",
+        "/tenants/{tenant}/mappings/{provider}",
+        "A tenant's field mapping for one provider",
+        "get_mapping",
+        response_model=MappingView,
+    ),
+    Operation(
+        "PUT",
+        "/tenants/{tenant}/mappings/{provider}",
+        "Merge changes into the mapping (a null rule removes a target); refused whole if any part is invalid",
+        "put_mapping",
+        request_model=MappingUpdate,
+        response_model=MappingView,
+    ),
+    Operation(
+        "POST",
+        "/tenants/{tenant}/mappings/{provider}/preview",
+        "Apply the mapping with unsaved changes to sample records",
+        "preview_mapping",
+        request_model=PreviewRequest,
+        response_model=PreviewResponse,
+    ),
 ]
+
+
+def tenant_of(request: Request) -> str:
+    tenant = request.path_params["tenant"]
+    if not TENANT_RE.match(tenant):
+        raise GatewayError(404, "unknown_tenant", "tenant ids are letters, digits, _ or -, up to 64 characters")
+    return str(tenant)
 
 
 def openapi_document(operations: list[Operation]) -> dict[str, Any]:

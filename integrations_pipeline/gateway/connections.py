@@ -144,13 +144,15 @@ class ConnectionService:
                 account = AccountInfo()  # the connection works without it; it is only for display
             connection_id = connection_id_for(pending.tenant, provider)
             with self.store.locked(connection_id) as conn:
-                existed = self.store.get_connection(connection_id) is not None
+                existing = self.store.get_connection(connection_id)
                 granted = account.granted_scopes or grant.granted_scopes or pending.scopes
+                # Incremental authorization: asking for Directory later must not forget that Calendar was wanted.
+                requested = set(pending.scopes) | set(existing.requested_scopes if existing else ())
                 connection = self.store.save_connection(
                     conn,
                     tenant=pending.tenant,
                     provider=provider,
-                    requested_scopes=pending.scopes,
+                    requested_scopes=sorted(requested),
                     granted_scopes=granted,
                     tokens=grant.tokens,
                     external_account_id=account.external_account_id,
@@ -158,7 +160,7 @@ class ConnectionService:
                 )
                 self.store.audit(
                     conn,
-                    "connection.reauthorized" if existed else "connection.connected",
+                    "connection.reauthorized" if existing else "connection.connected",
                     actor=ACTOR,
                     tenant=pending.tenant,
                     provider=provider,

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from integrations_pipeline.crypto import DecryptionError, Keyring
+from integrations_pipeline.mapping import ENTITIES, FieldRule, ProviderMapping, Transform
 from integrations_pipeline.store import schema
 from integrations_pipeline.store.engine import SQLITE_BEGIN
 from integrations_pipeline.store.models import (
@@ -334,6 +335,37 @@ class StateStore:
                     & (table.c.partition_key == partition_key)
                 )
             )
+
+    # -- field mappings -------------------------------------------------------------------------------------
+
+    def get_mapping(self, tenant: str, provider: str) -> ProviderMapping:
+        table = schema.field_mappings
+        query = sa.select(table).where((table.c.tenant == tenant) & (table.c.provider == provider))
+        rules: dict[str, dict[str, FieldRule]] = {entity: {} for entity in ENTITIES}
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                rules[row.entity][row.target] = FieldRule(source=row.source, transform=Transform(row.transform))
+        return ProviderMapping(**rules)
+
+    def save_mapping(self, conn: sa.Connection, tenant: str, provider: str, mapping: ProviderMapping) -> None:
+        """Replace the tenant's mapping for the provider inside `conn`'s transaction."""
+        table = schema.field_mappings
+        conn.execute(table.delete().where((table.c.tenant == tenant) & (table.c.provider == provider)))
+        rows = [
+            {
+                "tenant": tenant,
+                "provider": provider,
+                "entity": entity,
+                "target": target,
+                "source": rule.source,
+                "transform": rule.transform.value,
+                "updated_at": utcnow(),
+            }
+            for entity in ENTITIES
+            for target, rule in mapping.rules(entity).items()
+        ]
+        if rows:
+            conn.execute(table.insert(), rows)
 
     # -- audit log ----------------------------------------------------------------------------------------------
 

@@ -115,3 +115,17 @@ audit_log = sa.Table(
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("entry_hash", sa.String(64), nullable=False, unique=True),
 )
+
+# A tenant's field mapping, one row per (provider, entity, target column). Tenants, not connections: a mapping
+# outlives reconnecting, and applies to every connection of that tenant at the provider.
+field_mappings = sa.Table(
+    "field_mappings",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("provider", sa.String(32), primary_key=True),
+    sa.Column("entity", sa.String(32), primary_key=True),
+    sa.Column("target", sa.String(63), primary_key=True),
+    sa.Column("source", sa.String(63), nullable=False),
+    sa.Column("transform", sa.String(16), nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
