@@ -8,11 +8,15 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 import click
+from pydantic import ValidationError
 
 from integrations_pipeline.crypto import KeyringError, generate_key_entry
+from integrations_pipeline.gateway.connections import GatewayError
+from integrations_pipeline.gateway.mappings import MappingService, PreviewRequest
+from integrations_pipeline.mapping import MappingUpdate
 from integrations_pipeline.settings import Settings, SettingsError, load_settings
 from integrations_pipeline.store import StateStore, StoreError, create_store_engine
 from integrations_pipeline.store import migrate as migrations
@@ -25,6 +29,9 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except (SettingsError, KeyringError, StoreError) as error:
             raise click.ClickException(str(error)) from None
+        except GatewayError as refusal:
+            details = "; ".join(f"{field}: {problem}" for field, problem in refusal.fields.items())
+            raise click.ClickException(f"{refusal.message}" + (f" ({details})" if details else "")) from None
 
     return wrapper
 
@@ -106,6 +113,54 @@ def connections_list() -> None:
     for connection in open_store(load_settings()).list_connections():
         expires = connection.token_expires_at.isoformat() if connection.token_expires_at else "-"
         click.echo(f"{connection.id}\t{connection.status.value}\ttoken expires {expires}")
+
+
+@main.group(help="Tenants' field mappings for the unified tables.")
+def mappings() -> None:
+    pass
+
+
+def _mapping_service() -> MappingService:
+    return MappingService(open_store(load_settings()))
+
+
+@mappings.command("show", help="Print a tenant's mapping for a provider as JSON.")
+@click.argument("tenant")
+@click.argument("provider")
+@friendly_errors
+def mappings_show(tenant: str, provider: str) -> None:
+    click.echo(_mapping_service().get(tenant, provider).model_dump_json(indent=2))
+
+
+@mappings.command("set", help="Merge a JSON file of changes into the mapping ({entity: {target: rule or null}}).")
+@click.argument("tenant")
+@click.argument("provider")
+@click.argument("changes", type=click.File("r"))
+@friendly_errors
+def mappings_set(tenant: str, provider: str, changes: TextIO) -> None:
+    update = _parse_update(changes.read())
+    click.echo(_mapping_service().update(tenant, provider, update, actor="cli").model_dump_json(indent=2))
+
+
+@mappings.command("preview", help="Apply the mapping (with optional unsaved changes) to synthetic samples.")
+@click.argument("tenant")
+@click.argument("provider")
+@click.argument("changes", type=click.File("r"), required=False)
+@friendly_errors
+def mappings_preview(tenant: str, provider: str, changes: TextIO | None) -> None:
+    request = PreviewRequest(changes=_parse_update(changes.read()) if changes else MappingUpdate())
+    click.echo(_mapping_service().preview(tenant, provider, request).model_dump_json(indent=2))
+
+
+def _parse_update(text: str) -> MappingUpdate:
+    try:
+        return MappingUpdate.model_validate_json(text)
+    except ValidationError as invalid:
+        where = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc']) or 'file'}: {issue['msg']}"
+            for issue in invalid.errors(include_url=False, include_input=False)
+        )
+        raise click.ClickException(f"the mapping file is invalid: {where}") from None
 
 
 @main.command(help="Serve the HTTP gateway.")

@@ -18,9 +18,9 @@ def run(*args: str) -> tuple[int, str]:
 
 def test_db_upgrade_creates_the_store_and_is_idempotent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("INTEGRATIONS_STATE_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
-    assert run("db", "upgrade") == (0, "state store at revision 0001\n")
-    assert run("db", "upgrade") == (0, "state store at revision 0001\n")
-    assert run("db", "current") == (0, "applied: 0001; latest: 0001\n")
+    assert run("db", "upgrade") == (0, "state store at revision 0002\n")
+    assert run("db", "upgrade") == (0, "state store at revision 0002\n")
+    assert run("db", "current") == (0, "applied: 0002; latest: 0002\n")
 
 
 def test_keys_generate_rotate_and_status(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -66,3 +66,25 @@ def test_dev_env_file_is_written_once_and_respects_the_environment(monkeypatch: 
     assert ensure_env_file(dev_environment(8080, 8101), Path(".env")) == []
     assert Path(".env").read_text() == first  # keys are generated once and kept
     assert oct(Path(".env").stat().st_mode & 0o777) == "0o600"
+
+
+def test_mappings_set_show_preview_and_refusals(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("INTEGRATIONS_STATE_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("INTEGRATIONS_ENCRYPTION_KEYS", generate_key_entry("k"))
+    run("db", "upgrade")
+    good, bad, broken = tmp_path / "good.json", tmp_path / "bad.json", tmp_path / "broken.json"
+    good.write_text('{"contacts": {"crm_company": {"source": "company", "transform": "uppercase"}}}')
+    bad.write_text('{"contacts": {"Bad-Name": {"source": "company"}}}')
+    broken.write_text('{"contacts": {"x": {"transform": "reverse"}}}')
+    code, output = run("mappings", "set", "acme", "hubspot", str(good))
+    assert code == 0 and '"crm_company"' in output
+    code, output = run("mappings", "show", "acme", "hubspot")
+    assert code == 0 and '"uppercase"' in output
+    code, output = run("mappings", "preview", "acme", "hubspot")
+    assert code == 0 and "SAMPLE COMPANY" in output
+    code, output = run("mappings", "set", "acme", "hubspot", str(bad))
+    assert code == 1 and "contacts.Bad-Name: target columns are identifiers" in output
+    code, output = run("mappings", "set", "acme", "hubspot", str(broken))
+    assert code == 1 and "the mapping file is invalid" in output and "source" in output
+    code, output = run("mappings", "show", "acme", "myspace")
+    assert code == 1 and "unknown provider 'myspace'" in output
