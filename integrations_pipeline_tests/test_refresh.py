@@ -7,13 +7,12 @@ from typing import Any
 import httpx
 import pytest
 
-from integrations_pipeline.clients.auth import ConnectionAuth, TokenSource
+from integrations_pipeline.clients.auth import ConnectionAuth
 from integrations_pipeline.clients.errors import NeedsReauth
-from integrations_pipeline.clients.hubspot import SPEC, HubSpotClient
-from integrations_pipeline.clients.oauth import OAuthClient
-from integrations_pipeline.settings import load_settings
-from integrations_pipeline.store import ConnectionStatus, StateStore, TokenSet, create_store_engine
+from integrations_pipeline.clients.hubspot import HubSpotClient
+from integrations_pipeline.store import ConnectionStatus, StateStore, TokenSet
 from integrations_pipeline_tests.conftest import Stack
+from integrations_pipeline_tests.refresh_worker import race_for_a_token, token_source
 
 WORKERS = 20
 
@@ -33,24 +32,6 @@ def expire_soon(store: StateStore, connection_id: str) -> str:
             ),
         )
     return tokens.access_token.get_secret_value()
-
-
-def token_source(stack_env: dict[str, str], connection_id: str) -> tuple[TokenSource, StateStore]:
-    settings = load_settings(**stack_env)
-    store = StateStore(create_store_engine(settings.state_database_url), settings.keyring())
-    return TokenSource(store, OAuthClient(SPEC, settings.provider_app("hubspot")), connection_id), store
-
-
-def _worker(stack_env: dict[str, str], connection_id: str, barrier: Any, results: Any) -> None:
-    source, store = token_source(stack_env, connection_id)
-    barrier.wait()
-    try:
-        results.put(source.access_token())
-    except Exception as error:  # reported to the parent, which fails the test with it
-        results.put(f"error: {type(error).__name__}: {error}")
-    finally:
-        source.oauth.api.close()
-        store.engine.dispose()
 
 
 def settings_overrides(stack: Stack) -> dict[str, Any]:
@@ -73,12 +54,12 @@ def test_twenty_processes_needing_a_refresh_make_exactly_one_token_call(stack: S
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(WORKERS), context.Queue()
     workers = [
-        context.Process(target=_worker, args=(settings_overrides(stack), connection_id, barrier, results))
+        context.Process(target=race_for_a_token, args=(settings_overrides(stack), connection_id, barrier, results))
         for _ in range(WORKERS)
     ]
     for worker in workers:
         worker.start()
-    tokens = [results.get(timeout=120) for _ in workers]
+    tokens = [results.get(timeout=600) for _ in workers]  # generous: a loaded 2-core machine spawns slowly
     for worker in workers:
         worker.join(timeout=60)
     assert not [token for token in tokens if token.startswith("error:")], tokens

@@ -207,26 +207,22 @@ class StateStore:
         if conn is None:
             with self.engine.connect() as fresh:
                 return self.load_tokens(connection_id, fresh)
+        # One statement, so the tokens and their expiry come from the same snapshot: under READ COMMITTED two
+        # statements could pair the old token with the new expiry while a refresh commits in between.
+        credentials, connections = schema.credentials, schema.connections
         rows = conn.execute(
-            sa.select(schema.credentials.c.name, schema.credentials.c.ciphertext).where(
-                schema.credentials.c.connection_id == connection_id
-            )
+            sa.select(credentials.c.name, credentials.c.ciphertext, connections.c.token_expires_at)
+            .select_from(credentials.join(connections, connections.c.id == credentials.c.connection_id))
+            .where(credentials.c.connection_id == connection_id)
         ).all()
         plain = {
             name: self.keyring.decrypt(ciphertext, associated_data=_credential_aad(connection_id, name))
-            for name, ciphertext in rows
+            for name, ciphertext, _ in rows
         }
         if ACCESS_TOKEN not in plain:
             return None
-        expires_at = conn.execute(
-            sa.select(schema.connections.c.token_expires_at).where(schema.connections.c.id == connection_id)
-        ).scalar_one_or_none()
         refresh = plain.get(REFRESH_TOKEN)
-        return TokenSet(
-            access_token=plain[ACCESS_TOKEN],
-            refresh_token=refresh if refresh is not None else None,
-            expires_at=expires_at,
-        )
+        return TokenSet(access_token=plain[ACCESS_TOKEN], refresh_token=refresh, expires_at=rows[0].token_expires_at)
 
     # -- OAuth states ---------------------------------------------------------------------------------------
 
