@@ -5,12 +5,13 @@ from __future__ import annotations
 import dagster as dg
 
 from integrations_pipeline.assets.entities import build_entity_asset
-from integrations_pipeline.checks import build_freshness_checks
+from integrations_pipeline.assets.unified import build_unified_asset
 from integrations_pipeline.clients.providers import ENTITIES
-from integrations_pipeline.jobs import build_sync_jobs
+from integrations_pipeline.jobs import build_sync_jobs, build_unified_jobs
+from integrations_pipeline.mapping import ENTITIES as ENTITY_NAMES
 from integrations_pipeline.resources import IntegrationsResource, WarehouseIOManager
 from integrations_pipeline.schedules import build_sync_schedule
-from integrations_pipeline.sensors import build_connections_sensor
+from integrations_pipeline.sensors import build_connections_sensor, build_unified_sensor
 
 
 def build_definitions() -> dg.Definitions:
@@ -19,17 +20,23 @@ def build_definitions() -> dg.Definitions:
         provider: build_sync_jobs(provider, [entity for entity in ENTITIES if entity.provider == provider])
         for provider in providers
     }
-    # The sensor and the hourly schedule drive the connection-partitioned job; events have their own cadence.
+    provider_jobs = [job for jobs in jobs_by_provider.values() for job in jobs.values()]
+    # The connections sensor and the hourly schedule drive the connection-partitioned jobs.
     sync_jobs = {provider: jobs[False] for provider, jobs in jobs_by_provider.items() if False in jobs}
+
     assets = {entity.asset_name: build_entity_asset(entity) for entity in ENTITIES}
-    freshness_checks, freshness_sensor = build_freshness_checks(
-        [assets[entity.asset_name] for entity in ENTITIES if not entity.partitioned_by_day]
+    sources = {name: [spec for spec in ENTITIES if spec.entity == name] for name in ENTITY_NAMES}
+    unified = [build_unified_asset(name, specs) for name, specs in sources.items() if specs]
+    unified_jobs = build_unified_jobs(
+        unified, {name: any(spec.partitioned_by_day for spec in specs) for name, specs in sources.items() if specs}
     )
     return dg.Definitions(
-        assets=list(assets.values()),
-        asset_checks=freshness_checks,
-        jobs=[job for jobs in jobs_by_provider.values() for job in jobs.values()],
-        sensors=[build_connections_sensor(sync_jobs), freshness_sensor],
+        assets=[*assets.values(), *unified],
+        jobs=[*provider_jobs, *unified_jobs.values()],
+        sensors=[
+            build_connections_sensor(sync_jobs),
+            build_unified_sensor(provider_jobs, unified_jobs),
+        ],
         schedules=[build_sync_schedule(provider, job) for provider, job in sync_jobs.items()],
         resources={
             "integrations": IntegrationsResource(),

@@ -22,3 +22,18 @@ def build_sync_jobs(provider: str, entities: list[EntitySpec]) -> dict[bool, Unr
             description=f"Sync {', '.join(names)} for one {'connection and day' if by_day else 'connection'}.",
         )
     return jobs
+
+
+def build_unified_jobs(
+    unified_assets: list[dg.AssetsDefinition], by_day: dict[str, bool]
+) -> dict[bool, UnresolvedAssetJobDefinition]:
+    """{partitioned_by_day: job} for the unified assets (by tenant, or by tenant and day)."""
+    jobs = {}
+    for day_partitioned in sorted(set(by_day.values())):
+        names = [name for name, flag in by_day.items() if flag == day_partitioned]
+        jobs[day_partitioned] = dg.define_asset_job(
+            name="unified_events_sync" if day_partitioned else "unified_sync",
+            selection=dg.AssetSelection.assets(*names),
+            description=f"Rebuild {', '.join(names)} for one tenant{' and day' if day_partitioned else ''}.",
+        )
+    return jobs

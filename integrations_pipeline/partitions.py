@@ -22,6 +22,11 @@ def connection_partitions(provider: str) -> dg.DynamicPartitionsDefinition:
     return dg.DynamicPartitionsDefinition(name=f"{provider}_connections")
 
 
+TENANT = "tenant"
+TENANTS = dg.DynamicPartitionsDefinition(name="tenants")
+TENANT_DAYS = dg.MultiPartitionsDefinition({TENANT: TENANTS, DAY: DAYS})
+
+
 @cache
 def connection_day_partitions(provider: str) -> dg.MultiPartitionsDefinition:
     return dg.MultiPartitionsDefinition({CONNECTION: connection_partitions(provider), DAY: DAYS})

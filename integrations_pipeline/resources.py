@@ -71,17 +71,23 @@ class IntegrationsResource(dg.ConfigurableResource):
             oauth.api.close()
 
     def read_partition(
-        self, table: str, connection_id: str, window: tuple[datetime, datetime] | None, day_column: str
+        self,
+        table: str,
+        connection_ids: list[str],
+        window: tuple[datetime, datetime] | None = None,
+        day_column: str = "start_at",
     ) -> pd.DataFrame | None:
-        """The warehouse rows of one partition as they stand, or None when the table does not exist yet."""
-        query = f"SELECT * FROM {table} WHERE connection_id = ?"
-        parameters: list[object] = [connection_id]
+        """The warehouse rows of these connections (within the day window, if any) as they stand, or None when
+        the table does not exist yet. Values are bound parameters; table and column names come from the registry."""
+        placeholders = ", ".join("?" for _ in connection_ids) or "NULL"
+        query = f"SELECT * FROM {table} WHERE connection_id IN ({placeholders})"
+        parameters: list[object] = list(connection_ids)
         if window is not None:
             query += f" AND {day_column} >= ? AND {day_column} < ?"
             parameters += list(window)
         with duckdb.connect(str(self.settings.warehouse_path)) as connection:
             try:
-                return connection.execute(query, parameters).df()
+                return connection.execute(query + " ORDER BY connection_id, source_id", parameters).df()
             except duckdb.CatalogException:
                 return None
 

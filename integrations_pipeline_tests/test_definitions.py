@@ -33,7 +33,7 @@ def test_every_job_sensor_and_schedule_resolves() -> None:
     definitions = build_definitions()
     repository = definitions.get_repository_def()
     assert {job.name for job in repository.get_all_jobs()} >= {"hubspot_sync"}
-    assert {sensor.name for sensor in repository.sensor_defs} == {"connections_sensor", "freshness_checks_sensor"}
+    assert {sensor.name for sensor in repository.sensor_defs} == {"connections_sensor", "unified_sensor"}
     assert {schedule.name for schedule in repository.schedule_defs} == {"hubspot_hourly_sync"}
     asset = definitions.resolve_assets_def("hubspot_contacts")
     assert asset.group_names_by_key[dg.AssetKey("hubspot_contacts")] == "hubspot"

@@ -72,7 +72,7 @@ def test_connect_sync_change_and_sync_again(stack: Stack, instance: dg.DagsterIn
     assert actual(table) == expected(stack)
     assert len(table) == 250 and list(table.columns)[:2] == ["connection_id", "source_id"]
     checks = {evaluation.check_name: evaluation.passed for evaluation in first.get_asset_check_evaluations()}
-    assert checks == {"primary_key_unique": True, "required_fields_present": True, "freshness_check": True}
+    assert checks == {"primary_key_unique": True, "required_fields_present": True}
     metadata = first.asset_materializations_for_node("hubspot_contacts")[0].metadata
     assert metadata["sync_mode"].value == "full"
     assert metadata["dagster/partition_row_count"].value == 250

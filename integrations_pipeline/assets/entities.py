@@ -2,7 +2,7 @@
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -108,6 +108,8 @@ def _failure(error: ProviderError, connection_id: str) -> dg.Failure:
     )
 
 
+# Connection-partitioned entities sync hourly: warn after one missed sync, fail after two.
+FRESHNESS = dg.FreshnessPolicy.time_window(warn_window=timedelta(hours=1, minutes=15), fail_window=timedelta(hours=2))
 PRIMARY_KEY_CHECK = "primary_key_unique"
 REQUIRED_FIELDS_CHECK = "required_fields_present"
 
@@ -152,6 +154,7 @@ def build_entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
         metadata={"schema": spec.provider, "table": spec.entity, "partition_expr": partition_expr},
         kinds={"duckdb", spec.provider},
         tags={"provider": spec.provider},
+        freshness_policy=None if spec.partitioned_by_day else FRESHNESS,
         check_specs=[
             dg.AssetCheckSpec(PRIMARY_KEY_CHECK, asset=spec.asset_name, description="source_id unique per connection"),
             dg.AssetCheckSpec(
@@ -178,7 +181,7 @@ def build_entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
             window=scope.window,
             provider_metadata=connection.provider_metadata if connection else {},
         )
-        current = integrations.read_partition(table, scope.connection_id, scope.window, spec.day_column)
+        current = integrations.read_partition(table, [scope.connection_id], scope.window, spec.day_column)
         try:
             with integrations.connector(spec.provider, scope.connection_id) as client:
                 result = sync_partition(spec, client, request, current)
