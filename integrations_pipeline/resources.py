@@ -93,11 +93,14 @@ class IntegrationsResource(dg.ConfigurableResource):
 
 
 class _NamedTableIOManager(DbIOManager):
-    """Dagster's DB I/O manager names a table after the asset key's last part; this one honours a `table` entry
-    in the asset's metadata, so that asset `hubspot_contacts` is stored as `hubspot.contacts`."""
+    """Dagster's DB I/O manager, with two adjustments: a `table` entry in the asset's metadata names the table (so
+    asset `hubspot_contacts` is stored as `hubspot.contacts`), and dynamic partitions resolve (see below)."""
 
     def _get_table_slice(self, context: Any, output_context: dg.OutputContext) -> TableSlice:
-        table_slice = super()._get_table_slice(context, output_context)
+        # Expanding a multi-partition range with a dynamic dimension (events: connection x day) needs the instance,
+        # which Dagster's DB I/O manager does not pass down on its own.
+        with dg.partition_loading_context(dynamic_partitions_store=output_context.step_context.instance):
+            table_slice = super()._get_table_slice(context, output_context)
         table = (output_context.definition_metadata or {}).get("table")
         return table_slice._replace(table=table) if table else table_slice
 

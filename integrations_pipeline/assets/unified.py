@@ -27,8 +27,11 @@ def unified_columns(entity: str) -> tuple[str, ...]:
 
 def shape(rows: pd.DataFrame, tenant: str, provider: str, rules: dict[str, Any]) -> pd.DataFrame:
     """A provider's rows for the unified table: key columns first, mapped values as one JSON object per row."""
-    mapped = apply_rules(rows, rules)[sorted(rules)] if rules else pd.DataFrame(index=rows.index)
-    as_json = [json.dumps(values, default=str, sort_keys=True) for values in mapped.to_dict("records")]
+    if rules:
+        mapped = apply_rules(rows, rules)[sorted(rules)].to_dict("records")
+        as_json = [json.dumps(values, default=str, sort_keys=True) for values in mapped]
+    else:
+        as_json = ["{}"] * len(rows)
     return rows.assign(tenant=tenant, provider=provider, **{MAPPED_COLUMN: as_json})
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from oauthlib.oauth2 import WebApplicationClient
-from oauthlib.oauth2.rfc6749.errors import InvalidGrantError, OAuth2Error
+from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 from pydantic import SecretStr
 
 from integrations_pipeline.clients.errors import NeedsReauth, ProviderError
@@ -96,20 +96,22 @@ class OAuthClient:
         )
         try:
             token = self._oauthlib.parse_request_body_response(response.text)
-        except InvalidGrantError:
-            raise NeedsReauth(f"{self.spec.display_name} rejected the grant (invalid_grant): reconnect") from None
         except Warning as scope_changed:  # oauthlib signals a narrowed scope this way; the token is still good
             token = scope_changed.token  # type: ignore[attr-defined]
         except (OAuth2Error, ValueError) as error:
             code = getattr(error, "error", None) or "unreadable response"
+            if code in self.spec.reauth_errors:
+                raise NeedsReauth(f"{self.spec.display_name} rejected the grant ({code}): reconnect") from None
             raise ProviderError(
                 f"{self.spec.display_name} token endpoint answered HTTP {response.status_code} ({code})",
                 status_code=response.status_code,
             ) from None
         expires_in = token.get("expires_in")
         refresh = token.get("refresh_token") or previous_refresh_token  # non-rotating providers omit it
+        # oauthlib splits `scope` on spaces; providers with another separator (Zoho: commas) need a second split.
         scope = token.get("scope")
-        granted = scope.split(self.spec.scope_separator) if isinstance(scope, str) else scope
+        items = [scope] if isinstance(scope, str) else list(scope or [])
+        granted = [part for item in items for part in item.split(self.spec.scope_separator) if part]
         return TokenGrant(
             tokens=TokenSet(
                 access_token=SecretStr(token["access_token"]),

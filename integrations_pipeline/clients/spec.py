@@ -42,6 +42,9 @@ class ProviderSpec:
     sandbox_authorize_path: str
     sandbox_token_path: str
     scope_separator: str = " "
+    # OAuth error codes meaning the grant is gone (the connection needs re-authorization). RFC 6749 says
+    # invalid_grant; Zoho answers a revoked refresh token with invalid_code.
+    reauth_errors: tuple[str, ...] = ("invalid_grant",)
     auth_scheme: str = "Bearer"
     extra_authorize_params: tuple[tuple[str, str], ...] = ()
     # (api client on the provider's API origin, access token) -> AccountInfo
