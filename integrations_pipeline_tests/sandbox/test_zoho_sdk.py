@@ -1,0 +1,202 @@
+"""Contract tests: Zoho's official Python SDK (zohocrmsdk8-0) against the Zoho emulator over HTTP.
+
+How the SDK is pointed at the emulator: `Initializer.initialize(environment=...)` takes a
+`DataCenter.Environment(url, accounts_url, file_upload_url)`. Every CRM call is `environment.url + /crm/v8/...`
+(CommonAPIHandler.set_api_url) and every token call POSTs to `environment.accounts_url` verbatim, so accounts_url
+is the full token URL (`<emulator>/oauth/v2/token`), as in USDataCenter. After a token call the SDK looks the
+returned `api_domain` up with `DataCenter.get`; the emulator's URL is no known data centre, so the custom
+environment stays in force. Tokens live in a FileStore under the test's tmp_path, field metadata (the SDK reads
+`/crm/v8/settings/fields?module=Contacts`, and Accounts for the Account_Name lookup) under a tmp resource path.
+
+The SDK's own code exchange sends no `code_verifier`, so its grant token is authorized without a PKCE challenge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
+from zohocrmsdk.src.com.zoho.api.authenticator.store.file_store import FileStore
+from zohocrmsdk.src.com.zoho.crm.api import ParameterMap
+from zohocrmsdk.src.com.zoho.crm.api.dc.data_center import DataCenter
+from zohocrmsdk.src.com.zoho.crm.api.exception import SDKException
+from zohocrmsdk.src.com.zoho.crm.api.initializer import Initializer
+from zohocrmsdk.src.com.zoho.crm.api.record import APIException, GetRecordsParam, RecordOperations, ResponseWrapper
+from zohocrmsdk.src.com.zoho.crm.api.sdk_config import SDKConfig
+from zohocrmsdk.src.com.zoho.crm.api.util import Utility
+
+from integrations_pipeline.httpserver import BackgroundServer
+from integrations_pipeline.sandbox.zoho import ZohoEmulator
+from integrations_pipeline_tests.sandbox.conftest import ManualClock
+
+CLIENT_ID = "1000.SANDBOXCLIENT"
+CLIENT_SECRET = "sandbox-zoho-secret"
+REDIRECT_URI = "http://127.0.0.1:9/oauth/callback"
+SCOPES = "ZohoCRM.modules.ALL,ZohoCRM.users.READ,ZohoCRM.org.READ,ZohoCRM.settings.fields.READ"
+FIELDS = ("First_Name", "Last_Name", "Email", "Phone", "Modified_Time")
+CONTACTS = 450
+
+
+@pytest.fixture
+def sandbox(clock: ManualClock) -> Iterator[tuple[ZohoEmulator, str]]:
+    emulator = ZohoEmulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, contacts=CONTACTS, events=20, clock=clock)
+    with BackgroundServer(emulator.app) as server:
+        yield emulator, server.url
+
+
+@pytest.fixture(autouse=True)
+def _fresh_sdk_state() -> Iterator[None]:
+    """The SDK keeps the initializer and field caches in class attributes: start and end every test clean."""
+    Utility.api_supported_modules = {}
+    yield
+    Initializer.initializer = None
+
+
+def grant_code(url: str) -> str:
+    response = httpx.get(
+        url + "/oauth/v2/auth",
+        params={
+            "client_id": CLIENT_ID,
+            "redirect_uri": REDIRECT_URI,
+            "response_type": "code",
+            "scope": SCOPES,
+            "access_type": "offline",
+            "prompt": "consent",
+        },
+    )
+    assert response.status_code == 302, response.text
+    return httpx.URL(response.headers["location"]).params["code"]
+
+
+def initialize(url: str, token: OAuthToken, tmp_path: Path) -> None:
+    environment = DataCenter.Environment(url, url + "/oauth/v2/token", url)
+    resources = tmp_path / "resources"
+    resources.mkdir(parents=True, exist_ok=True)
+    Initializer.initialize(
+        environment=environment,
+        token=token,
+        store=FileStore(str(tmp_path / "sdk_tokens.txt")),
+        sdk_config=SDKConfig(auto_refresh_fields=False, pick_list_validation=False),
+        resource_path=str(resources),
+    )
+
+
+def all_contacts_through_sdk(per_page: int) -> tuple[list[Any], int]:
+    """Page with the SDK's own `next_page_token` until `more_records` is false; returns records and page count."""
+    records: list[Any] = []
+    pages = 0
+    token: str | None = None
+    while True:
+        params = ParameterMap()
+        params.add(GetRecordsParam.fields, ",".join(FIELDS))
+        params.add(GetRecordsParam.per_page, per_page)
+        params.add(GetRecordsParam.sort_by, "id")
+        params.add(GetRecordsParam.sort_order, "asc")
+        if token is not None:
+            params.add(GetRecordsParam.page_token, token)
+        response = RecordOperations("Contacts").get_records(params)
+        assert response.get_status_code() == 200
+        wrapper = response.get_object()
+        assert isinstance(wrapper, ResponseWrapper), wrapper
+        records.extend(wrapper.get_data())
+        pages += 1
+        info = wrapper.get_info()
+        if not info.get_more_records():
+            return records, pages
+        token = info.get_next_page_token()
+
+
+def assert_same_contacts(records: list[Any], emulator: ZohoEmulator) -> None:
+    expected = emulator.contact_records()
+    assert [str(record.get_id()) for record in records] == [item["id"] for item in expected]
+    for record, item in zip(records, expected, strict=True):
+        for name in ("First_Name", "Last_Name", "Email", "Phone"):
+            assert record.get_key_value(name) == item[name]
+        modified = record.get_key_value("Modified_Time")
+        assert isinstance(modified, datetime)
+        assert modified == datetime.fromisoformat(item["Modified_Time"])
+
+
+def test_sdk_redeems_a_grant_token_and_pages_every_contact_with_page_tokens(
+    sandbox: tuple[ZohoEmulator, str], tmp_path: Path
+) -> None:
+    emulator, url = sandbox
+    token = OAuthToken(
+        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, grant_token=grant_code(url), redirect_url=REDIRECT_URI
+    )
+    initialize(url, token, tmp_path)
+    assert emulator.token_requests("authorization_code") == 1
+    assert token.get_refresh_token() in emulator.issued_tokens()  # offline access: a refresh token came back
+
+    records, pages = all_contacts_through_sdk(per_page=200)
+
+    assert pages == 3
+    assert_same_contacts(records, emulator)
+    paths = [entry.path for entry in emulator.request_log]
+    assert "/crm/v8/settings/fields" in paths  # the SDK reads the module's field metadata first
+    listed = [entry for entry in emulator.request_log if entry.path == "/crm/v8/Contacts"]
+    assert [("page_token=" in entry.query) for entry in listed] == [False, True, True]
+    assert all(entry.status == 200 for entry in listed)
+
+
+def test_sdk_refreshes_from_a_refresh_token_and_sees_mutations(
+    sandbox: tuple[ZohoEmulator, str], clock: ManualClock, tmp_path: Path
+) -> None:
+    emulator, url = sandbox
+    exchange = httpx.post(
+        url + "/oauth/v2/token",
+        data={
+            "grant_type": "authorization_code",
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "redirect_uri": REDIRECT_URI,
+            "code": grant_code(url),
+        },
+    ).json()
+    clock.advance(60)
+    emulator.update_contact(emulator.contact_records()[5]["id"], {"Email": "changed.by.test@example.com"})
+    emulator.delete_contact(emulator.contact_records()[7]["id"])
+    created_id = emulator.create_contact({"Last_Name": "Sdk", "Email": "sdk.created@example.com"})
+
+    token = OAuthToken(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, refresh_token=exchange["refresh_token"])
+    initialize(url, token, tmp_path)
+    assert emulator.token_requests("refresh_token") == 1
+    assert token.get_access_token() != exchange["access_token"]
+
+    records, pages = all_contacts_through_sdk(per_page=150)
+
+    assert pages == 3  # 450 contacts - 1 deleted + 1 created, 150 a page
+    assert_same_contacts(records, emulator)
+    emails = {record.get_key_value("Email") for record in records}
+    assert {"changed.by.test@example.com", "sdk.created@example.com"} <= emails
+    assert created_id == str(records[-1].get_id())
+
+
+def test_sdk_surfaces_zoho_errors_for_missing_fields_and_a_revoked_grant(
+    sandbox: tuple[ZohoEmulator, str], tmp_path: Path
+) -> None:
+    emulator, url = sandbox
+    token = OAuthToken(
+        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, grant_token=grant_code(url), redirect_url=REDIRECT_URI
+    )
+    initialize(url, token, tmp_path)
+    params = ParameterMap()
+    params.add(GetRecordsParam.per_page, 10)
+    response = RecordOperations("Contacts").get_records(params)
+    assert response.get_status_code() == 400
+    error = response.get_object()
+    assert isinstance(error, APIException)
+    assert error.get_code().get_value() == "REQUIRED_PARAM_MISSING"
+    assert error.get_details()["param_name"] == "fields"
+
+    emulator.revoke_refresh_tokens()
+    Initializer.initializer = None
+    revoked = OAuthToken(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, refresh_token=token.get_refresh_token())
+    with pytest.raises(SDKException) as refused:
+        initialize(url, revoked, tmp_path / "second")
+    assert "invalid_code" in str(refused.value)
