@@ -1,0 +1,387 @@
+"""Salesforce REST: OAuth spec, raw models, SOQL readers for users, contacts and events, and their pure mappers.
+
+Every read is one SOQL query whose pages are followed through `nextRecordsUrl`. Incremental reads filter on
+`SystemModstamp` (which moves on every change, deletion included) and go through `queryAll`, so deleted rows come
+back with `IsDeleted: true` while they sit in the recycle bin. Before trusting a timestamp cursor for deletions
+the reader asks the delete log how far back it still reaches (`earliestDateAvailable`): a cursor older than
+that could miss purged deletions, so it is stale and the asset resyncs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+
+from integrations_pipeline.clients.cursors import modified_since, timestamp_cursor
+from integrations_pipeline.clients.errors import CursorExpired, ProviderError
+from integrations_pipeline.clients.http import ApiClient, RetryPolicy
+from integrations_pipeline.clients.pagination import NextLinkPaginator
+from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
+from integrations_pipeline.records import (
+    CONTACT_COLUMNS,
+    EVENT_COLUMNS,
+    USER_COLUMNS,
+    ContactRecord,
+    EventRecord,
+    UserRecord,
+)
+from integrations_pipeline.store import TokenSet
+
+API_VERSION = "62.0"
+DATA_PATH = f"/services/data/v{API_VERSION}"
+BATCH_SIZE = 2000  # Salesforce's default and maximum; the header states it so a changed default cannot surprise us
+PAGINATOR = NextLinkPaginator(path=("nextRecordsUrl",))
+
+USER_FIELDS = (
+    "Id",
+    "Email",
+    "FirstName",
+    "LastName",
+    "Title",
+    "IsActive",
+    "CreatedDate",
+    "SystemModstamp",
+)  # User has no IsDeleted: Salesforce deactivates users, it never deletes them
+CONTACT_FIELDS = (
+    "Id",
+    "Email",
+    "FirstName",
+    "LastName",
+    "Phone",
+    "Title",
+    "Account.Name",
+    "CreatedDate",
+    "SystemModstamp",
+    "IsDeleted",
+)
+EVENT_FIELDS = (
+    "Id",
+    "Subject",
+    "Location",
+    "StartDateTime",
+    "EndDateTime",
+    "IsAllDayEvent",
+    "ActivityDate",
+    "Owner.Email",
+    "CreatedDate",
+    "SystemModstamp",
+    "IsDeleted",
+)
+
+
+class _Lenient(BaseModel):
+    """Unknown fields (and `attributes`) are ignored; Salesforce datetimes (`...000+0000`) parse as aware UTC."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class _Named(_Lenient):
+    Name: str | None = None
+
+
+class _Emailed(_Lenient):
+    Email: str | None = None
+
+
+class SalesforceUser(_Lenient):
+    Id: str
+    Email: str | None = None
+    FirstName: str | None = None
+    LastName: str | None = None
+    Title: str | None = None
+    IsActive: bool = True
+    CreatedDate: datetime | None = None
+    SystemModstamp: datetime
+
+
+class SalesforceContact(_Lenient):
+    Id: str
+    Email: str | None = None
+    FirstName: str | None = None
+    LastName: str | None = None
+    Phone: str | None = None
+    Title: str | None = None
+    Account: _Named | None = None
+    CreatedDate: datetime | None = None
+    SystemModstamp: datetime
+    IsDeleted: bool = False
+
+
+class SalesforceEvent(_Lenient):
+    Id: str
+    Subject: str | None = None
+    Location: str | None = None
+    StartDateTime: datetime | None = None
+    EndDateTime: datetime | None = None
+    IsAllDayEvent: bool = False
+    ActivityDate: date | None = None
+    Owner: _Emailed | None = None
+    CreatedDate: datetime | None = None
+    SystemModstamp: datetime
+    IsDeleted: bool = False
+
+
+_USERS = TypeAdapter(list[SalesforceUser])
+_CONTACTS = TypeAdapter(list[SalesforceContact])
+_EVENTS = TypeAdapter(list[SalesforceEvent])
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.astimezone(UTC) if moment is not None else None
+
+
+def _text(value: str | None) -> str | None:
+    return value if value else None
+
+
+def to_user(raw: SalesforceUser, connection_id: str) -> UserRecord:
+    return UserRecord(
+        connection_id=connection_id,
+        source_id=raw.Id,
+        email=_text(raw.Email),
+        first_name=_text(raw.FirstName),
+        last_name=_text(raw.LastName),
+        title=_text(raw.Title),
+        is_active=raw.IsActive,
+        created_at=_utc(raw.CreatedDate),
+        modified_at=_utc(raw.SystemModstamp),
+        is_deleted=False,
+    )
+
+
+def to_contact(raw: SalesforceContact, connection_id: str) -> ContactRecord:
+    return ContactRecord(
+        connection_id=connection_id,
+        source_id=raw.Id,
+        email=_text(raw.Email),
+        first_name=_text(raw.FirstName),
+        last_name=_text(raw.LastName),
+        phone=_text(raw.Phone),
+        company=_text(raw.Account.Name) if raw.Account is not None else None,
+        job_title=_text(raw.Title),
+        created_at=_utc(raw.CreatedDate),
+        modified_at=_utc(raw.SystemModstamp),  # moves on deletion too
+        is_deleted=raw.IsDeleted,
+    )
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def to_event(raw: SalesforceEvent, connection_id: str) -> EventRecord:
+    """All-day events start at midnight UTC of their ActivityDate; their EndDateTime names the last day, so the
+    record's exclusive end is the midnight after it (a one-day event spans exactly 24 hours)."""
+    start_day = raw.StartDateTime.astimezone(UTC).date() if raw.StartDateTime is not None else None
+    first_day = raw.ActivityDate or start_day
+    if raw.IsAllDayEvent and first_day is not None:
+        start_at = _midnight(first_day)
+        last_day = raw.EndDateTime.astimezone(UTC).date() if raw.EndDateTime is not None else first_day
+        end_at: datetime | None = _midnight(max(last_day, first_day)) + timedelta(days=1)
+    elif raw.StartDateTime is not None:
+        start_at, end_at = raw.StartDateTime.astimezone(UTC), _utc(raw.EndDateTime)
+    else:
+        raise ProviderError(f"Salesforce event {raw.Id} has neither StartDateTime nor ActivityDate")
+    return EventRecord(
+        connection_id=connection_id,
+        source_id=raw.Id,
+        title=_text(raw.Subject),
+        organizer_email=_text(raw.Owner.Email) if raw.Owner is not None else None,
+        start_at=start_at,
+        end_at=end_at,
+        is_all_day=raw.IsAllDayEvent,
+        location=_text(raw.Location),
+        created_at=_utc(raw.CreatedDate),
+        modified_at=_utc(raw.SystemModstamp),
+        is_deleted=raw.IsDeleted,
+    )
+
+
+def soql_datetime(moment: datetime) -> str:
+    """A SOQL datetime literal in whole seconds, floored: windows only ever widen at the start, and the next
+    window's 5-minute overlap covers the sub-second tail cut from the end."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _whole_seconds(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+def _parse_salesforce_datetime(value: str) -> datetime:
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def build_soql(
+    sobject: str,
+    fields: tuple[str, ...],
+    *,
+    modified_window: tuple[datetime, datetime] | None = None,
+    start_window: tuple[datetime, datetime] | None = None,
+) -> str:
+    """SELECT ... FROM sobject with optional [start, end) windows. Every value is a datetime we format ourselves,
+    never text from outside, so no escaping is involved."""
+    conditions = []
+    if start_window is not None:
+        conditions += [
+            f"StartDateTime >= {soql_datetime(start_window[0])}",
+            f"StartDateTime < {soql_datetime(start_window[1])}",
+        ]
+    if modified_window is not None:
+        conditions += [
+            f"SystemModstamp >= {soql_datetime(modified_window[0])}",
+            f"SystemModstamp < {soql_datetime(modified_window[1])}",
+        ]
+    soql = f"SELECT {', '.join(fields)} FROM {sobject}"
+    if conditions:
+        soql += " WHERE " + " AND ".join(conditions)
+    if modified_window is not None:
+        soql += " ORDER BY SystemModstamp"
+    return soql
+
+
+class SalesforceClient(ApiClient):
+    """One org's REST API on its instance URL."""
+
+    rate_limit_header_prefixes = ("sforce-limit-info",)
+
+    def __init__(
+        self,
+        instance_url: str,
+        *,
+        auth: httpx.Auth | None = None,
+        retry: RetryPolicy | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(instance_url, auth=auth, retry=retry, **options)
+
+    def is_rate_limited(self, response: httpx.Response) -> bool:
+        """The org's 24-hour API allowance is spent: 403 REQUEST_LIMIT_EXCEEDED, not a 429."""
+        return response.status_code == 403 and "REQUEST_LIMIT_EXCEEDED" in response.text
+
+    def query(self, soql: str, *, include_deleted: bool = False) -> Iterator[list[dict[str, Any]]]:
+        """The records of `soql` a page at a time; `include_deleted` uses queryAll (recycle-bin rows too)."""
+        resource = "queryAll" if include_deleted else "query"
+        headers = {"Sforce-Query-Options": f"batchSize={BATCH_SIZE}"}
+        for page in PAGINATOR.pages(self, f"{DATA_PATH}/{resource}", params={"q": soql}, headers=headers):
+            yield page.get("records", [])
+
+    def check_delete_log_covers(self, sobject: str, since: datetime, until: datetime) -> None:
+        """Raise CursorExpired when deletions after `since` may already have been purged from the delete log."""
+        log = self.get_json(
+            f"{DATA_PATH}/sobjects/{sobject}/deleted/",
+            params={"start": _whole_seconds(since).isoformat(), "end": _whole_seconds(until).isoformat()},
+        )
+        earliest = log.get("earliestDateAvailable")
+        if earliest and _parse_salesforce_datetime(earliest) > _whole_seconds(since):
+            raise CursorExpired(
+                f"Salesforce's {sobject} delete log starts at {earliest}, after the cursor ({since.isoformat()}): "
+                "deletions may have been purged, so a full resync is due"
+            )
+
+    def iter_users(self, window: tuple[datetime, datetime] | None) -> Iterator[list[SalesforceUser]]:
+        for records in self.query(build_soql("User", USER_FIELDS, modified_window=window)):
+            yield _USERS.validate_python(records)
+
+    def iter_contacts(self, window: tuple[datetime, datetime] | None) -> Iterator[list[SalesforceContact]]:
+        if window is not None:
+            self.check_delete_log_covers("Contact", *window)
+        soql = build_soql("Contact", CONTACT_FIELDS, modified_window=window)
+        for records in self.query(soql, include_deleted=True):
+            yield _CONTACTS.validate_python(records)
+
+    def iter_events(
+        self, day: tuple[datetime, datetime], window: tuple[datetime, datetime] | None
+    ) -> Iterator[list[SalesforceEvent]]:
+        """Events starting in `day` (all-day ones are stored at midnight UTC of their date, so they match too)."""
+        if window is not None:
+            self.check_delete_log_covers("Event", *window)
+        soql = build_soql("Event", EVENT_FIELDS, modified_window=window, start_window=day)
+        for records in self.query(soql, include_deleted=True):
+            yield _EVENTS.validate_python(records)
+
+
+def _modified_window(request: SyncRequest) -> tuple[datetime, datetime] | None:
+    since = modified_since(request)
+    return None if since is None else (since, request.started_at)
+
+
+def read_users(client: SalesforceClient, request: SyncRequest) -> Iterator[Page]:
+    """Full: every user. Incremental: users whose SystemModstamp is in [cursor - overlap, started_at)."""
+    for page in client.iter_users(_modified_window(request)):
+        yield Page([to_user(user, request.connection_id) for user in page])
+    yield Page([], cursor=timestamp_cursor(request.started_at))
+
+
+def read_contacts(client: SalesforceClient, request: SyncRequest) -> Iterator[Page]:
+    """Full: every contact through queryAll (recycle-bin deletions as is_deleted). Incremental: the changes and
+    deletions since the cursor, after checking the delete log still reaches back that far."""
+    for page in client.iter_contacts(_modified_window(request)):
+        yield Page([to_contact(contact, request.connection_id) for contact in page])
+    yield Page([], cursor=timestamp_cursor(request.started_at))
+
+
+def read_events(client: SalesforceClient, request: SyncRequest) -> Iterator[Page]:
+    """The events starting in the request's UTC day; incrementally only that day's changes since the cursor."""
+    if request.window is None:
+        raise ValueError("Salesforce events are read one UTC day at a time: the request needs a window")
+    for page in client.iter_events(request.window, _modified_window(request)):
+        records = [to_event(event, request.connection_id) for event in page]
+        # StartDateTime decides the partition; an all-day event's midnight is the same instant, but keep the
+        # contract explicit should an org store one differently.
+        yield Page([record for record in records if request.window[0] <= record["start_at"] < request.window[1]])
+    yield Page([], cursor=timestamp_cursor(request.started_at))
+
+
+def _describe_account(api: ApiClient, access_token: str) -> AccountInfo:
+    """The OpenID userinfo endpoint names the identity URL `.../id/<orgId>/<userId>`: the org is the account."""
+    try:
+        info = api.get_json("/services/oauth2/userinfo", headers={"Authorization": f"Bearer {access_token}"})
+    except ProviderError as error:
+        raise ProviderError("Salesforce did not describe the new token", status_code=error.status_code) from None
+    identity = str(info.get("sub") or "").rstrip("/").split("/")
+    org_id = identity[-2] if len(identity) >= 3 and identity[-3] == "id" else info.get("organization_id")
+    metadata = {key: info[key] for key in ("organization_id", "user_id") if info.get(key)}
+    return AccountInfo(external_account_id=org_id or None, metadata=metadata)
+
+
+def _revoke(api: ApiClient, tokens: TokenSet) -> bool:
+    """Revoking the refresh token revokes the whole grant, its sessions included; the token goes in the body."""
+    token = tokens.refresh_token or tokens.access_token
+    try:
+        api.request("POST", "/services/oauth2/revoke", data={"token": token.get_secret_value()})
+    except ProviderError:
+        return False
+    return True
+
+
+def _build_client(api_origin: str, auth: httpx.Auth, metadata: Mapping[str, Any]) -> SalesforceClient:
+    # Data lives on the org's own instance (https://<domain>.my.salesforce.com), learnt from the token response.
+    return SalesforceClient(str(metadata.get("instance_url") or api_origin).rstrip("/"), auth=auth)
+
+
+SPEC = ProviderSpec(
+    name="salesforce",
+    display_name="Salesforce",
+    authorize_url="https://login.salesforce.com/services/oauth2/authorize",
+    token_url="https://login.salesforce.com/services/oauth2/token",
+    api_base_url="https://login.salesforce.com",
+    default_scopes=("api", "refresh_token"),
+    sandbox_authorize_path="/services/oauth2/authorize",
+    sandbox_token_path="/services/oauth2/token",
+    describe_account=_describe_account,
+    revoke=_revoke,
+    build_client=_build_client,
+)
+
+ENTITIES = (
+    EntitySpec(provider="salesforce", entity="users", columns=USER_COLUMNS, read=read_users),
+    EntitySpec(provider="salesforce", entity="contacts", columns=CONTACT_COLUMNS, read=read_contacts),
+    EntitySpec(
+        provider="salesforce", entity="events", columns=EVENT_COLUMNS, read=read_events, partitioned_by_day=True
+    ),
+)
