@@ -1,26 +1,43 @@
-"""HubSpot CRM v3: OAuth spec, raw models, the contacts connector and its pure mapper."""
+"""HubSpot CRM v3: OAuth spec, raw models, the connectors for users (owners), contacts and events (meetings) and
+their pure mappers.
+
+Contacts and meetings are both CRM objects read the same way (list, search with the 10,000-result cap, archived
+list), so one set of client methods serves both, parameterized by a `CrmObjectType`; only the mappers differ.
+"""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from integrations_pipeline.clients.cursors import modified_since, timestamp_cursor
-from integrations_pipeline.clients.errors import ProviderError
+from integrations_pipeline.clients.errors import CursorExpired, ProviderError
 from integrations_pipeline.clients.http import ApiClient, RetryPolicy
 from integrations_pipeline.clients.pagination import CursorPaginator
 from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
-from integrations_pipeline.records import CONTACT_COLUMNS, ContactRecord
+from integrations_pipeline.records import (
+    CONTACT_COLUMNS,
+    EVENT_COLUMNS,
+    USER_COLUMNS,
+    ContactRecord,
+    EventRecord,
+    UserRecord,
+)
 from integrations_pipeline.store import TokenSet
 
 PAGE_LIMIT = 100  # the list endpoint's maximum
+OWNER_PAGE_LIMIT = 500  # the owners endpoint's maximum
 SEARCH_PAGE_LIMIT = 100
 SEARCH_RESULT_CAP = 10_000  # HubSpot search answers no more than this per query: split the window instead
+# HubSpot purges deleted (archived) records 90 days after the delete. An incremental cursor older than that could
+# miss deletions that are no longer listed anywhere, so it is stale: a full resync reconciles them instead.
+DELETED_RECORD_RETENTION = timedelta(days=90)
 CONTACT_PROPERTIES = (
     "email",
     "firstname",
@@ -31,8 +48,38 @@ CONTACT_PROPERTIES = (
     "createdate",
     "lastmodifieddate",
 )
+MEETING_START_PROPERTY = "hs_meeting_start_time"
+MEETING_PROPERTIES = (
+    "hs_meeting_title",
+    MEETING_START_PROPERTY,
+    "hs_meeting_end_time",
+    "hs_meeting_location",
+    "hs_meeting_outcome",
+    "hubspot_owner_id",
+    "hs_createdate",
+    "hs_lastmodifieddate",
+)
 LIST_PAGINATOR = CursorPaginator(path=("paging", "next", "after"), param="after")
 SEARCH_PAGINATOR = CursorPaginator(path=("paging", "next", "after"), param="after", in_body=True)
+OWNERS_PATH = "/crm/v3/owners/"  # with the trailing slash, as HubSpot documents it and the SDK sends it
+
+
+@dataclass(frozen=True)
+class CrmObjectType:
+    """What differs between the CRM objects we read: the path segment, the properties to fetch, and which
+    property holds the last modification (contacts `lastmodifieddate`, every other object `hs_lastmodifieddate`)."""
+
+    name: str
+    properties: tuple[str, ...]
+    modified_property: str
+
+    @property
+    def path(self) -> str:
+        return f"/crm/v3/objects/{self.name}"
+
+
+CONTACTS = CrmObjectType("contacts", CONTACT_PROPERTIES, "lastmodifieddate")
+MEETINGS = CrmObjectType("meetings", MEETING_PROPERTIES, "hs_lastmodifieddate")
 
 
 class HubSpotObject(BaseModel):
@@ -48,12 +95,49 @@ class HubSpotObject(BaseModel):
     archivedAt: datetime | None = None
 
 
+class HubSpotOwner(BaseModel):
+    """An owner (HubSpot's user as the CRM sees it); `userId` is null once the user is deactivated."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    email: str | None = None
+    firstName: str | None = None
+    lastName: str | None = None
+    userId: int | None = None
+    createdAt: datetime | None = None
+    updatedAt: datetime | None = None
+    archived: bool = False
+    teams: list[dict[str, Any]] = Field(default_factory=list)
+
+
 _OBJECTS = TypeAdapter(list[HubSpotObject])
+_OWNERS = TypeAdapter(list[HubSpotOwner])
+
+
+def _text(value: str | None) -> str | None:
+    """HubSpot sends unset properties as null or as an empty string: both are None here."""
+    return value or None
+
+
+def parse_instant(value: str | None) -> datetime | None:
+    """A datetime property's value: ISO 8601 (HubSpot's output) or epoch milliseconds (what callers may write)."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.lstrip("-").isdigit():
+        return datetime.fromtimestamp(int(text) / 1000, UTC)
+    parsed = datetime.fromisoformat(text)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _modified_at(raw: HubSpotObject) -> datetime:
+    deleted_at = raw.archivedAt if raw.archived else None
+    return max(raw.updatedAt, deleted_at) if deleted_at else raw.updatedAt
 
 
 def to_contact(raw: HubSpotObject, connection_id: str) -> ContactRecord:
     properties = raw.properties
-    deleted_at = raw.archivedAt if raw.archived else None
     return ContactRecord(
         connection_id=connection_id,
         source_id=raw.id,
@@ -64,7 +148,53 @@ def to_contact(raw: HubSpotObject, connection_id: str) -> ContactRecord:
         company=properties.get("company"),
         job_title=properties.get("jobtitle"),
         created_at=raw.createdAt,
-        modified_at=max(raw.updatedAt, deleted_at) if deleted_at else raw.updatedAt,
+        modified_at=_modified_at(raw),
+        is_deleted=raw.archived,
+    )
+
+
+def to_user(raw: HubSpotOwner, connection_id: str) -> UserRecord:
+    """Owners carry no job title; an archived owner is a deactivated (removed) user."""
+    return UserRecord(
+        connection_id=connection_id,
+        source_id=raw.id,
+        email=_text(raw.email),
+        first_name=_text(raw.firstName),
+        last_name=_text(raw.lastName),
+        title=None,
+        is_active=not raw.archived,
+        created_at=raw.createdAt,
+        modified_at=raw.updatedAt,
+        is_deleted=raw.archived,
+    )
+
+
+def to_event(raw: HubSpotObject, connection_id: str, owner_emails: Mapping[str, str] | None = None) -> EventRecord:
+    """A meeting as an event. HubSpot has no all-day flag: a meeting from midnight UTC lasting whole days counts
+    as all-day. The organizer is the meeting's owner, looked up in `owner_emails` (owner id -> email)."""
+    properties = raw.properties
+    start_at = parse_instant(properties.get(MEETING_START_PROPERTY))
+    end_at = parse_instant(properties.get("hs_meeting_end_time"))
+    whole_days = (
+        start_at is not None
+        and end_at is not None
+        and end_at > start_at
+        and start_at.timetz().replace(tzinfo=None) == datetime.min.time()
+        and (end_at - start_at) % timedelta(days=1) == timedelta(0)
+    )
+    owner_id = properties.get("hubspot_owner_id")
+    return EventRecord(
+        connection_id=connection_id,
+        source_id=raw.id,
+        title=_text(properties.get("hs_meeting_title")),
+        organizer_email=(owner_emails or {}).get(owner_id) if owner_id else None,
+        # A meeting always has a start in practice; the creation time keeps the required column filled if not.
+        start_at=start_at or raw.createdAt or raw.updatedAt,
+        end_at=end_at,
+        is_all_day=whole_days,
+        location=_text(properties.get("hs_meeting_location")),
+        created_at=raw.createdAt,
+        modified_at=_modified_at(raw),
         is_deleted=raw.archived,
     )
 
@@ -73,55 +203,109 @@ def _ms(moment: datetime) -> str:
     return str(int(moment.timestamp() * 1000))
 
 
+def range_filters(property_name: str, low: datetime, high: datetime) -> list[dict[str, str]]:
+    """Search filters for low <= property < high."""
+    return [
+        {"propertyName": property_name, "operator": "GTE", "value": _ms(low)},
+        {"propertyName": property_name, "operator": "LT", "value": _ms(high)},
+    ]
+
+
 class HubSpotClient(ApiClient):
     rate_limit_header_prefixes = ("x-hubspot-ratelimit",)
 
     def __init__(self, api_origin: str, *, auth: httpx.Auth | None = None, retry: RetryPolicy | None = None) -> None:
         super().__init__(api_origin, auth=auth, retry=retry)
 
-    def iter_contacts(self, *, archived: bool = False) -> Iterator[list[HubSpotObject]]:
-        """Every live (or every archived) contact, a page at a time."""
+    # --- any CRM object ---
+
+    def iter_objects(self, object_type: CrmObjectType, *, archived: bool = False) -> Iterator[list[HubSpotObject]]:
+        """Every live (or every archived) object of the type, a page at a time."""
         params = [("limit", PAGE_LIMIT), ("archived", "true" if archived else "false")]
-        params += [("properties", name) for name in CONTACT_PROPERTIES]
-        for page in LIST_PAGINATOR.pages(self, "GET", "/crm/v3/objects/contacts", params=params):
+        params += [("properties", name) for name in object_type.properties]
+        for page in LIST_PAGINATOR.pages(self, "GET", object_type.path, params=params):
             yield _OBJECTS.validate_python(page.get("results", []))
 
-    def iter_contacts_modified(self, since: datetime, until: datetime) -> Iterator[list[HubSpotObject]]:
-        """Live contacts with since <= lastmodifieddate < until, splitting the window wherever a query would
-        exceed the search API's 10,000-result cap."""
-        pages = SEARCH_PAGINATOR.pages(self, "POST", "/crm/v3/objects/contacts/search", json=self._search(since, until))
+    def iter_search(
+        self,
+        object_type: CrmObjectType,
+        *,
+        split_property: str,
+        low: datetime,
+        high: datetime,
+        filters: Sequence[Mapping[str, str]] = (),
+    ) -> Iterator[list[HubSpotObject]]:
+        """Live objects with low <= split_property < high (and `filters`), sorted by split_property. Wherever a
+        query would exceed the search API's 10,000-result cap, the range is halved and each half read in turn."""
+        body = self._search_body(object_type, split_property, low, high, filters)
+        pages = SEARCH_PAGINATOR.pages(self, "POST", f"{object_type.path}/search", json=body)
         first = next(pages)
-        if first.get("total", 0) > SEARCH_RESULT_CAP and until - since > timedelta(milliseconds=1):
+        if first.get("total", 0) > SEARCH_RESULT_CAP and high - low > timedelta(milliseconds=1):
             pages.close()
-            middle = since + (until - since) / 2
-            yield from self.iter_contacts_modified(since, middle)
-            yield from self.iter_contacts_modified(middle, until)
+            middle = low + (high - low) / 2
+            yield from self.iter_search(
+                object_type, split_property=split_property, low=low, high=middle, filters=filters
+            )
+            yield from self.iter_search(
+                object_type, split_property=split_property, low=middle, high=high, filters=filters
+            )
             return
         for page in itertools.chain([first], pages):
             yield _OBJECTS.validate_python(page.get("results", []))
 
-    def iter_contacts_archived_since(self, since: datetime) -> Iterator[list[HubSpotObject]]:
-        """Contacts archived at or after `since` (the list endpoint has no server-side filter for it)."""
-        for page in self.iter_contacts(archived=True):
-            recent = [contact for contact in page if contact.archivedAt is None or contact.archivedAt >= since]
+    def iter_archived_since(self, object_type: CrmObjectType, since: datetime) -> Iterator[list[HubSpotObject]]:
+        """Objects archived at or after `since` (the list endpoint has no server-side filter for it)."""
+        for page in self.iter_objects(object_type, archived=True):
+            recent = [item for item in page if item.archivedAt is None or item.archivedAt >= since]
             if recent:
                 yield recent
 
     @staticmethod
-    def _search(since: datetime, until: datetime) -> dict[str, Any]:
+    def _search_body(
+        object_type: CrmObjectType,
+        split_property: str,
+        low: datetime,
+        high: datetime,
+        filters: Sequence[Mapping[str, str]] = (),
+    ) -> dict[str, Any]:
         return {
-            "filterGroups": [
-                {
-                    "filters": [
-                        {"propertyName": "lastmodifieddate", "operator": "GTE", "value": _ms(since)},
-                        {"propertyName": "lastmodifieddate", "operator": "LT", "value": _ms(until)},
-                    ]
-                }
-            ],
-            "sorts": [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}],
-            "properties": list(CONTACT_PROPERTIES),
+            "filterGroups": [{"filters": [*range_filters(split_property, low, high), *map(dict, filters)]}],
+            "sorts": [{"propertyName": split_property, "direction": "ASCENDING"}],
+            "properties": list(object_type.properties),
             "limit": SEARCH_PAGE_LIMIT,
         }
+
+    # --- owners ---
+
+    def iter_owners(self, *, archived: bool = False) -> Iterator[list[HubSpotOwner]]:
+        """Every active (or every archived) owner, a page at a time; the API has no modified filter."""
+        params = [("limit", OWNER_PAGE_LIMIT), ("archived", "true" if archived else "false")]
+        for page in LIST_PAGINATOR.pages(self, "GET", OWNERS_PATH, params=params):
+            yield _OWNERS.validate_python(page.get("results", []))
+
+    def owner_emails(self) -> dict[str, str]:
+        """Owner id -> email for every owner, archived ones included (old meetings keep their owner)."""
+        owners = itertools.chain(self.iter_owners(), self.iter_owners(archived=True))
+        return {owner.id: owner.email for page in owners for owner in page if owner.email}
+
+    # --- contacts (the names the contacts connector has always used) ---
+
+    def iter_contacts(self, *, archived: bool = False) -> Iterator[list[HubSpotObject]]:
+        """Every live (or every archived) contact, a page at a time."""
+        return self.iter_objects(CONTACTS, archived=archived)
+
+    def iter_contacts_modified(self, since: datetime, until: datetime) -> Iterator[list[HubSpotObject]]:
+        """Live contacts with since <= lastmodifieddate < until, splitting the window wherever a query would
+        exceed the search API's 10,000-result cap."""
+        return self.iter_search(CONTACTS, split_property=CONTACTS.modified_property, low=since, high=until)
+
+    def iter_contacts_archived_since(self, since: datetime) -> Iterator[list[HubSpotObject]]:
+        """Contacts archived at or after `since` (the list endpoint has no server-side filter for it)."""
+        return self.iter_archived_since(CONTACTS, since)
+
+    @staticmethod
+    def _search(since: datetime, until: datetime) -> dict[str, Any]:
+        return HubSpotClient._search_body(CONTACTS, CONTACTS.modified_property, since, until)
 
 
 def _describe_account(api: ApiClient, access_token: str) -> AccountInfo:
@@ -147,15 +331,100 @@ def _revoke(api: ApiClient, tokens: TokenSet) -> bool:
     return True
 
 
+def _incremental_since(request: SyncRequest) -> datetime | None:
+    """Where an incremental window starts (None for a full sync); a cursor too old to see every deletion since
+    raises CursorExpired."""
+    since = modified_since(request)
+    if since is not None and request.started_at - since > DELETED_RECORD_RETENTION:
+        raise CursorExpired(
+            f"the cursor starts at {since.isoformat()}, before the {DELETED_RECORD_RETENTION.days} days HubSpot "
+            "keeps deleted records: a full resync is due"
+        )
+    return since
+
+
+def _read_objects(
+    client: HubSpotClient,
+    request: SyncRequest,
+    object_type: CrmObjectType,
+    to_records: Callable[[list[HubSpotObject]], list[Any]],
+    *,
+    window_property: str | None = None,
+) -> Iterator[Page]:
+    """The one reader behind contacts and meetings.
+
+    Connection-wide (no `request.window`): full is every live then every archived object; incremental is the
+    search API over [since, started_at) on the modified property, then objects archived since (search never
+    returns archived ones). Windowed (a day of meetings): the search API for `window_property` in the window (and,
+    incrementally, modified in [since, started_at)), then the archived objects (since the cursor) in the window.
+    """
+    since = _incremental_since(request)
+    archived = (
+        client.iter_objects(object_type, archived=True)
+        if since is None
+        else client.iter_archived_since(object_type, since)
+    )
+    live: Iterator[list[HubSpotObject]]
+    if request.window is None or window_property is None:
+        live = (
+            client.iter_objects(object_type)
+            if since is None
+            else client.iter_search(
+                object_type, split_property=object_type.modified_property, low=since, high=request.started_at
+            )
+        )
+    else:
+        start, end = request.window
+        modified = () if since is None else range_filters(object_type.modified_property, since, request.started_at)
+        live = client.iter_search(object_type, split_property=window_property, low=start, high=end, filters=modified)
+        archived = _within(archived, window_property, start, end)
+    for page in itertools.chain(live, archived):
+        yield Page(to_records(page))
+    yield Page([], cursor=timestamp_cursor(request.started_at))
+
+
+def _within(
+    pages: Iterator[list[HubSpotObject]], property_name: str, start: datetime, end: datetime
+) -> Iterator[list[HubSpotObject]]:
+    for page in pages:
+        kept = [
+            item
+            for item in page
+            if (moment := parse_instant(item.properties.get(property_name))) is not None and start <= moment < end
+        ]
+        if kept:
+            yield kept
+
+
 def read_contacts(client: HubSpotClient, request: SyncRequest) -> Iterator[Page]:
     """Full: every live then every archived contact. Incremental: the search API over [since, started_at),
     then contacts archived since (HubSpot's search never returns archived ones)."""
-    since = modified_since(request)
-    live = client.iter_contacts() if since is None else client.iter_contacts_modified(since, request.started_at)
-    archived = client.iter_contacts(archived=True) if since is None else client.iter_contacts_archived_since(since)
-    for page in itertools.chain(live, archived):
-        yield Page([to_contact(contact, request.connection_id) for contact in page])
-    yield Page([], cursor=timestamp_cursor(request.started_at))
+    return _read_objects(
+        client, request, CONTACTS, lambda page: [to_contact(contact, request.connection_id) for contact in page]
+    )
+
+
+def read_users(client: HubSpotClient, request: SyncRequest) -> Iterator[Page]:
+    """Owners have no modified filter, so every sync reads them all (active, then archived as is_deleted) and
+    ends with cursor None: the next sync is a full read again, which also reconciles owners that vanished."""
+    for page in itertools.chain(client.iter_owners(), client.iter_owners(archived=True)):
+        yield Page([to_user(owner, request.connection_id) for owner in page])
+    yield Page([], cursor=None)
+
+
+def read_events(client: HubSpotClient, request: SyncRequest) -> Iterator[Page]:
+    """Meetings starting in the request's UTC day (hs_meeting_start_time in [start, end)); incrementally only
+    those modified since the cursor, plus the day's meetings archived since. Organizer emails come from one read
+    of the owners, made only when a page names an owner, never a call per meeting."""
+    emails: dict[str, str] | None = None
+
+    def to_events(page: list[HubSpotObject]) -> list[EventRecord]:
+        nonlocal emails
+        if emails is None and any(meeting.properties.get("hubspot_owner_id") for meeting in page):
+            emails = client.owner_emails()
+        return [to_event(meeting, request.connection_id, emails) for meeting in page]
+
+    return _read_objects(client, request, MEETINGS, to_events, window_property=MEETING_START_PROPERTY)
 
 
 SPEC = ProviderSpec(
@@ -172,4 +441,8 @@ SPEC = ProviderSpec(
     build_client=lambda origin, auth, _metadata: HubSpotClient(origin, auth=auth),
 )
 
-ENTITIES = (EntitySpec(provider="hubspot", entity="contacts", columns=CONTACT_COLUMNS, read=read_contacts),)
+ENTITIES = (
+    EntitySpec("hubspot", "users", USER_COLUMNS, read_users),
+    EntitySpec(provider="hubspot", entity="contacts", columns=CONTACT_COLUMNS, read=read_contacts),
+    EntitySpec("hubspot", "events", EVENT_COLUMNS, read_events, partitioned_by_day=True),
+)

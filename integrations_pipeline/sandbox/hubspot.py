@@ -1,8 +1,13 @@
-"""A HubSpot CRM v3 sandbox: OAuth, contacts CRUD, list paging, search and rate limits, served over real HTTP.
+"""A HubSpot CRM v3 sandbox: OAuth, owners, contacts and meetings (CRUD, list paging, search) and rate limits,
+served over real HTTP.
 
 Behaviour follows HubSpot's public API documentation closely enough that the official Python SDK
 (`hubspot-api-client`) and our connector can both run against it unchanged. Data is generated from a seed, so
-the same `seed` and `contacts` always give the same ids, properties and timestamps.
+the same `seed` and sizes always give the same ids, properties and timestamps.
+
+Contacts and meetings are both CRM objects with the same list, search, write and archive semantics: one
+`_ObjectStore` serves each, described by an `_ObjectSchema` (its properties and which of them hold the create and
+modify stamps). Owners are read-only in HubSpot's API and live in a plain list.
 
 Performance matters because benchmarks page through 100,000 contacts: rows are generated with a handful of
 bulk random draws, live and archived ids are kept in sorted lists so a page is one bisect plus a slice, JSON is
@@ -19,7 +24,7 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -61,11 +66,17 @@ SEARCH_RESULT_CAP = 10_000
 SEARCH_MAX_FILTER_GROUPS = 5
 SEARCH_MAX_FILTERS_PER_GROUP = 6
 SEARCH_MAX_FILTERS_TOTAL = 18
+OWNER_PAGE_DEFAULT = 100
+OWNER_PAGE_MAX = 500
 BURST_WINDOW_S = 10
+# HubSpot's docs list the contacts scopes for the meetings API too (meetings are engagements on contacts).
 READ_SCOPE = "crm.objects.contacts.read"
 WRITE_SCOPE = "crm.objects.contacts.write"
+OWNERS_SCOPE = "crm.objects.owners.read"
 SANDBOX_USER = "sandbox@example.com"
 SANDBOX_USER_ID = 1_000_001
+DELETED_RECORD_RETENTION = timedelta(days=90)
+"""Archived (deleted) records can be restored for 90 days; after that HubSpot purges them for good."""
 
 STRING_PROPERTIES = ("firstname", "lastname", "email", "phone", "company", "jobtitle", "lifecyclestage")
 DATETIME_PROPERTIES = ("createdate", "lastmodifieddate")
@@ -76,8 +87,75 @@ ALWAYS_RETURNED_PROPERTIES = ("createdate", "hs_object_id", "lastmodifieddate")
 """HubSpot adds these to every record even when the caller asked for other properties."""
 QUERY_SEARCHED_PROPERTIES = ("firstname", "lastname", "email", "phone", "company")
 
+MEETING_STRING_PROPERTIES = (
+    "hs_meeting_title",
+    "hs_meeting_body",
+    "hs_meeting_location",
+    "hs_meeting_outcome",
+    "hubspot_owner_id",
+)
+MEETING_INSTANT_PROPERTIES = ("hs_meeting_start_time", "hs_meeting_end_time", "hs_timestamp")
+"""Datetime properties a caller may write (epoch milliseconds or ISO 8601); returned as ISO 8601."""
+MEETING_DEFAULT_PROPERTIES = ("hs_createdate", "hs_lastmodifieddate", "hs_object_id")
+MEETING_OUTCOMES = ("SCHEDULED", "COMPLETED", "RESCHEDULED", "NO_SHOW", "CANCELED")
+
 SUPPORTED_OPERATORS = frozenset(
     ("EQ", "NEQ", "GT", "GTE", "LT", "LTE", "BETWEEN", "IN", "NOT_IN", "HAS_PROPERTY", "NOT_HAS_PROPERTY")
+)
+
+
+@dataclass(frozen=True)
+class _ObjectSchema:
+    """What differs between CRM object types: property names, the stamps' names, defaults, uniqueness."""
+
+    name: str  # the path segment: contacts | meetings
+    string_properties: tuple[str, ...]
+    instant_properties: tuple[str, ...]
+    created_property: str
+    modified_property: str
+    default_properties: tuple[str, ...]
+    query_searched_properties: tuple[str, ...]
+    unique_email: bool = False
+    # A create must set one of these (meetings need hs_timestamp, which defaults to the start time).
+    create_requires_one_of: tuple[str, ...] = ()
+    properties: frozenset[str] = field(init=False)
+    read_only_properties: frozenset[str] = field(init=False)
+    always_returned_properties: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        stamps = ("hs_object_id", self.created_property, self.modified_property)
+        everything = frozenset((*self.string_properties, *self.instant_properties, *stamps))
+        object.__setattr__(self, "properties", everything)
+        object.__setattr__(self, "read_only_properties", frozenset(stamps))
+        object.__setattr__(self, "always_returned_properties", tuple(sorted(stamps)))
+
+    def is_numeric(self, name: str) -> bool:
+        return name in self.instant_properties or name in (
+            self.created_property,
+            self.modified_property,
+            "hs_object_id",
+        )
+
+
+CONTACTS = _ObjectSchema(
+    name="contacts",
+    string_properties=STRING_PROPERTIES,
+    instant_properties=(),
+    created_property="createdate",
+    modified_property="lastmodifieddate",
+    default_properties=DEFAULT_PROPERTIES,
+    query_searched_properties=QUERY_SEARCHED_PROPERTIES,
+    unique_email=True,
+)
+MEETINGS = _ObjectSchema(
+    name="meetings",
+    string_properties=MEETING_STRING_PROPERTIES,
+    instant_properties=MEETING_INSTANT_PROPERTIES,
+    created_property="hs_createdate",
+    modified_property="hs_lastmodifieddate",
+    default_properties=MEETING_DEFAULT_PROPERTIES,
+    query_searched_properties=("hs_meeting_title", "hs_meeting_body", "hs_meeting_location"),
+    create_requires_one_of=("hs_timestamp", "hs_meeting_start_time"),
 )
 
 # --- deterministic data --------------------------------------------------------------------------------------------
@@ -87,6 +165,13 @@ _MS = timedelta(milliseconds=1)
 CREATED_FROM_MS = (datetime(2025, 1, 1, tzinfo=UTC) - _EPOCH) // _MS
 CREATED_UNTIL_MS = (datetime(2026, 6, 1, tzinfo=UTC) - _EPOCH) // _MS
 MODIFIED_UNTIL_MS = (datetime(2026, 9, 1, tzinfo=UTC) - _EPOCH) // _MS
+MEETINGS_FROM_MS = CREATED_FROM_MS
+MEETINGS_UNTIL_MS = (datetime(2027, 1, 1, tzinfo=UTC) - _EPOCH) // _MS
+MEETING_IDS_FROM = 80_000_000_001
+"""Meeting ids live in their own range, as HubSpot's do, so a contact id is never mistaken for a meeting id."""
+OWNER_IDS_FROM = 40_000_001
+USER_IDS_FROM = 9_500_001
+DAY_MS = 86_400_000
 
 FIRST_NAMES = (
     "Ada", "Alan", "Amara", "Ben", "Chen", "Dara", "Elena", "Emeka", "Farah", "Grace", "Hiro", "Ines", "Jonas",
@@ -110,6 +195,13 @@ LIFECYCLE_STAGES = (
     "subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer", "evangelist",
     "other",
 )  # fmt: skip
+MEETING_TOPICS = (
+    "Discovery call", "Product demo", "Quarterly review", "Onboarding", "Pricing discussion", "Renewal check-in",
+    "Technical deep dive", "Kick-off", "Contract review", "Executive briefing",
+)  # fmt: skip
+MEETING_LOCATIONS = ("Zoom", "Google Meet", "Microsoft Teams", "Head office", "Customer site", "Phone", "")
+MEETING_MINUTES = (15, 30, 30, 45, 60, 60, 90, 120)
+TEAMS = ("Sales", "Customer Success", "Marketing")
 
 
 def _iso_from_ms(epoch_ms: int) -> str:
@@ -130,26 +222,46 @@ def _parse_instant_ms(value: str) -> int:
 
 
 @dataclass(slots=True)
-class _ContactRow:
+class _ObjectRow:
+    """One contact or meeting; which property names hold the stamps is the schema's business."""
+
     id: int
     values: dict[str, str]
-    """String properties only; dates and hs_object_id are derived from the fields below."""
+    """String properties only; stamps and hs_object_id are derived from the fields below."""
     created_ms: int
     updated_ms: int
     archived_ms: int | None = None
+    instants: dict[str, int] | None = None
+    """Writable datetime properties (meetings' start and end), in epoch milliseconds."""
 
-    def property_value(self, name: str) -> str | None:
+    def property_value(self, schema: _ObjectSchema, name: str) -> str | None:
         if name == "hs_object_id":
             return str(self.id)
-        if name == "createdate":
+        if name == schema.created_property:
             return _iso_from_ms(self.created_ms)
-        if name == "lastmodifieddate":
+        if name == schema.modified_property:
             return _iso_from_ms(self.updated_ms)
+        if name in schema.instant_properties:
+            instant = self.instants.get(name) if self.instants else None
+            return _iso_from_ms(instant) if instant is not None else None
         value = self.values.get(name)
         return value if value != "" else None
 
+    def number(self, schema: _ObjectSchema, name: str) -> int | None:
+        """The value of a numeric property (a stamp, an instant or the id) for filters and sorts."""
+        if name == schema.created_property:
+            return self.created_ms
+        if name == schema.modified_property:
+            return self.updated_ms
+        if name == "hs_object_id":
+            return self.id
+        return self.instants.get(name) if self.instants else None
 
-def _generate_contacts(count: int, seed: int) -> list[_ContactRow]:
+
+_ContactRow = _ObjectRow  # the name this class had when contacts were the only object type
+
+
+def _generate_contacts(count: int, seed: int) -> list[_ObjectRow]:
     """`count` contacts with ids "1".."count": createdate rises with the id, lastmodifieddate follows it.
 
     A few bulk draws and one comprehension keep 100,000 contacts well under half a second.
@@ -168,7 +280,7 @@ def _generate_contacts(count: int, seed: int) -> list[_ContactRow]:
     lowercase = {name: name.lower() for name in (*FIRST_NAMES, *LAST_NAMES)}
     domain = {company: company.split()[0].lower() + ".example" for company in COMPANIES}
     return [
-        _ContactRow(
+        _ObjectRow(
             contact_id,
             {
                 "firstname": first,
@@ -186,6 +298,85 @@ def _generate_contacts(count: int, seed: int) -> list[_ContactRow]:
             range(1, count + 1), first_names, last_names, companies, job_titles, stages, created, updated, strict=True
         )
     ]
+
+
+@dataclass(slots=True)
+class _OwnerRow:
+    id: int
+    user_id: int
+    email: str
+    first_name: str
+    last_name: str
+    team: str
+    created_ms: int
+    updated_ms: int
+    archived_ms: int | None = None
+
+    def render(self) -> dict[str, Any]:
+        """HubSpot's owner shape; a deactivated (archived) user keeps only userIdIncludingInactive."""
+        return {
+            "id": str(self.id),
+            "email": self.email,
+            "type": "PERSON",
+            "firstName": self.first_name,
+            "lastName": self.last_name,
+            "userId": self.user_id if self.archived_ms is None else None,
+            "userIdIncludingInactive": self.user_id,
+            "createdAt": _iso_from_ms(self.created_ms),
+            "updatedAt": _iso_from_ms(self.updated_ms),
+            "archived": self.archived_ms is not None,
+            "teams": [{"id": str(TEAMS.index(self.team) + 1), "name": self.team, "primary": True}],
+        }
+
+
+def _generate_owners(count: int, seed: int) -> list[_OwnerRow]:
+    rng = random.Random(seed * 7_919 + 1)  # noqa: S311 - reproducible sample data, not security
+    owners = []
+    for index in range(count):
+        first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+        created_ms = CREATED_FROM_MS - DAY_MS * 30 + int(rng.random() * (CREATED_UNTIL_MS - CREATED_FROM_MS))
+        updated_ms = created_ms + int(rng.random() * (MODIFIED_UNTIL_MS - created_ms))
+        owners.append(
+            _OwnerRow(
+                id=OWNER_IDS_FROM + index,
+                user_id=USER_IDS_FROM + index,
+                email=f"{first.lower()}.{last.lower()}.{index + 1}@sandbox-portal.example",
+                first_name=first,
+                last_name=last,
+                team=TEAMS[index % len(TEAMS)],
+                created_ms=created_ms,
+                updated_ms=updated_ms,
+            )
+        )
+    return owners
+
+
+def _generate_meetings(count: int, seed: int, owner_ids: list[int]) -> list[_ObjectRow]:
+    """`count` meetings starting across 2025-2026 (ids roughly follow the start), one in twenty a whole UTC day
+    from midnight; created up to three weeks before the start, modified since, never after MODIFIED_UNTIL_MS."""
+    rng = random.Random(seed * 104_729 + 2)  # noqa: S311 - reproducible sample data, not security
+    span = MEETINGS_UNTIL_MS - MEETINGS_FROM_MS
+    meetings = []
+    for index in range(count):
+        start_ms = MEETINGS_FROM_MS + index * span // max(count, 1) + int(rng.random() * span // max(count, 1))
+        start_ms -= start_ms % (15 * 60_000)  # meetings start on a quarter hour
+        if rng.random() < 0.05:
+            start_ms -= start_ms % DAY_MS  # all-day-like: midnight to midnight UTC
+            end_ms = start_ms + DAY_MS
+        else:
+            end_ms = start_ms + rng.choice(MEETING_MINUTES) * 60_000
+        created_ms = min(start_ms - int(rng.random() * 21 * DAY_MS), MODIFIED_UNTIL_MS - DAY_MS)
+        updated_ms = created_ms + int(rng.random() * (MODIFIED_UNTIL_MS - created_ms))
+        values = {
+            "hs_meeting_title": f"{rng.choice(MEETING_TOPICS)} with {rng.choice(COMPANIES)}",
+            "hs_meeting_body": "",
+            "hs_meeting_location": rng.choice(MEETING_LOCATIONS),
+            "hs_meeting_outcome": rng.choice(MEETING_OUTCOMES),
+            "hubspot_owner_id": str(rng.choice(owner_ids)) if owner_ids else "",
+        }
+        instants = {"hs_meeting_start_time": start_ms, "hs_meeting_end_time": end_ms, "hs_timestamp": start_ms}
+        meetings.append(_ObjectRow(MEETING_IDS_FROM + index, values, created_ms, updated_ms, None, instants))
+    return meetings
 
 
 # --- request models ------------------------------------------------------------------------------------------------
@@ -245,7 +436,9 @@ class SearchRequest(_Lenient):
         return _as_text(value)
 
 
-class ContactInput(_Lenient):
+class ObjectInput(_Lenient):
+    """The body of a create or update call, for any object type."""
+
     properties: dict[str, str | None] = Field(default_factory=dict)
 
     @field_validator("properties", mode="before")
@@ -254,6 +447,9 @@ class ContactInput(_Lenient):
         if isinstance(properties, dict):
             return {name: _as_text(value) for name, value in properties.items()}
         return properties
+
+
+ContactInput = ObjectInput  # the name this model had when contacts were the only object type
 
 
 class HubSpotApiError(Exception):
@@ -291,19 +487,19 @@ def _parse_boolean(raw: str | None, name: str, default: bool) -> bool:
     raise _validation_error(f"Unable to parse query parameter '{name}' with value '{raw}' as a boolean")
 
 
-def _requested_properties(names: Iterable[str]) -> tuple[str, ...]:
+def _requested_properties(names: Iterable[str], schema: _ObjectSchema = CONTACTS) -> tuple[str, ...]:
     """Known requested properties plus the ones HubSpot always returns; unknown names are silently dropped."""
     requested = [name.strip() for name in names if name.strip()]
     if not requested:
-        return DEFAULT_PROPERTIES
-    known = {name for name in requested if name in CONTACT_PROPERTIES}
-    return tuple(sorted(known.union(ALWAYS_RETURNED_PROPERTIES)))
+        return schema.default_properties
+    known = {name for name in requested if name in schema.properties}
+    return tuple(sorted(known.union(schema.always_returned_properties)))
 
 
 # --- search compilation ------------------------------------------------------------------------------------------
 
-_RowPredicate = Callable[[_ContactRow], bool]
-_SortKey = Callable[[_ContactRow], Any]
+_RowPredicate = Callable[[_ObjectRow], bool]
+_SortKey = Callable[[_ObjectRow], Any]
 
 
 def _compare(operator: str, left: Any, right: Any) -> bool:
@@ -320,25 +516,30 @@ def _compare(operator: str, left: Any, right: Any) -> bool:
     return bool(left <= right)  # LTE
 
 
-def _compile_filter(search_filter: SearchFilter) -> _RowPredicate:
+def _number_reader(schema: _ObjectSchema, name: str) -> Callable[[_ObjectRow], int | None]:
+    """Direct attribute reads for the stamps, which every windowed search filters on (hot on large portals)."""
+    if name == schema.created_property:
+        return lambda row: row.created_ms
+    if name == schema.modified_property:
+        return lambda row: row.updated_ms
+    if name == "hs_object_id":
+        return lambda row: row.id
+    return lambda row: row.instants.get(name) if row.instants else None
+
+
+def _compile_filter(search_filter: SearchFilter, schema: _ObjectSchema = CONTACTS) -> _RowPredicate:
     name, operator = search_filter.propertyName, search_filter.operator.upper()
-    if name not in CONTACT_PROPERTIES:
-        raise _validation_error(f"Property '{name}' does not exist on contacts and cannot be used in a filter")
+    if name not in schema.properties:
+        raise _validation_error(f"Property '{name}' does not exist on {schema.name} and cannot be used in a filter")
     if operator not in SUPPORTED_OPERATORS:
         raise _validation_error(f"Operator '{search_filter.operator}' is not supported by the sandbox")
 
-    if name in DATETIME_PROPERTIES or name == "hs_object_id":
-        read_number: Callable[[_ContactRow], int]
-        if name == "createdate":
-            read_number = lambda row: row.created_ms  # noqa: E731
-        elif name == "lastmodifieddate":
-            read_number = lambda row: row.updated_ms  # noqa: E731
-        else:
-            read_number = lambda row: row.id  # noqa: E731
+    if schema.is_numeric(name):
+        read_number = _number_reader(schema, name)
         if operator == "HAS_PROPERTY":
-            return lambda row: True
+            return lambda row: read_number(row) is not None
         if operator == "NOT_HAS_PROPERTY":
-            return lambda row: False
+            return lambda row: read_number(row) is None
 
         def as_number(raw: str | None) -> int:
             if raw is None:
@@ -354,12 +555,14 @@ def _compile_filter(search_filter: SearchFilter) -> _RowPredicate:
             return lambda row: (read_number(row) in members) == wanted
         if operator == "BETWEEN":
             low, high = as_number(search_filter.value), as_number(search_filter.highValue)
-            return lambda row: low <= read_number(row) <= high
+            return lambda row: (number := read_number(row)) is not None and low <= number <= high
         bound = as_number(search_filter.value)
-        return lambda row: _compare(operator, read_number(row), bound)
+        if operator == "NEQ":
+            return lambda row: read_number(row) != bound
+        return lambda row: (number := read_number(row)) is not None and _compare(operator, number, bound)
 
     # String properties compare case-insensitively; a missing value only matches NEQ, NOT_IN and NOT_HAS_PROPERTY.
-    def read_text(row: _ContactRow) -> str | None:
+    def read_text(row: _ObjectRow) -> str | None:
         value = row.values.get(name)
         return value.lower() if value else None
 
@@ -382,14 +585,11 @@ def _compile_filter(search_filter: SearchFilter) -> _RowPredicate:
     return lambda row: (text := read_text(row)) is not None and _compare(operator, text, text_bound)
 
 
-def _sort_key(name: str) -> _SortKey:
-    if name == "createdate":
-        return lambda row: row.created_ms
-    if name == "lastmodifieddate":
-        return lambda row: row.updated_ms
-    if name == "hs_object_id":
-        return lambda row: row.id
+def _sort_key(name: str, schema: _ObjectSchema = CONTACTS) -> _SortKey:
     # Missing values sort after present ones when ascending, as HubSpot lists blanks last.
+    if schema.is_numeric(name):
+        read_number = _number_reader(schema, name)
+        return lambda row: (0, number) if (number := read_number(row)) is not None else (1, 0)
     return lambda row: (0, value.lower()) if (value := row.values.get(name)) else (1, "")
 
 
@@ -402,7 +602,7 @@ class _CompiledSearch:
     cache_key: str
 
 
-def _compile_search(search: SearchRequest) -> _CompiledSearch:
+def _compile_search(search: SearchRequest, schema: _ObjectSchema = CONTACTS) -> _CompiledSearch:
     if len(search.filterGroups) > SEARCH_MAX_FILTER_GROUPS:
         raise _validation_error(f"Too many filter groups: at most {SEARCH_MAX_FILTER_GROUPS} are allowed")
     if any(len(group.filters) > SEARCH_MAX_FILTERS_PER_GROUP for group in search.filterGroups):
@@ -410,7 +610,7 @@ def _compile_search(search: SearchRequest) -> _CompiledSearch:
     if sum(len(group.filters) for group in search.filterGroups) > SEARCH_MAX_FILTERS_TOTAL:
         raise _validation_error(f"Too many filters: at most {SEARCH_MAX_FILTERS_TOTAL} in total are allowed")
     groups = tuple(
-        tuple(_compile_filter(search_filter) for search_filter in group.filters)
+        tuple(_compile_filter(search_filter, schema) for search_filter in group.filters)
         for group in search.filterGroups
         if group.filters
     )
@@ -419,8 +619,8 @@ def _compile_search(search: SearchRequest) -> _CompiledSearch:
         name, descending = (
             (sort, False) if isinstance(sort, str) else (sort.propertyName, sort.direction == "DESCENDING")
         )
-        if name not in CONTACT_PROPERTIES:
-            raise _validation_error(f"Property '{name}' does not exist on contacts and cannot be used to sort")
+        if name not in schema.properties:
+            raise _validation_error(f"Property '{name}' does not exist on {schema.name} and cannot be used to sort")
         sorts.append((name, descending))
     query = search.query.strip().lower() if search.query and search.query.strip() else None
     cache_key = json.dumps(
@@ -449,6 +649,251 @@ def _with_query(url: str, extra: dict[str, str]) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
+# --- one object type's records -------------------------------------------------------------------------------------
+
+
+SEARCH_CACHE_SIZE = 16
+"""Search match lists kept per object type, each until the next write to that type."""
+
+
+class _ObjectStore:
+    """The rows of one CRM object type with HubSpot's list, search, write and archive semantics.
+
+    Not thread-safe on its own: the emulator calls it under its lock. `now_ms` stamps every write.
+    """
+
+    def __init__(self, schema: _ObjectSchema, rows: list[_ObjectRow], *, next_id: int, now_ms: Callable[[], int]):
+        self.schema = schema
+        self.rows: dict[int, _ObjectRow] = {row.id: row for row in rows}
+        self.live_ids: list[int] = sorted(self.rows)
+        self.archived_ids: list[int] = []
+        self.id_by_email: dict[str, int] = (
+            {row.values["email"].lower(): row.id for row in rows if row.values.get("email")}
+            if schema.unique_email
+            else {}
+        )
+        self.next_id = max(next_id, max(self.rows, default=0) + 1)
+        self.version = 0  # bumped by every mutation; invalidates cached search results
+        self.search_cache: OrderedDict[tuple[int, str], list[int]] = OrderedDict()
+        self._now_ms = now_ms
+
+    # --- reads ---
+
+    def records(self, *, include_archived: bool) -> list[dict[str, Any]]:
+        """Every row with all its properties (None where unset), ordered by id."""
+        ids = sorted(self.live_ids + self.archived_ids) if include_archived else list(self.live_ids)
+        names = sorted(self.schema.properties)
+        records = []
+        for object_id in ids:
+            row = self.rows[object_id]
+            records.append(
+                {
+                    "id": str(row.id),
+                    "properties": {name: row.property_value(self.schema, name) for name in names},
+                    "archived": row.archived_ms is not None,
+                    "archivedAt": _iso_from_ms(row.archived_ms) if row.archived_ms is not None else None,
+                    "createdAt": _iso_from_ms(row.created_ms),
+                    "updatedAt": _iso_from_ms(row.updated_ms),
+                }
+            )
+        return records
+
+    def render(self, row: _ObjectRow, properties: tuple[str, ...]) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "id": str(row.id),
+            "properties": {name: row.property_value(self.schema, name) for name in properties},
+            "createdAt": _iso_from_ms(row.created_ms),
+            "updatedAt": _iso_from_ms(row.updated_ms),
+            "archived": row.archived_ms is not None,
+        }
+        if row.archived_ms is not None:
+            record["archivedAt"] = _iso_from_ms(row.archived_ms)
+        return record
+
+    def render_written(self, row: _ObjectRow) -> dict[str, Any]:
+        """Create and update answer with every property that has a value."""
+        names = sorted(name for name in self.schema.properties if row.property_value(self.schema, name) is not None)
+        return self.render(row, tuple(names))
+
+    def render_ids(self, ids: list[int], properties: tuple[str, ...]) -> list[dict[str, Any]]:
+        return [self.render(self.rows[object_id], properties) for object_id in ids]
+
+    def lookup(self, object_id: str, *, id_property: str, archived: bool) -> _ObjectRow:
+        if id_property == "email" and self.schema.unique_email:
+            found_id = self.id_by_email.get(object_id.lower())
+            object_id = str(found_id) if found_id is not None else ""
+        row = self.rows.get(int(object_id)) if object_id.isdigit() else None
+        if row is None or (row.archived_ms is not None) != archived:
+            raise _not_found()
+        return row
+
+    def list_page(
+        self, *, archived: bool, after_id: int, limit: int, properties: tuple[str, ...]
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        ids = self.archived_ids if archived else self.live_ids
+        start = bisect.bisect_left(ids, after_id)
+        page_ids = ids[start : start + limit]
+        next_after = page_ids[-1] + 1 if page_ids and start + limit < len(ids) else None
+        return self.render_ids(page_ids, properties), next_after
+
+    def search_matches(self, compiled: _CompiledSearch) -> list[int]:
+        """Ids of live rows matching the search, in result order; cached until the next mutation."""
+        cache_key = (self.version, compiled.cache_key)
+        cached = self.search_cache.get(cache_key)
+        if cached is not None:
+            self.search_cache.move_to_end(cache_key)
+            return cached
+        rows: Iterable[_ObjectRow] = (self.rows[object_id] for object_id in self.live_ids)
+        if compiled.groups:
+            groups = compiled.groups
+            rows = (row for row in rows if any(all(matches(row) for matches in group) for group in groups))
+        if compiled.query:
+            query = compiled.query
+            searched = self.schema.query_searched_properties
+            rows = (row for row in rows if any(query in row.values.get(name, "").lower() for name in searched))
+        ordered = list(rows)  # already by id ascending, the tie-breaker for every sort
+        for name, descending in reversed(compiled.sorts):
+            ordered.sort(key=_sort_key(name, self.schema), reverse=descending)  # stable: earlier sorts win
+        matches = [row.id for row in ordered]
+        self.search_cache[cache_key] = matches
+        if len(self.search_cache) > SEARCH_CACHE_SIZE:
+            self.search_cache.popitem(last=False)
+        return matches
+
+    # --- writes ---
+
+    def live_row(self, object_id: str) -> _ObjectRow:
+        row = self.rows.get(int(object_id)) if object_id.isdigit() else None
+        if row is None or row.archived_ms is not None:
+            raise _not_found()
+        return row
+
+    def check_writable(self, properties: Mapping[str, str | None], *, editing_id: int | None) -> None:
+        problems = []
+        for name, value in properties.items():
+            if name not in self.schema.properties:
+                problems.append(
+                    {
+                        "isValid": False,
+                        "message": f'Property "{name}" does not exist',
+                        "error": "PROPERTY_DOESNT_EXIST",
+                        "name": name,
+                    }
+                )
+            elif name in self.schema.read_only_properties:
+                problems.append(
+                    {
+                        "isValid": False,
+                        "message": f'"{name}" is a read only property; its value cannot be set.',
+                        "error": "READ_ONLY_VALUE",
+                        "name": name,
+                    }
+                )
+            elif name in self.schema.instant_properties and value and not _is_instant(value):
+                problems.append(
+                    {
+                        "isValid": False,
+                        "message": f"{value} was not a valid long or ISO 8601 datetime.",
+                        "error": "INVALID_DATE",
+                        "name": name,
+                    }
+                )
+        if problems:
+            raise _validation_error(f"Property values were not valid: {json.dumps(problems)}")
+        required = self.schema.create_requires_one_of
+        if editing_id is None and required and not any(properties.get(name) for name in required):
+            raise _validation_error(f"Missing required property: one of {', '.join(required)} must be set")
+        if self.schema.unique_email:
+            email = (properties.get("email") or "").lower()
+            existing_id = self.id_by_email.get(email) if email else None
+            if existing_id is not None and existing_id != editing_id:
+                raise HubSpotApiError(409, "CONFLICT", f"Contact already exists. Existing ID: {existing_id}")
+
+    def _set_values(self, row: _ObjectRow, properties: Mapping[str, str | None]) -> None:
+        for name, value in properties.items():
+            if name in self.schema.instant_properties:
+                instants = row.instants if row.instants is not None else {}
+                if value:
+                    instants[name] = _parse_instant_ms(value)
+                else:
+                    instants.pop(name, None)
+                row.instants = instants
+                continue
+            if name == "email" and self.schema.unique_email:
+                self.id_by_email.pop(row.values.get("email", "").lower(), None)
+                if value:
+                    self.id_by_email[value.lower()] = row.id
+            row.values[name] = value or ""
+        row.updated_ms = max(self._now_ms(), row.created_ms)
+        self.version += 1
+
+    def create(self, properties: Mapping[str, str | None]) -> _ObjectRow:
+        self.check_writable(properties, editing_id=None)
+        if "hs_timestamp" in self.schema.instant_properties and not properties.get("hs_timestamp"):
+            # HubSpot: "When the property value is missing, the value will default to hs_meeting_start_time."
+            properties = {**properties, "hs_timestamp": properties.get("hs_meeting_start_time")}
+        now_ms = self._now_ms()
+        row = _ObjectRow(self.next_id, {}, now_ms, now_ms)
+        self.next_id += 1
+        self.rows[row.id] = row
+        self.live_ids.append(row.id)  # ids only grow, so the list stays sorted
+        self._set_values(row, properties)
+        return row
+
+    def update(self, object_id: str, properties: Mapping[str, str | None]) -> _ObjectRow:
+        row = self.live_row(object_id)
+        self.check_writable(properties, editing_id=row.id)
+        self._set_values(row, properties)
+        return row
+
+    def archive(self, object_id: str) -> bool:
+        """False if the id never existed; archiving an archived row is a no-op, as in HubSpot."""
+        row = self.rows.get(int(object_id)) if object_id.isdigit() else None
+        if row is None:
+            return False
+        if row.archived_ms is None:
+            now_ms = self._now_ms()
+            row.archived_ms = now_ms
+            row.updated_ms = max(now_ms, row.created_ms)
+            del self.live_ids[bisect.bisect_left(self.live_ids, row.id)]
+            bisect.insort(self.archived_ids, row.id)
+            if self.schema.unique_email:
+                self.id_by_email.pop(row.values.get("email", "").lower(), None)
+            self.version += 1
+        return True
+
+    def purge_archived(self, archived_before_ms: int) -> int:
+        """Forget rows archived before the instant, as HubSpot does 90 days after a delete; returns the count."""
+        purged = [
+            object_id for object_id in self.archived_ids if (self.rows[object_id].archived_ms or 0) < archived_before_ms
+        ]
+        for object_id in purged:
+            del self.rows[object_id]
+        gone = set(purged)
+        self.archived_ids = [object_id for object_id in self.archived_ids if object_id not in gone]
+        self.version += 1
+        return len(purged)
+
+
+def _is_instant(value: str) -> bool:
+    try:
+        _parse_instant_ms(value)
+    except ValueError:
+        return False
+    return True
+
+
+class _OwnerStore:
+    """Owners are read-only in HubSpot's API; the emulator's knobs add and deactivate them."""
+
+    def __init__(self, owners: list[_OwnerRow]) -> None:
+        self.rows: dict[int, _OwnerRow] = {owner.id: owner for owner in owners}
+        self.next_id = OWNER_IDS_FROM + len(owners)
+
+    def ordered(self, *, archived: bool) -> list[_OwnerRow]:
+        return [owner for _, owner in sorted(self.rows.items()) if (owner.archived_ms is not None) == archived]
+
+
 # --- the emulator ------------------------------------------------------------------------------------------------
 
 
@@ -460,7 +905,7 @@ class HubSpotEmulator:
     limits without sleeping; generated data never depends on it.
     """
 
-    SEARCH_CACHE_SIZE = 16
+    SEARCH_CACHE_SIZE = SEARCH_CACHE_SIZE  # kept for callers of the old attribute; each object store uses it
 
     def __init__(
         self,
@@ -468,6 +913,8 @@ class HubSpotEmulator:
         client_id: str,
         client_secret: str,
         contacts: int = 2_000,
+        owners: int = 8,
+        meetings: int = 400,
         seed: int = 7,
         access_token_ttl_s: int = 1800,
         burst_limit: int | None = 100,
@@ -488,14 +935,17 @@ class HubSpotEmulator:
         self._burst = SlidingWindowRateLimiter(burst_limit, BURST_WINDOW_S, clock, reported_limit=100)
         self._daily = DailyQuota(daily_limit, clock)
 
-        rows = _generate_contacts(contacts, seed)
-        self._rows: dict[int, _ContactRow] = {row.id: row for row in rows}
-        self._live_ids: list[int] = [row.id for row in rows]
-        self._archived_ids: list[int] = []
-        self._id_by_email: dict[str, int] = {row.values["email"]: row.id for row in rows}
-        self._next_id = contacts + 1
-        self._version = 0  # bumped by every mutation; invalidates cached search results
-        self._search_cache: OrderedDict[tuple[int, str], list[int]] = OrderedDict()
+        owner_rows = _generate_owners(owners, seed)
+        self._owners = _OwnerStore(owner_rows)
+        self._contacts = _ObjectStore(
+            CONTACTS, _generate_contacts(contacts, seed), next_id=contacts + 1, now_ms=self._now_ms
+        )
+        self._meetings = _ObjectStore(
+            MEETINGS,
+            _generate_meetings(meetings, seed, [owner.id for owner in owner_rows]),
+            next_id=MEETING_IDS_FROM,
+            now_ms=self._now_ms,
+        )
         self.app = self._build_app()
 
     # --- state inspection and mutation (Python side) --------------------------------------------------------------
@@ -503,21 +953,22 @@ class HubSpotEmulator:
     @synchronized
     def contact_records(self, *, include_archived: bool = True) -> list[dict[str, Any]]:
         """Every contact with all its properties (None where unset), ordered by id."""
-        ids = sorted(self._live_ids + self._archived_ids) if include_archived else list(self._live_ids)
-        records = []
-        for contact_id in ids:
-            row = self._rows[contact_id]
-            records.append(
-                {
-                    "id": str(row.id),
-                    "properties": {name: row.property_value(name) for name in sorted(CONTACT_PROPERTIES)},
-                    "archived": row.archived_ms is not None,
-                    "archivedAt": _iso_from_ms(row.archived_ms) if row.archived_ms is not None else None,
-                    "createdAt": _iso_from_ms(row.created_ms),
-                    "updatedAt": _iso_from_ms(row.updated_ms),
-                }
-            )
-        return records
+        return self._contacts.records(include_archived=include_archived)
+
+    @synchronized
+    def meeting_records(self, *, include_archived: bool = True) -> list[dict[str, Any]]:
+        """Every meeting with all its properties (None where unset), ordered by id."""
+        return self._meetings.records(include_archived=include_archived)
+
+    event_records = meeting_records  # the provider-neutral name: HubSpot's events are meetings
+
+    @synchronized
+    def owner_records(self, *, include_archived: bool = True) -> list[dict[str, Any]]:
+        """Every owner in the API's shape, live then archived, each by id."""
+        live = [owner.render() for owner in self._owners.ordered(archived=False)]
+        return live + ([owner.render() for owner in self._owners.ordered(archived=True)] if include_archived else [])
+
+    user_records = owner_records  # the provider-neutral name: HubSpot's users are owners
 
     @synchronized
     def token_requests(self, grant_type: str | None = None) -> int:
@@ -531,20 +982,53 @@ class HubSpotEmulator:
 
     def update_contact(self, contact_id: str, properties: dict[str, str]) -> None:
         """Raises KeyError for an unknown or archived contact, ValueError for properties HubSpot would reject."""
-        try:
-            self._update(contact_id, properties)
-        except HubSpotApiError as error:
-            raise (KeyError if error.status_code == 404 else ValueError)(error.message) from None
+        self._write(self._contacts.update, contact_id, properties)
 
     def create_contact(self, properties: dict[str, str]) -> str:
-        try:
-            return str(self._create(properties).id)
-        except HubSpotApiError as error:
-            raise ValueError(error.message) from None
+        return str(self._write(self._contacts.create, properties).id)
 
     def archive_contact(self, contact_id: str) -> None:
-        if not self._archive(contact_id):
+        if not self._archive(self._contacts, contact_id):
             raise KeyError(contact_id)
+
+    def create_meeting(self, properties: dict[str, str]) -> str:
+        """Datetime properties take epoch milliseconds or ISO 8601; hs_timestamp defaults to the start time."""
+        return str(self._write(self._meetings.create, properties).id)
+
+    def update_meeting(self, meeting_id: str, properties: dict[str, str]) -> None:
+        """Raises KeyError for an unknown or archived meeting, ValueError for properties HubSpot would reject."""
+        self._write(self._meetings.update, meeting_id, properties)
+
+    def archive_meeting(self, meeting_id: str) -> None:
+        if not self._archive(self._meetings, meeting_id):
+            raise KeyError(meeting_id)
+
+    @synchronized
+    def create_owner(self, *, email: str, first_name: str, last_name: str, team: str = TEAMS[0]) -> str:
+        """A user added to the portal (HubSpot creates its owner); returns the owner id."""
+        now_ms = self._now_ms()
+        owner_id = self._owners.next_id
+        self._owners.next_id += 1
+        user_id = USER_IDS_FROM + owner_id - OWNER_IDS_FROM
+        owner = _OwnerRow(owner_id, user_id, email, first_name, last_name, team, now_ms, now_ms)
+        self._owners.rows[owner_id] = owner
+        return str(owner_id)
+
+    @synchronized
+    def archive_owner(self, owner_id: str) -> None:
+        """A user removed from the portal: its owner is archived. KeyError for an unknown owner."""
+        owner = self._owners.rows.get(int(owner_id)) if owner_id.isdigit() else None
+        if owner is None:
+            raise KeyError(owner_id)
+        if owner.archived_ms is None:
+            owner.archived_ms = owner.updated_ms = self._now_ms()
+
+    @synchronized
+    def purge_archived(self, older_than: timedelta = DELETED_RECORD_RETENTION) -> int:
+        """Forget contacts and meetings archived longer ago than `older_than` (by the clock), as HubSpot does after
+        90 days: an incremental cursor older than that can no longer learn of those deletions. Returns the count."""
+        before_ms = self._now_ms() - older_than // _MS
+        return self._contacts.purge_archived(before_ms) + self._meetings.purge_archived(before_ms)
 
     @synchronized
     def expire_access_tokens(self) -> None:
@@ -559,144 +1043,17 @@ class HubSpotEmulator:
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def _live_row(self, contact_id: str) -> _ContactRow:
-        row = self._rows.get(int(contact_id)) if contact_id.isdigit() else None
-        if row is None or row.archived_ms is not None:
-            raise _not_found()
-        return row
-
-    def _check_writable(self, properties: Mapping[str, str | None], *, editing_id: int | None) -> None:
-        problems = []
-        for name in properties:
-            if name not in CONTACT_PROPERTIES:
-                problems.append(
-                    {
-                        "isValid": False,
-                        "message": f'Property "{name}" does not exist',
-                        "error": "PROPERTY_DOESNT_EXIST",
-                        "name": name,
-                    }
-                )
-            elif name in READ_ONLY_PROPERTIES:
-                problems.append(
-                    {
-                        "isValid": False,
-                        "message": f'"{name}" is a read only property; its value cannot be set.',
-                        "error": "READ_ONLY_VALUE",
-                        "name": name,
-                    }
-                )
-        if problems:
-            raise _validation_error(f"Property values were not valid: {json.dumps(problems)}")
-        email = (properties.get("email") or "").lower()
-        existing_id = self._id_by_email.get(email) if email else None
-        if existing_id is not None and existing_id != editing_id:
-            raise HubSpotApiError(409, "CONFLICT", f"Contact already exists. Existing ID: {existing_id}")
-
-    def _set_values(self, row: _ContactRow, properties: Mapping[str, str | None]) -> None:
-        for name, value in properties.items():
-            if name == "email":
-                self._id_by_email.pop(row.values.get("email", "").lower(), None)
-                if value:
-                    self._id_by_email[value.lower()] = row.id
-            row.values[name] = value or ""
-        row.updated_ms = max(self._now_ms(), row.created_ms)
-        self._version += 1
+    @synchronized
+    def _write(self, operation: Callable[..., _ObjectRow], *args: Any) -> _ObjectRow:
+        """Run a store write for a Python caller, turning HubSpot's HTTP errors into KeyError / ValueError."""
+        try:
+            return operation(*args)
+        except HubSpotApiError as error:
+            raise (KeyError if error.status_code == 404 else ValueError)(error.message) from None
 
     @synchronized
-    def _create(self, properties: Mapping[str, str | None]) -> _ContactRow:
-        self._check_writable(properties, editing_id=None)
-        now_ms = self._now_ms()
-        row = _ContactRow(self._next_id, {}, now_ms, now_ms)
-        self._next_id += 1
-        self._rows[row.id] = row
-        self._live_ids.append(row.id)  # ids only grow, so the list stays sorted
-        self._set_values(row, properties)
-        return row
-
-    @synchronized
-    def _update(self, contact_id: str, properties: Mapping[str, str | None]) -> _ContactRow:
-        row = self._live_row(contact_id)
-        self._check_writable(properties, editing_id=row.id)
-        self._set_values(row, properties)
-        return row
-
-    @synchronized
-    def _archive(self, contact_id: str) -> bool:
-        """False if the id never existed; archiving an archived contact is a no-op, as in HubSpot."""
-        row = self._rows.get(int(contact_id)) if contact_id.isdigit() else None
-        if row is None:
-            return False
-        if row.archived_ms is None:
-            now_ms = self._now_ms()
-            row.archived_ms = now_ms
-            row.updated_ms = max(now_ms, row.created_ms)
-            del self._live_ids[bisect.bisect_left(self._live_ids, row.id)]
-            bisect.insort(self._archived_ids, row.id)
-            self._id_by_email.pop(row.values.get("email", "").lower(), None)
-            self._version += 1
-        return True
-
-    @staticmethod
-    def _render(row: _ContactRow, properties: tuple[str, ...]) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "id": str(row.id),
-            "properties": {name: row.property_value(name) for name in properties},
-            "createdAt": _iso_from_ms(row.created_ms),
-            "updatedAt": _iso_from_ms(row.updated_ms),
-            "archived": row.archived_ms is not None,
-        }
-        if row.archived_ms is not None:
-            record["archivedAt"] = _iso_from_ms(row.archived_ms)
-        return record
-
-    @staticmethod
-    def _render_written(row: _ContactRow) -> dict[str, Any]:
-        """Create and update answer with every property that has a value."""
-        names = sorted(name for name in CONTACT_PROPERTIES if row.property_value(name) is not None)
-        return HubSpotEmulator._render(row, tuple(names))
-
-    @synchronized
-    def _list_page(
-        self, *, archived: bool, after_id: int, limit: int, properties: tuple[str, ...]
-    ) -> tuple[list[dict[str, Any]], int | None]:
-        ids = self._archived_ids if archived else self._live_ids
-        start = bisect.bisect_left(ids, after_id)
-        page_ids = ids[start : start + limit]
-        next_after = page_ids[-1] + 1 if page_ids and start + limit < len(ids) else None
-        return [self._render(self._rows[contact_id], properties) for contact_id in page_ids], next_after
-
-    @synchronized
-    def _search_matches(self, compiled: _CompiledSearch) -> list[int]:
-        """Ids of live contacts matching the search, in result order; cached until the next mutation."""
-        cache_key = (self._version, compiled.cache_key)
-        cached = self._search_cache.get(cache_key)
-        if cached is not None:
-            self._search_cache.move_to_end(cache_key)
-            return cached
-        rows: Iterable[_ContactRow] = (self._rows[contact_id] for contact_id in self._live_ids)
-        if compiled.groups:
-            groups = compiled.groups
-            rows = (row for row in rows if any(all(matches(row) for matches in group) for group in groups))
-        if compiled.query:
-            query = compiled.query
-            rows = (
-                row
-                for row in rows
-                if any(query in row.values.get(name, "").lower() for name in QUERY_SEARCHED_PROPERTIES)
-            )
-        ordered = list(rows)  # already by id ascending, the tie-breaker for every sort
-        for name, descending in reversed(compiled.sorts):
-            ordered.sort(key=_sort_key(name), reverse=descending)  # stable, so earlier sorts take priority
-        matches = [row.id for row in ordered]
-        self._search_cache[cache_key] = matches
-        if len(self._search_cache) > self.SEARCH_CACHE_SIZE:
-            self._search_cache.popitem(last=False)
-        return matches
-
-    @synchronized
-    def _render_ids(self, ids: list[int], properties: tuple[str, ...]) -> list[dict[str, Any]]:
-        return [self._render(self._rows[contact_id], properties) for contact_id in ids]
+    def _archive(self, store: _ObjectStore, object_id: str) -> bool:
+        return store.archive(object_id)
 
     # --- HTTP: OAuth ---------------------------------------------------------------------------------------------
 
@@ -940,99 +1297,141 @@ class HubSpotEmulator:
                 f"Invalid input JSON on line {error.lineno}, column {error.colno}: {error.msg}"
             ) from None
 
-    async def _list_contacts(self, request: Request) -> Response:
-        params = request.query_params
-        raw_limit = params.get("limit")
-        try:
-            limit = int(raw_limit) if raw_limit not in (None, "") else LIST_PAGE_DEFAULT
-        except ValueError:
-            raise _validation_error(
-                f"Unable to parse query parameter 'limit' with value '{raw_limit}' as an integer"
-            ) from None
-        if not 1 <= limit <= LIST_PAGE_MAX:
-            raise _validation_error(f"limit must be between 1 and {LIST_PAGE_MAX}, got {limit}")
-        archived = _parse_boolean(params.get("archived"), "archived", default=False)
-        after = params.get("after") or "0"
-        if not after.isdigit():
-            raise _validation_error(f"Invalid 'after' paging cursor '{after}'")
-        properties = _requested_properties(name for value in params.getlist("properties") for name in value.split(","))
-        results, next_after = self._list_page(
-            archived=archived, after_id=int(after), limit=limit, properties=properties
-        )
-        body: dict[str, Any] = {"results": results}
-        if next_after is not None:
-            link = str(request.url.include_query_params(after=str(next_after)))
-            body["paging"] = {"next": {"after": str(next_after), "link": link}}
-        return json_response(body)
+    # --- HTTP: CRM objects (contacts, meetings) ---------------------------------------------------------------
 
-    async def _get_contact(self, request: Request) -> Response:
-        params = request.query_params
-        contact_id = request.path_params["contact_id"]
-        archived = _parse_boolean(params.get("archived"), "archived", default=False)
-        id_property = params.get("idProperty") or "hs_object_id"
-        if id_property not in ("hs_object_id", "email"):
-            raise _validation_error(f"idProperty '{id_property}' is not a unique identifier property for contacts")
-        properties = _requested_properties(name for value in params.getlist("properties") for name in value.split(","))
-        with self._lock:
-            if id_property == "email":
-                found_id = self._id_by_email.get(contact_id.lower())
-                contact_id = str(found_id) if found_id is not None else ""
-            row = self._rows.get(int(contact_id)) if contact_id.isdigit() else None
-            if row is None or (row.archived_ms is not None) != archived:
-                raise _not_found()
-            record = self._render(row, properties)
-        return json_response(record)
+    def _list_objects(self, store: _ObjectStore) -> Callable[[Request], Awaitable[Response]]:
+        async def list_objects(request: Request) -> Response:
+            params = request.query_params
+            limit = _parse_limit(params.get("limit"), LIST_PAGE_DEFAULT, LIST_PAGE_MAX)
+            archived = _parse_boolean(params.get("archived"), "archived", default=False)
+            after = _parse_after(params.get("after"))
+            properties = _requested_properties(_listed(params.getlist("properties")), store.schema)
+            with self._lock:
+                results, next_after = store.list_page(
+                    archived=archived, after_id=after, limit=limit, properties=properties
+                )
+            return _paged(request, results, next_after)
 
-    async def _contact_input(self, request: Request) -> dict[str, str | None]:
+        return list_objects
+
+    def _get_object(self, store: _ObjectStore) -> Callable[[Request], Awaitable[Response]]:
+        async def get_object(request: Request) -> Response:
+            params = request.query_params
+            archived = _parse_boolean(params.get("archived"), "archived", default=False)
+            id_property = params.get("idProperty") or "hs_object_id"
+            unique = ("hs_object_id", "email") if store.schema.unique_email else ("hs_object_id",)
+            if id_property not in unique:
+                raise _validation_error(
+                    f"idProperty '{id_property}' is not a unique identifier property for {store.schema.name}"
+                )
+            properties = _requested_properties(_listed(params.getlist("properties")), store.schema)
+            with self._lock:
+                row = store.lookup(request.path_params["object_id"], id_property=id_property, archived=archived)
+                record = store.render(row, properties)
+            return json_response(record)
+
+        return get_object
+
+    async def _object_input(self, request: Request) -> dict[str, str | None]:
         try:
-            return ContactInput.model_validate(await self._json_body(request)).properties
+            return ObjectInput.model_validate(await self._json_body(request)).properties
         except ValidationError as error:
             raise _validation_error(f"Invalid input JSON: {error.errors(include_url=False)}") from None
 
-    async def _create_contact(self, request: Request) -> Response:
-        properties = await self._contact_input(request)
-        with self._lock:
-            record = self._render_written(self._create(properties))
-        return json_response(record, 201)
+    def _create_object(self, store: _ObjectStore) -> Callable[[Request], Awaitable[Response]]:
+        async def create_object(request: Request) -> Response:
+            properties = await self._object_input(request)
+            with self._lock:
+                record = store.render_written(store.create(properties))
+            return json_response(record, 201)
 
-    async def _update_contact(self, request: Request) -> Response:
-        properties = await self._contact_input(request)
-        with self._lock:
-            record = self._render_written(self._update(request.path_params["contact_id"], properties))
-        return json_response(record)
+        return create_object
 
-    async def _archive_contact(self, request: Request) -> Response:
-        if not self._archive(request.path_params["contact_id"]):
+    def _update_object(self, store: _ObjectStore) -> Callable[[Request], Awaitable[Response]]:
+        async def update_object(request: Request) -> Response:
+            properties = await self._object_input(request)
+            with self._lock:
+                record = store.render_written(store.update(request.path_params["object_id"], properties))
+            return json_response(record)
+
+        return update_object
+
+    def _archive_object(self, store: _ObjectStore) -> Callable[[Request], Awaitable[Response]]:
+        async def archive_object(request: Request) -> Response:
+            if not self._archive(store, request.path_params["object_id"]):
+                raise _not_found()
+            return Response(status_code=204)
+
+        return archive_object
+
+    def _search_objects(self, store: _ObjectStore) -> Callable[[Request], Awaitable[Response]]:
+        async def search_objects(request: Request) -> Response:
+            try:
+                search = SearchRequest.model_validate(await self._json_body(request))
+            except ValidationError as error:
+                raise _validation_error(f"Invalid search request: {error.errors(include_url=False)}") from None
+            if not 0 <= search.limit <= SEARCH_PAGE_MAX:
+                raise _validation_error(f"limit must be between 0 and {SEARCH_PAGE_MAX}, got {search.limit}")
+            after_text = search.after or "0"
+            if not after_text.isdigit():
+                raise _validation_error(f"Invalid 'after' paging offset '{search.after}'")
+            offset = int(after_text)
+            compiled = _compile_search(search, store.schema)
+            properties = _requested_properties(search.properties, store.schema)
+            with self._lock:
+                matches = store.search_matches(compiled)
+                total = len(matches)
+                if offset >= SEARCH_RESULT_CAP or min(offset + search.limit, total) > SEARCH_RESULT_CAP:
+                    raise _validation_error(
+                        f"Search results are limited to {SEARCH_RESULT_CAP} per query: after={offset} with "
+                        f"limit={search.limit} reaches past result {SEARCH_RESULT_CAP} of {total}. "
+                        "Narrow the filters to page further."
+                    )
+                page_ids = matches[offset : offset + search.limit]
+                body: dict[str, Any] = {"total": total, "results": store.render_ids(page_ids, properties)}
+            next_offset = offset + len(page_ids)
+            if page_ids and next_offset < total:
+                body["paging"] = {"next": {"after": str(next_offset)}}
+            return json_response(body)
+
+        return search_objects
+
+    # --- HTTP: owners ---------------------------------------------------------------------------------------------
+
+    async def _list_owners(self, request: Request) -> Response:
+        params = request.query_params
+        limit = _parse_limit(params.get("limit"), OWNER_PAGE_DEFAULT, OWNER_PAGE_MAX)
+        archived = _parse_boolean(params.get("archived"), "archived", default=False)
+        after = _parse_after(params.get("after"))
+        email = (params.get("email") or "").lower()
+        with self._lock:
+            owners = [
+                owner
+                for owner in self._owners.ordered(archived=archived)
+                if owner.id >= after and (not email or owner.email.lower() == email)
+            ]
+            results = [owner.render() for owner in owners[:limit]]
+        next_after = owners[limit].id if len(owners) > limit else None
+        return _paged(request, results, next_after)
+
+    async def _get_owner(self, request: Request) -> Response:
+        params = request.query_params
+        archived = _parse_boolean(params.get("archived"), "archived", default=False)
+        id_property = params.get("idProperty") or "id"
+        if id_property not in ("id", "userId"):
+            raise _validation_error(f"idProperty must be one of id, userId; got '{id_property}'")
+        wanted = request.path_params["owner_id"]
+        with self._lock:
+            found = [
+                owner
+                for owner in self._owners.rows.values()
+                if str(owner.id if id_property == "id" else owner.user_id) == wanted
+                and (owner.archived_ms is not None) == archived
+            ]
+            record = found[0].render() if found else None
+        if record is None:
             raise _not_found()
-        return Response(status_code=204)
-
-    async def _search_contacts(self, request: Request) -> Response:
-        try:
-            search = SearchRequest.model_validate(await self._json_body(request))
-        except ValidationError as error:
-            raise _validation_error(f"Invalid search request: {error.errors(include_url=False)}") from None
-        if not 0 <= search.limit <= SEARCH_PAGE_MAX:
-            raise _validation_error(f"limit must be between 0 and {SEARCH_PAGE_MAX}, got {search.limit}")
-        after_text = search.after or "0"
-        if not after_text.isdigit():
-            raise _validation_error(f"Invalid 'after' paging offset '{search.after}'")
-        offset = int(after_text)
-        compiled = _compile_search(search)
-        matches = self._search_matches(compiled)
-        total = len(matches)
-        if offset >= SEARCH_RESULT_CAP or min(offset + search.limit, total) > SEARCH_RESULT_CAP:
-            raise _validation_error(
-                f"Search results are limited to {SEARCH_RESULT_CAP} per query: after={offset} with "
-                f"limit={search.limit} reaches past result {SEARCH_RESULT_CAP} of {total}. "
-                "Narrow the filters to page further."
-            )
-        page_ids = matches[offset : offset + search.limit]
-        properties = _requested_properties(search.properties)
-        body: dict[str, Any] = {"total": total, "results": self._render_ids(page_ids, properties)}
-        next_offset = offset + len(page_ids)
-        if page_ids and next_offset < total:
-            body["paging"] = {"next": {"after": str(next_offset)}}
-        return json_response(body)
+        return json_response(record)
 
     # --- app ----------------------------------------------------------------------------------------------------------
 
@@ -1043,26 +1442,61 @@ class HubSpotEmulator:
             message = "resource not found" if status_code == 404 else str(getattr(error, "detail", error))
             return HubSpotApiError(status_code, category, message).response()
 
-        contacts = "/crm/v3/objects/contacts"
+        crm = self._crm_endpoint
         routes = [
             Route("/oauth/authorize", self._authorize, methods=["GET"]),
             Route("/oauth/v1/token", self._token, methods=["POST"]),
             Route("/oauth/v1/access-tokens/{token}", self._access_token_info, methods=["GET"]),
             Route("/oauth/v1/refresh-tokens/{token}", self._refresh_token_info, methods=["GET"]),
             Route("/oauth/v1/refresh-tokens/{token}", self._revoke_refresh_token, methods=["DELETE"]),
-            Route(contacts, self._crm_endpoint(self._list_contacts, READ_SCOPE), methods=["GET"]),
-            Route(contacts, self._crm_endpoint(self._create_contact, WRITE_SCOPE), methods=["POST"]),
-            Route(f"{contacts}/search", self._crm_endpoint(self._search_contacts, READ_SCOPE), methods=["POST"]),
-            Route(f"{contacts}/{{contact_id}}", self._crm_endpoint(self._get_contact, READ_SCOPE), methods=["GET"]),
-            Route(
-                f"{contacts}/{{contact_id}}", self._crm_endpoint(self._update_contact, WRITE_SCOPE), methods=["PATCH"]
-            ),
-            Route(
-                f"{contacts}/{{contact_id}}", self._crm_endpoint(self._archive_contact, WRITE_SCOPE), methods=["DELETE"]
-            ),
+            # The SDK calls /crm/v3/owners/ (trailing slash); HubSpot answers without it too.
+            Route("/crm/v3/owners/", crm(self._list_owners, OWNERS_SCOPE), methods=["GET"]),
+            Route("/crm/v3/owners", crm(self._list_owners, OWNERS_SCOPE), methods=["GET"]),
+            Route("/crm/v3/owners/{owner_id}", crm(self._get_owner, OWNERS_SCOPE), methods=["GET"]),
         ]
+        for store in (self._contacts, self._meetings):
+            base = f"/crm/v3/objects/{store.schema.name}"
+            one = f"{base}/{{object_id}}"
+            routes += [
+                Route(base, crm(self._list_objects(store), READ_SCOPE), methods=["GET"]),
+                Route(base, crm(self._create_object(store), WRITE_SCOPE), methods=["POST"]),
+                Route(f"{base}/search", crm(self._search_objects(store), READ_SCOPE), methods=["POST"]),
+                Route(one, crm(self._get_object(store), READ_SCOPE), methods=["GET"]),
+                Route(one, crm(self._update_object(store), WRITE_SCOPE), methods=["PATCH"]),
+                Route(one, crm(self._archive_object(store), WRITE_SCOPE), methods=["DELETE"]),
+            ]
         return Starlette(
             routes=routes,
             middleware=[Middleware(RequestLogMiddleware, log=self.request_log, lock=self._lock)],
             exception_handlers={HTTPException: http_error},
         )
+
+
+def _parse_limit(raw: str | None, default: int, maximum: int) -> int:
+    try:
+        limit = int(raw) if raw not in (None, "") else default
+    except ValueError:
+        raise _validation_error(f"Unable to parse query parameter 'limit' with value '{raw}' as an integer") from None
+    if not 1 <= limit <= maximum:
+        raise _validation_error(f"limit must be between 1 and {maximum}, got {limit}")
+    return limit
+
+
+def _parse_after(raw: str | None) -> int:
+    after = raw or "0"
+    if not after.isdigit():
+        raise _validation_error(f"Invalid 'after' paging cursor '{after}'")
+    return int(after)
+
+
+def _listed(values: Iterable[str]) -> Iterable[str]:
+    """`properties` may be repeated and each value comma separated."""
+    return (name for value in values for name in value.split(","))
+
+
+def _paged(request: Request, results: list[dict[str, Any]], next_after: int | None) -> Response:
+    body: dict[str, Any] = {"results": results}
+    if next_after is not None:
+        link = str(request.url.include_query_params(after=str(next_after)))
+        body["paging"] = {"next": {"after": str(next_after), "link": link}}
+    return json_response(body)
