@@ -10,7 +10,7 @@ from integrations_pipeline.clients.providers import ENTITIES
 from integrations_pipeline.jobs import build_sync_jobs, build_unified_jobs
 from integrations_pipeline.mapping import ENTITIES as ENTITY_NAMES
 from integrations_pipeline.resources import IntegrationsResource, WarehouseIOManager
-from integrations_pipeline.schedules import build_sync_schedule
+from integrations_pipeline.schedules import build_events_schedule, build_sync_schedule
 from integrations_pipeline.sensors import build_connections_sensor, build_unified_sensor
 
 
@@ -37,7 +37,18 @@ def build_definitions() -> dg.Definitions:
             build_connections_sensor(sync_jobs),
             build_unified_sensor(provider_jobs, unified_jobs),
         ],
-        schedules=[build_sync_schedule(provider, job) for provider, job in sync_jobs.items()],
+        schedules=[
+            *(
+                build_sync_schedule(provider, jobs[False])
+                for provider, jobs in jobs_by_provider.items()
+                if False in jobs
+            ),
+            *(
+                build_events_schedule(provider, jobs[True])
+                for provider, jobs in jobs_by_provider.items()
+                if True in jobs
+            ),
+        ],
         resources={
             "integrations": IntegrationsResource(),
             "io_manager": WarehouseIOManager(database=dg.EnvVar("INTEGRATIONS_WAREHOUSE_PATH")),

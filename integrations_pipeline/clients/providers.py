@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from integrations_pipeline.clients import hubspot
+from integrations_pipeline.clients import google, hubspot, microsoft, salesforce, zoho
 from integrations_pipeline.clients.spec import EntitySpec, ProviderSpec
 
-_MODULES = (hubspot,)
+_MODULES = (google, hubspot, microsoft, salesforce, zoho)
 PROVIDERS: dict[str, ProviderSpec] = {module.SPEC.name: module.SPEC for module in _MODULES}
 ENTITIES: tuple[EntitySpec, ...] = tuple(entity for module in _MODULES for entity in module.ENTITIES)
 

@@ -5,9 +5,27 @@ pydantic), so the connectors are tested against an independent implementation of
 """
 
 from integrations_pipeline.sandbox.common import RequestRecord
+from integrations_pipeline.sandbox.google import GoogleEmulator
 from integrations_pipeline.sandbox.hubspot import HubSpotEmulator
+from integrations_pipeline.sandbox.microsoft import MicrosoftEmulator
+from integrations_pipeline.sandbox.salesforce import SalesforceEmulator
+from integrations_pipeline.sandbox.zoho import ZohoEmulator
 
-EMULATORS: dict[str, type] = {"hubspot": HubSpotEmulator}
-"""Provider name -> emulator class; Zoho, Google, Microsoft Graph and Salesforce join as they are written."""
+EMULATORS: dict[str, type] = {
+    "google": GoogleEmulator,
+    "hubspot": HubSpotEmulator,
+    "microsoft": MicrosoftEmulator,
+    "salesforce": SalesforceEmulator,
+    "zoho": ZohoEmulator,
+}
+"""Provider name -> emulator class. Each takes client_id, client_secret and sizes (users, contacts, events)."""
 
-__all__ = ["EMULATORS", "HubSpotEmulator", "RequestRecord"]
+__all__ = [
+    "EMULATORS",
+    "GoogleEmulator",
+    "HubSpotEmulator",
+    "MicrosoftEmulator",
+    "RequestRecord",
+    "SalesforceEmulator",
+    "ZohoEmulator",
+]
