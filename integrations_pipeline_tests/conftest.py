@@ -8,8 +8,10 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +21,7 @@ from integrations_pipeline.crypto import Keyring, generate_key_entry
 from integrations_pipeline.devstack import connect_through_oauth
 from integrations_pipeline.gateway import create_app
 from integrations_pipeline.httpserver import BackgroundServer
+from integrations_pipeline.sandbox import EMULATORS
 from integrations_pipeline.sandbox.hubspot import HubSpotEmulator
 from integrations_pipeline.settings import Settings, load_settings
 from integrations_pipeline.store import StateStore, create_store_engine
@@ -86,33 +89,57 @@ def store(store_url: str, key_spec: str) -> Iterator[StateStore]:
     engine.dispose()
 
 
-HUBSPOT_CLIENT_ID = "test-hubspot-app"
-HUBSPOT_CLIENT_SECRET = "test-hubspot-secret-7f3a"  # a canary: tests assert it never comes back
 API_KEY = "test-api-key-0123456789abcdef"
+SANDBOX_SIZES = {"contacts": 250}
+
+
+def client_credentials(provider: str) -> tuple[str, str]:
+    """Each sandbox app's id and secret; the secrets are canaries that tests assert never come back."""
+    return f"test-{provider}-app", f"test-{provider}-secret-7f3a"
+
+
+HUBSPOT_CLIENT_ID, HUBSPOT_CLIENT_SECRET = client_credentials("hubspot")
 
 
 @dataclass
 class Stack:
-    """The HubSpot emulator and the gateway on 127.0.0.1, with INTEGRATIONS_* set as `make dev` sets them."""
+    """Every sandbox emulator and the gateway on 127.0.0.1, with INTEGRATIONS_* set as `make dev` sets them."""
 
-    emulator: HubSpotEmulator
-    sandbox_url: str
+    emulators: dict[str, Any]
+    sandbox_urls: dict[str, str]
     gateway_url: str
     settings: Settings
     store: StateStore
 
+    @property
+    def emulator(self) -> HubSpotEmulator:
+        return self.emulators["hubspot"]  # type: ignore[no-any-return]
+
+    @property
+    def sandbox_url(self) -> str:
+        return self.sandbox_urls["hubspot"]
+
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.gateway_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
 
-    def connect(self, tenant: str = "acme") -> str:
-        connection = connect_through_oauth(self.gateway_url, API_KEY, "hubspot", tenant)
+    def connect(self, tenant: str = "acme", provider: str = "hubspot") -> str:
+        connection = connect_through_oauth(self.gateway_url, API_KEY, provider, tenant)
         return str(connection["id"])
+
+    def client_secrets(self) -> set[str]:
+        return {client_credentials(provider)[1] for provider in self.emulators}
 
 
 @pytest.fixture
 def stack(store_url: str, key_spec: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Stack]:
-    emulator = HubSpotEmulator(client_id=HUBSPOT_CLIENT_ID, client_secret=HUBSPOT_CLIENT_SECRET, contacts=250)
-    with BackgroundServer(emulator.app) as sandbox:
+    emulators = {
+        provider: emulator_class(
+            client_id=client_credentials(provider)[0], client_secret=client_credentials(provider)[1], **SANDBOX_SIZES
+        )
+        for provider, emulator_class in EMULATORS.items()
+    }
+    with ExitStack() as servers:
+        sandboxes = {provider: servers.enter_context(BackgroundServer(e.app)) for provider, e in emulators.items()}
         gateway_server = BackgroundServer()
         environment = {
             "INTEGRATIONS_STATE_DATABASE_URL": store_url,
@@ -120,10 +147,15 @@ def stack(store_url: str, key_spec: str, monkeypatch: pytest.MonkeyPatch, tmp_pa
             "INTEGRATIONS_ENCRYPTION_KEYS": key_spec,
             "INTEGRATIONS_API_KEY": API_KEY,
             "INTEGRATIONS_PUBLIC_URL": gateway_server.url,
-            "INTEGRATIONS_HUBSPOT__CLIENT_ID": HUBSPOT_CLIENT_ID,
-            "INTEGRATIONS_HUBSPOT__CLIENT_SECRET": HUBSPOT_CLIENT_SECRET,
-            "INTEGRATIONS_HUBSPOT__BASE_URL": sandbox.url,
         }
+        for provider, server in sandboxes.items():
+            client_id, client_secret = client_credentials(provider)
+            prefix = f"INTEGRATIONS_{provider.upper()}__"
+            environment |= {
+                prefix + "CLIENT_ID": client_id,
+                prefix + "CLIENT_SECRET": client_secret,
+                prefix + "BASE_URL": server.url,
+            }
         for name, value in environment.items():
             monkeypatch.setenv(name, value)
         settings = load_settings()
@@ -131,5 +163,5 @@ def stack(store_url: str, key_spec: str, monkeypatch: pytest.MonkeyPatch, tmp_pa
         migrations.upgrade(engine)
         store = StateStore(engine, settings.keyring())
         with gateway_server.start(create_app(settings, store)):
-            yield Stack(emulator, sandbox.url, gateway_server.url, settings, store)
+            yield Stack(emulators, {p: s.url for p, s in sandboxes.items()}, gateway_server.url, settings, store)
         engine.dispose()

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from integrations_pipeline.clients.providers import ENTITIES
 from integrations_pipeline.definitions import build_definitions
+from integrations_pipeline.partitions import connection_day_partitions, connection_partitions
 from integrations_pipeline.settings import ENV_PREFIX, Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -32,12 +34,24 @@ def test_validate_with_no_integrations_variables_at_all(tmp_path: Path) -> None:
 def test_every_job_sensor_and_schedule_resolves() -> None:
     definitions = build_definitions()
     repository = definitions.get_repository_def()
-    assert {job.name for job in repository.get_all_jobs()} >= {"hubspot_sync"}
+    providers = {spec.provider for spec in ENTITIES}
+    jobs = {job.name for job in repository.get_all_jobs()}
+    assert {f"{provider}_sync" for provider in providers} | {"unified_sync", "unified_events_sync"} <= jobs
+    assert {f"{provider}_events_sync" for provider in providers} <= jobs
     assert {sensor.name for sensor in repository.sensor_defs} == {"connections_sensor", "unified_sensor"}
-    assert {schedule.name for schedule in repository.schedule_defs} == {"hubspot_hourly_sync"}
-    asset = definitions.resolve_assets_def("hubspot_contacts")
-    assert asset.group_names_by_key[dg.AssetKey("hubspot_contacts")] == "hubspot"
-    assert asset.partitions_def == dg.DynamicPartitionsDefinition(name="hubspot_connections")
+    expected_schedules = {f"{p}_hourly_sync" for p in providers} | {f"{p}_hourly_events_sync" for p in providers}
+    assert {schedule.name for schedule in repository.schedule_defs} == expected_schedules
+    for spec in ENTITIES:  # fifteen entity assets, grouped by provider, partitioned by connection (and day)
+        asset = definitions.resolve_assets_def(spec.asset_name)
+        assert asset.group_names_by_key[dg.AssetKey(spec.asset_name)] == spec.provider
+        expected = (
+            connection_day_partitions(spec.provider)
+            if spec.partitioned_by_day
+            else connection_partitions(spec.provider)
+        )
+        assert asset.partitions_def == expected
+    for name in ("users", "contacts", "events"):
+        assert definitions.resolve_assets_def(name).group_names_by_key[dg.AssetKey(name)] == "unified"
 
 
 def test_every_bound_environment_variable_is_a_setting() -> None:

@@ -59,8 +59,9 @@ def actual(frame: pd.DataFrame) -> dict[str, tuple[object, ...]]:
     }
 
 
-def crm_requests(stack: Stack, since: int) -> list[str]:
-    return [f"{r.method} {r.path}?{r.query}" for r in stack.emulator.request_log[since:] if r.path.startswith("/crm/")]
+def contacts_requests(stack: Stack, since: int) -> list[str]:
+    log = stack.emulator.request_log[since:]
+    return [f"{r.method} {r.path}?{r.query}" for r in log if r.path.startswith("/crm/v3/objects/contacts")]
 
 
 def test_connect_sync_change_and_sync_again(stack: Stack, instance: dg.DagsterInstance) -> None:
@@ -92,7 +93,7 @@ def test_connect_sync_change_and_sync_again(stack: Stack, instance: dg.DagsterIn
     table = warehouse(stack, connection_id)
     assert actual(table) == expected(stack)
     assert len(table) == 252 and table.loc[table.source_id == "42", "is_deleted"].item()
-    requests = crm_requests(stack, log_position)
+    requests = contacts_requests(stack, log_position)
     # Only changes travel: one search page (6 changed contacts fit in it) and one page of archived contacts.
     assert len(requests) == 2, requests
     assert requests[0].startswith("POST /crm/v3/objects/contacts/search")

@@ -11,7 +11,7 @@ import pytest
 
 from integrations_pipeline.definitions import build_definitions
 from integrations_pipeline.partitions import connection_partitions
-from integrations_pipeline_tests.conftest import API_KEY, HUBSPOT_CLIENT_SECRET, Stack
+from integrations_pipeline_tests.conftest import API_KEY, Stack
 
 
 def run_sync(instance: dg.DagsterInstance, connection_id: str) -> bool:
@@ -51,7 +51,8 @@ def test_no_secret_reaches_logs_dagster_state_or_warehouse(stack: Stack, tmp_pat
         handler.close()
     stack.store.engine.dispose()  # checkpoint nothing away: the WAL file is scanned as it is
 
-    canaries = set(stack.emulator.issued_tokens()) | {HUBSPOT_CLIENT_SECRET, API_KEY}
+    canaries = set().union(*(emulator.issued_tokens() for emulator in stack.emulators.values()))
+    canaries |= stack.client_secrets() | {API_KEY}
     key_spec = stack.settings.encryption_keys
     assert key_spec is not None
     canaries.add(key_spec.get_secret_value().split(":", 1)[1])
