@@ -14,8 +14,10 @@ import shutil
 import signal
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import httpx
@@ -31,21 +33,32 @@ from integrations_pipeline.store import migrate as migrations
 ENV_FILE = Path(".env")
 DAGSTER_HOME = Path(".data/dagster")
 SANDBOX_TENANT = "sandbox"
-SANDBOX_PROVIDER = "hubspot"
+
+
+def sandbox_ports(first_port: int) -> dict[str, int]:
+    """One port per sandbox emulator from `first_port`: HubSpot first (the dev stack's first provider, so older
+    .env files keep their port), then the others by name."""
+    order = sorted(EMULATORS, key=lambda provider: (provider != "hubspot", provider))
+    return {provider: first_port + offset for offset, provider in enumerate(order)}
 
 
 def dev_environment(gateway_port: int, sandbox_port: int) -> dict[str, str]:
     """Values `make dev` needs; secrets are fresh random ones, written once and kept."""
-    return {
+    environment = {
         "INTEGRATIONS_STATE_DATABASE_URL": "sqlite:///.data/state.db",
         "INTEGRATIONS_WAREHOUSE_PATH": ".data/warehouse.duckdb",
         "INTEGRATIONS_ENCRYPTION_KEYS": generate_key_entry("dev1"),
         "INTEGRATIONS_API_KEY": secrets.token_urlsafe(24),
         "INTEGRATIONS_PUBLIC_URL": f"http://127.0.0.1:{gateway_port}",
-        "INTEGRATIONS_HUBSPOT__CLIENT_ID": "sandbox-hubspot-app",
-        "INTEGRATIONS_HUBSPOT__CLIENT_SECRET": secrets.token_urlsafe(24),
-        "INTEGRATIONS_HUBSPOT__BASE_URL": f"http://127.0.0.1:{sandbox_port}",
     }
+    for provider, port in sandbox_ports(sandbox_port).items():
+        prefix = f"INTEGRATIONS_{provider.upper()}__"
+        environment |= {
+            prefix + "CLIENT_ID": f"sandbox-{provider}-app",
+            prefix + "CLIENT_SECRET": secrets.token_urlsafe(24),
+            prefix + "BASE_URL": f"http://127.0.0.1:{port}",
+        }
+    return environment
 
 
 def ensure_env_file(defaults: dict[str, str], path: Path = ENV_FILE) -> list[str]:
@@ -102,16 +115,19 @@ def run_dev_stack(*, dagster_port: int, gateway_port: int, sandbox_port: int) ->
     engine = create_store_engine(settings.state_database_url)
     migrations.upgrade(engine)
     store = StateStore(engine, settings.keyring())
-    emulator = build_emulator(SANDBOX_PROVIDER, settings)
-    with (
-        BackgroundServer(emulator.app, port=sandbox_port) as sandbox_server,
-        BackgroundServer(create_app(settings, store), port=gateway_port) as gateway_server,
-    ):
-        click.echo(f"sandbox {SANDBOX_PROVIDER} emulator on {sandbox_server.url}; gateway on {gateway_server.url}")
-        connection = connect_through_oauth(
-            gateway_server.url, settings.require_api_key().get_secret_value(), SANDBOX_PROVIDER, SANDBOX_TENANT
-        )
-        click.echo(f"connected {connection['id']} ({connection['status']}) through the OAuth flow")
+    with ExitStack() as servers:
+        for provider in sorted(EMULATORS):
+            # Serve each emulator where the settings point (an older .env may use other ports than the defaults).
+            port = urlsplit(str(settings.provider_app(provider).base_url)).port
+            server = servers.enter_context(BackgroundServer(build_emulator(provider, settings).app, port=port or 0))
+            click.echo(f"sandbox {provider} emulator on {server.url}")
+        gateway_server = servers.enter_context(BackgroundServer(create_app(settings, store), port=gateway_port))
+        click.echo(f"gateway on {gateway_server.url}")
+        for provider in sorted(EMULATORS):
+            connection = connect_through_oauth(
+                gateway_server.url, settings.require_api_key().get_secret_value(), provider, SANDBOX_TENANT
+            )
+            click.echo(f"connected {connection['id']} ({connection['status']}) through the OAuth flow")
         DAGSTER_HOME.mkdir(parents=True, exist_ok=True)
         shutil.copyfile("dagster.yaml", DAGSTER_HOME / "dagster.yaml")
         environment = {**os.environ, "DAGSTER_HOME": str(DAGSTER_HOME.resolve())}

@@ -16,7 +16,8 @@ import dagster as dg
 import duckdb
 import pandas as pd
 from dagster._core.storage.db_io_manager import DbIOManager, TableSlice
-from dagster_duckdb.io_manager import DuckDbClient
+from dagster._utils.backoff import backoff
+from dagster_duckdb.io_manager import DuckDbClient, _get_cleanup_statement
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 from pydantic import PrivateAttr
 
@@ -26,6 +27,19 @@ from integrations_pipeline.clients.oauth import OAuthClient
 from integrations_pipeline.clients.providers import PROVIDERS
 from integrations_pipeline.settings import Settings, load_settings
 from integrations_pipeline.store import StateStore, create_store_engine
+
+WAREHOUSE_LOCK_RETRIES = 10  # about 100 s of exponential backoff, as Dagster's DuckDB I/O manager waits
+
+
+def connect_warehouse(path: Path) -> duckdb.DuckDBPyConnection:
+    """A DuckDB file admits one writing process at a time: wait for the lock like the I/O manager does."""
+    return backoff(
+        fn=duckdb.connect,
+        retry_on=(RuntimeError, duckdb.IOException),
+        # The same configuration as Dagster's DuckDB client: one process may not open a file with two.
+        kwargs={"database": str(path), "config": {"custom_user_agent": "dagster"}},
+        max_retries=WAREHOUSE_LOCK_RETRIES,
+    )
 
 
 class IntegrationsResource(dg.ConfigurableResource):
@@ -85,7 +99,7 @@ class IntegrationsResource(dg.ConfigurableResource):
         if window is not None:
             query += f" AND {day_column} >= ? AND {day_column} < ?"
             parameters += list(window)
-        with duckdb.connect(str(self.settings.warehouse_path)) as connection:
+        with connect_warehouse(self.settings.warehouse_path) as connection:
             try:
                 return connection.execute(query + " ORDER BY connection_id, source_id", parameters).df()
             except duckdb.CatalogException:
@@ -105,6 +119,34 @@ class _NamedTableIOManager(DbIOManager):
         return table_slice._replace(table=table) if table else table_slice
 
 
+class _TransactionalDuckDbClient(DuckDbClient):
+    """Dagster's DuckDB client runs the partition's DELETE and INSERT on an autocommit connection, so a failed
+    INSERT would leave the partition empty; here they share one transaction and a failure rolls both back."""
+
+    @staticmethod
+    @contextmanager
+    def connect(context: Any, table_slice: TableSlice) -> Iterator[duckdb.DuckDBPyConnection]:
+        with DuckDbClient.connect(context, table_slice) as connection:
+            connection.begin()
+            try:
+                yield connection
+            except BaseException:
+                connection.rollback()
+                connection.close()  # the wrapped client closes only on success
+                raise
+            connection.commit()
+
+    @staticmethod
+    def delete_table_slice(context: Any, table_slice: TableSlice, connection: duckdb.DuckDBPyConnection) -> None:
+        # Look before deleting: a failed statement (the first write's missing table) would abort the transaction.
+        exists = connection.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [table_slice.schema, table_slice.table],
+        ).fetchone()
+        if exists and exists[0]:
+            connection.execute(_get_cleanup_statement(table_slice))
+
+
 class WarehouseIOManager(DuckDBPandasIOManager):
     """Dagster's DuckDB pandas I/O manager, bound in definitions.py to INTEGRATIONS_WAREHOUSE_PATH: each
     partition is deleted and rewritten in one transaction, so writes are idempotent."""
@@ -112,7 +154,7 @@ class WarehouseIOManager(DuckDBPandasIOManager):
     def create_io_manager(self, context: dg.InitResourceContext) -> DbIOManager:
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         return _NamedTableIOManager(
-            db_client=DuckDbClient(),
+            db_client=_TransactionalDuckDbClient(),
             database=self.database,
             schema=self.schema_,
             type_handlers=self.type_handlers(),

@@ -108,21 +108,19 @@ def test_connect_sync_change_and_sync_again(stack: Stack, instance: dg.DagsterIn
     pd.testing.assert_frame_equal(again, table)  # an unchanged source leaves the table exactly as it was
 
 
-def test_a_failed_write_does_not_move_the_cursor(stack: Stack, instance: dg.DagsterInstance, tmp_path) -> None:
+def test_a_failed_write_keeps_the_partition_and_the_cursor(stack: Stack, instance: dg.DagsterInstance) -> None:
     connection_id = stack.connect("acme")
     instance.add_dynamic_partitions(connection_partitions("hubspot").name, [connection_id])
     sync(instance, connection_id)
-    cursor = stack.store.get_cursor(connection_id, "contacts")
-    stack.emulator.update_contact("5", {"company": "Moved On"})
-    # Make the warehouse unwritable: a directory where the DuckDB file should be.
-    stack.settings.warehouse_path.rename(tmp_path / "moved.duckdb")
-    stack.settings.warehouse_path.mkdir()
-    result = (
-        build_definitions()
-        .resolve_job_def("hubspot_sync")
-        .execute_in_process(partition_key=connection_id, instance=instance, raise_on_error=False)
-    )
+    before, cursor = warehouse(stack, connection_id), stack.store.get_cursor(connection_id, "contacts")
+    # The warehouse refuses the next write part-way: the partition's DELETE runs, then its INSERT fails.
+    with duckdb.connect(str(stack.settings.warehouse_path)) as connection:
+        connection.execute("ALTER TABLE hubspot.contacts ALTER COLUMN phone SET NOT NULL")
+    stack.emulator.create_contact({"email": "no-phone@example.com", "firstname": "Nophone"})
+    job = build_definitions().resolve_job_def("hubspot_sync")
+    result = job.execute_in_process(partition_key=connection_id, instance=instance, raise_on_error=False)
     assert not result.success
+    pd.testing.assert_frame_equal(warehouse(stack, connection_id), before)  # rolled back, not emptied
     assert stack.store.get_cursor(connection_id, "contacts") == cursor
 
 
