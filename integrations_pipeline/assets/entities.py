@@ -11,7 +11,7 @@ import pandas as pd
 from integrations_pipeline.clients.errors import CursorExpired, NeedsReauth, ProviderError, RateLimited
 from integrations_pipeline.clients.http import ApiClient, CallStats
 from integrations_pipeline.clients.spec import EntitySpec, Page, SyncRequest
-from integrations_pipeline.frames import markdown_preview, replace_all, to_frame, upsert
+from integrations_pipeline.frames import concat, markdown_preview, replace_all, to_frame, upsert
 from integrations_pipeline.partitions import (
     CONNECTION,
     DAY,
@@ -23,6 +23,8 @@ from integrations_pipeline.resources import IntegrationsResource
 from integrations_pipeline.store.repository import LIVE_PARTITION
 
 BACKFILL_TAG = "dagster/backfill"
+# Records are turned into compact frames this many at a time, so a sync holds at most this many as dicts.
+CHUNK_ROWS = 10_000
 
 
 @dataclass(frozen=True)
@@ -69,15 +71,18 @@ def sync_partition(
 
 
 def _collect(pages: Iterable[Page], spec: EntitySpec) -> tuple[pd.DataFrame, str | None]:
+    """Pages into one frame through bounded chunks: never more than CHUNK_ROWS records held as dicts at once."""
     cursor: str | None = None
-
-    def records() -> Iterator[Any]:
-        nonlocal cursor
-        for page in pages:
-            cursor = page.cursor or cursor
-            yield from page.records
-
-    return to_frame(records(), spec.columns), cursor
+    frames: list[pd.DataFrame] = []
+    buffer: list[Any] = []
+    for page in pages:
+        cursor = page.cursor or cursor
+        buffer.extend(page.records)
+        if len(buffer) >= CHUNK_ROWS:
+            frames.append(to_frame(buffer, spec.columns))
+            buffer = []
+    frames.append(to_frame(buffer, spec.columns))
+    return concat(frames, spec.columns), cursor
 
 
 def _metadata(result: SyncResult, stats: CallStats) -> dict[str, Any]:
