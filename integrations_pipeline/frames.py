@@ -56,12 +56,18 @@ def normalize(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def _sorted(frame: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
-    return frame.sort_values(list(key), kind="stable").reset_index(drop=True)
+    return frame.sort_values(list(key), kind="stable", ignore_index=True)
+
+
+def _last_per_key(frame: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
+    """Drop all but the last row of each key; no copy when every key is unique already (the usual case)."""
+    duplicated = frame.duplicated(subset=list(key), keep="last")
+    return frame[~duplicated] if duplicated.any() else frame
 
 
 def upsert(current: pd.DataFrame, changes: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
     """Current rows, replaced by changed ones with the same key; later duplicates in `changes` win."""
-    changes = changes.drop_duplicates(subset=list(key), keep="last")
+    changes = _last_per_key(changes, key)
     if current.empty:
         return _sorted(changes, key)
     changed_keys = pd.MultiIndex.from_frame(changes[list(key)])
@@ -73,7 +79,7 @@ def upsert(current: pd.DataFrame, changes: pd.DataFrame, key: Sequence[str]) -> 
 def replace_all(current: pd.DataFrame | None, fresh: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
     """A full resync: the fresh rows, plus rows the provider no longer returns at all, kept and flagged deleted
     (the provider's own deletions already arrive flagged in `fresh`)."""
-    fresh = fresh.drop_duplicates(subset=list(key), keep="last")
+    fresh = _last_per_key(fresh, key)
     if current is None or current.empty:
         return _sorted(fresh, key)
     vanished = current[~pd.MultiIndex.from_frame(current[list(key)]).isin(pd.MultiIndex.from_frame(fresh[list(key)]))]
