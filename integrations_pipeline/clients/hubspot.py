@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from integrations_pipeline.clients.cursors import modified_since, timestamp_cursor
 from integrations_pipeline.clients.errors import CursorExpired, ProviderError
-from integrations_pipeline.clients.http import ApiClient, RetryPolicy
+from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.pagination import CursorPaginator
 from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
 from integrations_pipeline.records import (
@@ -213,9 +212,6 @@ def range_filters(property_name: str, low: datetime, high: datetime) -> list[dic
 
 class HubSpotClient(ApiClient):
     rate_limit_header_prefixes = ("x-hubspot-ratelimit",)
-
-    def __init__(self, api_origin: str, *, auth: httpx.Auth | None = None, retry: RetryPolicy | None = None) -> None:
-        super().__init__(api_origin, auth=auth, retry=retry)
 
     # --- any CRM object ---
 

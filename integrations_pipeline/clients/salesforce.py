@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from integrations_pipeline.clients.cursors import modified_since, timestamp_cursor
 from integrations_pipeline.clients.errors import CursorExpired, ProviderError
-from integrations_pipeline.clients.http import ApiClient, RetryPolicy
+from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.pagination import NextLinkPaginator
 from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
 from integrations_pipeline.records import (
@@ -248,16 +248,6 @@ class SalesforceClient(ApiClient):
     """One org's REST API on its instance URL."""
 
     rate_limit_header_prefixes = ("sforce-limit-info",)
-
-    def __init__(
-        self,
-        instance_url: str,
-        *,
-        auth: httpx.Auth | None = None,
-        retry: RetryPolicy | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(instance_url, auth=auth, retry=retry, **options)
 
     def is_rate_limited(self, response: httpx.Response) -> bool:
         """The org's 24-hour API allowance is spent: 403 REQUEST_LIMIT_EXCEEDED, not a 429."""

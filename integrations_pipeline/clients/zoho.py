@@ -9,7 +9,7 @@ offset and are converted to UTC here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from integrations_pipeline.clients.cursors import modified_since, timestamp_cursor
 from integrations_pipeline.clients.errors import CursorExpired, NeedsReauth, ProviderError
-from integrations_pipeline.clients.http import ApiClient, RetryPolicy
+from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.pagination import dig
 from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
 from integrations_pipeline.records import (
@@ -271,17 +271,6 @@ class ZohoClient(ApiClient):
     """Zoho CRM on the connection's `api_domain`. Errors keep Zoho's `code` and never the request's query string."""
 
     rate_limit_header_prefixes = ("x-ratelimit",)
-
-    def __init__(
-        self,
-        api_domain: str,
-        *,
-        auth: httpx.Auth | None = None,
-        retry: RetryPolicy | None = None,
-        sleep: Callable[[float], None] | None = None,
-    ) -> None:
-        options: dict[str, Any] = {"sleep": sleep} if sleep is not None else {}
-        super().__init__(api_domain, auth=auth, retry=retry, **options)
 
     def raise_for_status(self, response: httpx.Response) -> httpx.Response:
         if response.status_code < 400:
