@@ -398,3 +398,25 @@ class OAuthAuthorizationServer:
         now = self.clock()
         for token in self.access_tokens.values():
             token.expires_at = min(token.expires_at, now)
+
+
+# Name pools for generated people and companies, shared by the emulators whose data looks alike (HubSpot and
+# Salesforce); each emulator picks from them with its own seeded arithmetic, so its data stays deterministic.
+FIRST_NAMES = (
+    "Ada", "Alan", "Amara", "Ben", "Chen", "Dara", "Elena", "Emeka", "Farah", "Grace", "Hiro", "Ines", "Jonas",
+    "Kemi", "Lars", "Leila", "Mateo", "Mira", "Nadia", "Omar", "Priya", "Quinn", "Rosa", "Sami", "Tariq", "Uma",
+    "Viktor", "Wen", "Yara", "Zoe",
+)  # fmt: skip
+LAST_NAMES = (
+    "Abara", "Berg", "Castillo", "Dubois", "Eriksen", "Fischer", "Garcia", "Hansen", "Ito", "Jensen", "Kowalski",
+    "Lopez", "Moreau", "Nakamura", "Okafor", "Patel", "Quist", "Rossi", "Silva", "Tanaka", "Ueda", "Varga",
+    "Weber", "Xu", "Yilmaz", "Zhang",
+)  # fmt: skip
+COMPANIES = (
+    "Acme Analytics", "Blue Harbor", "Cobalt Labs", "Delta Freight", "Evergreen Health", "Foxglove Media",
+    "Granite Works", "Helios Energy", "Ironbark Foods", "Juniper Retail", "Kestrel Finance", "Lumen Studio",
+)  # fmt: skip
+JOB_TITLES = (
+    "Account Executive", "CTO", "Data Engineer", "Designer", "Founder", "Head of Growth", "Marketing Manager",
+    "Operations Lead", "Product Manager", "Sales Director", "Software Engineer", "VP Finance",
+)  # fmt: skip

@@ -38,6 +38,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from integrations_pipeline.sandbox.common import (
+    COMPANIES,
+    FIRST_NAMES,
+    JOB_TITLES,
+    LAST_NAMES,
     AccessStatus,
     Clock,
     DailyQuota,
@@ -173,24 +177,6 @@ OWNER_IDS_FROM = 40_000_001
 USER_IDS_FROM = 9_500_001
 DAY_MS = 86_400_000
 
-FIRST_NAMES = (
-    "Ada", "Alan", "Amara", "Ben", "Chen", "Dara", "Elena", "Emeka", "Farah", "Grace", "Hiro", "Ines", "Jonas",
-    "Kemi", "Lars", "Leila", "Mateo", "Mira", "Nadia", "Omar", "Priya", "Quinn", "Rosa", "Sami", "Tariq", "Uma",
-    "Viktor", "Wen", "Yara", "Zoe",
-)  # fmt: skip
-LAST_NAMES = (
-    "Abara", "Berg", "Castillo", "Dubois", "Eriksen", "Fischer", "Garcia", "Hansen", "Ito", "Jensen", "Kowalski",
-    "Lopez", "Moreau", "Nakamura", "Okafor", "Patel", "Quist", "Rossi", "Silva", "Tanaka", "Ueda", "Varga",
-    "Weber", "Xu", "Yilmaz", "Zhang",
-)  # fmt: skip
-COMPANIES = (
-    "Acme Analytics", "Blue Harbor", "Cobalt Labs", "Delta Freight", "Evergreen Health", "Foxglove Media",
-    "Granite Works", "Helios Energy", "Ironbark Foods", "Juniper Retail", "Kestrel Finance", "Lumen Studio",
-)  # fmt: skip
-JOB_TITLES = (
-    "Account Executive", "CTO", "Data Engineer", "Designer", "Founder", "Head of Growth", "Marketing Manager",
-    "Operations Lead", "Product Manager", "Sales Director", "Software Engineer", "VP Finance",
-)  # fmt: skip
 LIFECYCLE_STAGES = (
     "subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer", "evangelist",
     "other",

@@ -35,6 +35,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from integrations_pipeline.sandbox.common import (
+    COMPANIES,
+    FIRST_NAMES,
+    JOB_TITLES,
+    LAST_NAMES,
     AccessStatus,
     Clock,
     OAuthAuthorizationServer,
@@ -82,24 +86,6 @@ EVENT_FIRST_DAY = date(2026, 6, 1)
 EVENT_DAYS = 92
 ALL_DAY_SHARE = 0.1
 
-FIRST_NAMES = (
-    "Ada", "Alan", "Amara", "Ben", "Chen", "Dara", "Elena", "Emeka", "Farah", "Grace", "Hiro", "Ines", "Jonas",
-    "Kemi", "Lars", "Leila", "Mateo", "Mira", "Nadia", "Omar", "Priya", "Quinn", "Rosa", "Sami", "Tariq", "Uma",
-    "Viktor", "Wen", "Yara", "Zoe",
-)  # fmt: skip
-LAST_NAMES = (
-    "Abara", "Berg", "Castillo", "Dubois", "Eriksen", "Fischer", "Garcia", "Hansen", "Ito", "Jensen", "Kowalski",
-    "Lopez", "Moreau", "Nakamura", "Okafor", "Patel", "Quist", "Rossi", "Silva", "Tanaka", "Ueda", "Varga",
-    "Weber", "Xu", "Yilmaz", "Zhang",
-)  # fmt: skip
-COMPANIES = (
-    "Acme Analytics", "Blue Harbor", "Cobalt Labs", "Delta Freight", "Evergreen Health", "Foxglove Media",
-    "Granite Works", "Helios Energy", "Ironbark Foods", "Juniper Retail", "Kestrel Finance", "Lumen Studio",
-)  # fmt: skip
-JOB_TITLES = (
-    "Account Executive", "CTO", "Data Engineer", "Designer", "Founder", "Head of Growth", "Marketing Manager",
-    "Operations Lead", "Product Manager", "Sales Director", "Software Engineer", "VP Finance",
-)  # fmt: skip
 EVENT_SUBJECTS = ("Call", "Demo", "Discovery call", "Kick-off", "Quarterly review", "Renewal", "Workshop", "Lunch")
 LOCATIONS = ("Zoom", "Teams", "HQ, room 2", "Customer site", None, None)
 
