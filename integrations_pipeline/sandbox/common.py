@@ -91,7 +91,8 @@ class RequestRecord:
 
 
 class RequestLogMiddleware:
-    """Append a `RequestRecord` to `log` for every HTTP request once its status is known."""
+    """Append a `RequestRecord` to `log` for every HTTP request, before any byte of its response is sent: a client
+    (a test counting requests) may read the log the moment it has the response."""
 
     def __init__(self, app: ASGIApp, *, log: list[RequestRecord], lock: threading.RLock) -> None:
         self.app = app
@@ -102,22 +103,25 @@ class RequestLogMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status_code = 500  # what the client sees if the app raises before starting a response
+        logged = False
 
-        async def send_and_capture_status(message: Message) -> None:
-            nonlocal status_code
-            if message["type"] == "http.response.start":
-                status_code = message["status"]
+        def record(status_code: int) -> None:
+            nonlocal logged
+            logged = True
+            query = scope.get("query_string", b"").decode("latin-1")
+            with self.lock:
+                self.log.append(RequestRecord(scope["method"], scope["path"], query, status_code))
+
+        async def send_after_logging(message: Message) -> None:
+            if message["type"] == "http.response.start" and not logged:
+                record(message["status"])
             await send(message)
 
         try:
-            await self.app(scope, receive, send_and_capture_status)
+            await self.app(scope, receive, send_after_logging)
         finally:
-            record = RequestRecord(
-                scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"), status_code
-            )
-            with self.lock:
-                self.log.append(record)
+            if not logged:
+                record(500)  # the app raised before starting a response: what the client sees
 
 
 # --- rate limiting ---------------------------------------------------------------------------------------------
