@@ -11,7 +11,6 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
-from datetime import time as clock_time
 from typing import Any, TypeVar
 
 import httpx
@@ -22,6 +21,7 @@ from integrations_pipeline.clients.errors import CursorExpired, ProviderError
 from integrations_pipeline.clients.http import ApiClient, RetryPolicy
 from integrations_pipeline.clients.pagination import CursorPaginator
 from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
+from integrations_pipeline.clients.values import as_utc, text_or_none, utc_midnight
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -166,20 +166,12 @@ _EVENTS = TypeAdapter(list[CalendarEvent])
 # --- pure mappers --------------------------------------------------------------------------------------------------
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    return moment.astimezone(UTC) if moment is not None else None
-
-
 _Entry = TypeVar("_Entry", PersonName, PersonValue, PersonOrganization)
 
 
 def _primary(items: list[_Entry]) -> _Entry | None:
     """The entry Google marks primary, else the first one."""
     return next((item for item in items if item.metadata.primary), items[0] if items else None)
-
-
-def _text(value: str | None) -> str | None:
-    return value or None
 
 
 def to_user(raw: DirectoryUser, connection_id: str) -> UserRecord:
@@ -190,13 +182,13 @@ def to_user(raw: DirectoryUser, connection_id: str) -> UserRecord:
     return UserRecord(
         connection_id=connection_id,
         source_id=raw.id,
-        email=_text(raw.primaryEmail),
-        first_name=_text(raw.name.givenName),
-        last_name=_text(raw.name.familyName),
-        title=_text(organization.title) if organization else None,
+        email=text_or_none(raw.primaryEmail),
+        first_name=text_or_none(raw.name.givenName),
+        last_name=text_or_none(raw.name.familyName),
+        title=text_or_none(organization.title) if organization else None,
         is_active=not (raw.suspended or raw.archived or deleted),
-        created_at=_utc(raw.creationTime),
-        modified_at=_utc(raw.deletionTime),  # Directory exposes no modification time; a deletion is one
+        created_at=as_utc(raw.creationTime),
+        modified_at=as_utc(raw.deletionTime),  # Directory exposes no modification time; a deletion is one
         is_deleted=deleted,
     )
 
@@ -208,14 +200,14 @@ def to_contact(raw: Person, connection_id: str) -> ContactRecord:
     return ContactRecord(
         connection_id=connection_id,
         source_id=raw.resourceName,
-        email=_text(email.value) if email else None,
-        first_name=_text(name.givenName) if name else None,
-        last_name=_text(name.familyName) if name else None,
-        phone=_text(phone.value) if phone else None,
-        company=_text(organization.name) if organization else None,
-        job_title=_text(organization.title) if organization else None,
+        email=text_or_none(email.value) if email else None,
+        first_name=text_or_none(name.givenName) if name else None,
+        last_name=text_or_none(name.familyName) if name else None,
+        phone=text_or_none(phone.value) if phone else None,
+        company=text_or_none(organization.name) if organization else None,
+        job_title=text_or_none(organization.title) if organization else None,
         created_at=None,  # People does not expose when a contact was created
-        modified_at=_utc(max(updates)) if updates else None,
+        modified_at=as_utc(max(updates)) if updates else None,
         is_deleted=raw.metadata.deleted,
     )
 
@@ -226,7 +218,7 @@ def _event_instant(moment: EventTime | None) -> datetime | None:
     if moment.dateTime is not None:
         return moment.dateTime.astimezone(UTC)
     if moment.date is not None:
-        return datetime.combine(moment.date, clock_time.min, UTC)  # all-day: midnight UTC of its date
+        return utc_midnight(moment.date)
     return None
 
 
@@ -239,14 +231,14 @@ def to_event(raw: CalendarEvent, connection_id: str, *, fallback_start: datetime
     return EventRecord(
         connection_id=connection_id,
         source_id=raw.id,
-        title=_text(raw.summary),
-        organizer_email=_text(raw.organizer.email) if raw.organizer else None,
+        title=text_or_none(raw.summary),
+        organizer_email=text_or_none(raw.organizer.email) if raw.organizer else None,
         start_at=start,
         end_at=_event_instant(raw.end),
         is_all_day=raw.start is not None and raw.start.date is not None,
-        location=_text(raw.location),
-        created_at=_utc(raw.created),
-        modified_at=_utc(raw.updated),
+        location=text_or_none(raw.location),
+        created_at=as_utc(raw.created),
+        modified_at=as_utc(raw.updated),
         is_deleted=raw.status == "cancelled",
     )
 

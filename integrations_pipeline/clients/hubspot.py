@@ -20,6 +20,7 @@ from integrations_pipeline.clients.errors import CursorExpired, ProviderError
 from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.pagination import CursorPaginator
 from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
+from integrations_pipeline.clients.values import as_utc, text_or_none
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -114,11 +115,6 @@ _OBJECTS = TypeAdapter(list[HubSpotObject])
 _OWNERS = TypeAdapter(list[HubSpotOwner])
 
 
-def _text(value: str | None) -> str | None:
-    """HubSpot sends unset properties as null or as an empty string: both are None here."""
-    return value or None
-
-
 def parse_instant(value: str | None) -> datetime | None:
     """A datetime property's value: ISO 8601 (HubSpot's output) or epoch milliseconds (what callers may write)."""
     if not value:
@@ -126,8 +122,7 @@ def parse_instant(value: str | None) -> datetime | None:
     text = value.strip()
     if text.lstrip("-").isdigit():
         return datetime.fromtimestamp(int(text) / 1000, UTC)
-    parsed = datetime.fromisoformat(text)
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return as_utc(datetime.fromisoformat(text))
 
 
 def _modified_at(raw: HubSpotObject) -> datetime:
@@ -157,9 +152,9 @@ def to_user(raw: HubSpotOwner, connection_id: str) -> UserRecord:
     return UserRecord(
         connection_id=connection_id,
         source_id=raw.id,
-        email=_text(raw.email),
-        first_name=_text(raw.firstName),
-        last_name=_text(raw.lastName),
+        email=text_or_none(raw.email),
+        first_name=text_or_none(raw.firstName),
+        last_name=text_or_none(raw.lastName),
         title=None,
         is_active=not raw.archived,
         created_at=raw.createdAt,
@@ -185,13 +180,13 @@ def to_event(raw: HubSpotObject, connection_id: str, owner_emails: Mapping[str, 
     return EventRecord(
         connection_id=connection_id,
         source_id=raw.id,
-        title=_text(properties.get("hs_meeting_title")),
+        title=text_or_none(properties.get("hs_meeting_title")),
         organizer_email=(owner_emails or {}).get(owner_id) if owner_id else None,
         # A meeting always has a start in practice; the creation time keeps the required column filled if not.
         start_at=start_at or raw.createdAt or raw.updatedAt,
         end_at=end_at,
         is_all_day=whole_days,
-        location=_text(properties.get("hs_meeting_location")),
+        location=text_or_none(properties.get("hs_meeting_location")),
         created_at=raw.createdAt,
         modified_at=_modified_at(raw),
         is_deleted=raw.archived,

@@ -22,6 +22,7 @@ from integrations_pipeline.clients.errors import CursorExpired, ProviderError
 from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.pagination import NextLinkPaginator
 from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
+from integrations_pipeline.clients.values import text_or_none
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -111,11 +112,6 @@ class GraphEvent(_Lenient):
     removed: Removed | None = Field(default=None, alias="@removed")
 
 
-def _text(value: str | None) -> str | None:
-    """Graph sends "" for many unset strings; the records say None."""
-    return value if value else None
-
-
 def graph_datetime(value: DateTimeTimeZone) -> datetime:
     """A `dateTimeTimeZone` as an aware UTC datetime. Graph writes seven fraction digits, which Python 3.11's
     fromisoformat refuses, so the fraction is cut to microseconds first."""
@@ -140,10 +136,10 @@ def to_user(raw: GraphUser, connection_id: str) -> UserRecord:
     return UserRecord(
         connection_id=connection_id,
         source_id=raw.id,
-        email=_text(raw.mail) or _text(raw.userPrincipalName),
-        first_name=_text(raw.givenName),
-        last_name=_text(raw.surname),
-        title=_text(raw.jobTitle),
+        email=text_or_none(raw.mail) or text_or_none(raw.userPrincipalName),
+        first_name=text_or_none(raw.givenName),
+        last_name=text_or_none(raw.surname),
+        title=text_or_none(raw.jobTitle),
         is_active=raw.removed is None and raw.accountEnabled is not False,
         created_at=raw.createdDateTime,
         modified_at=None,
@@ -158,11 +154,11 @@ def to_contact(raw: GraphContact, connection_id: str) -> ContactRecord:
         connection_id=connection_id,
         source_id=raw.id,
         email=emails[0] if emails else None,
-        first_name=_text(raw.givenName),
-        last_name=_text(raw.surname),
+        first_name=text_or_none(raw.givenName),
+        last_name=text_or_none(raw.surname),
         phone=next((phone for phone in phones if phone), None),
-        company=_text(raw.companyName),
-        job_title=_text(raw.jobTitle),
+        company=text_or_none(raw.companyName),
+        job_title=text_or_none(raw.jobTitle),
         created_at=raw.createdDateTime,
         modified_at=raw.lastModifiedDateTime,
         is_deleted=raw.removed is not None,
@@ -184,12 +180,12 @@ def to_event(raw: GraphEvent, connection_id: str) -> EventRecord:
     return EventRecord(
         connection_id=connection_id,
         source_id=raw.id,
-        title=_text(raw.subject),
-        organizer_email=_text(organizer.address) if organizer else None,
+        title=text_or_none(raw.subject),
+        organizer_email=text_or_none(organizer.address) if organizer else None,
         start_at=start_at,
         end_at=end_at,
         is_all_day=raw.isAllDay,
-        location=_text(raw.location.displayName) if raw.location else None,
+        location=text_or_none(raw.location.displayName) if raw.location else None,
         created_at=raw.createdDateTime,
         modified_at=raw.lastModifiedDateTime,
         is_deleted=False,

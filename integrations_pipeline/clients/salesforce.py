@@ -10,7 +10,7 @@ that could miss purged deletions, so it is stale and the asset resyncs.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,6 +21,7 @@ from integrations_pipeline.clients.errors import CursorExpired, ProviderError
 from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.pagination import NextLinkPaginator
 from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
+from integrations_pipeline.clients.values import as_utc, text_or_none, utc_midnight
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -130,25 +131,17 @@ _CONTACTS = TypeAdapter(list[SalesforceContact])
 _EVENTS = TypeAdapter(list[SalesforceEvent])
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    return moment.astimezone(UTC) if moment is not None else None
-
-
-def _text(value: str | None) -> str | None:
-    return value if value else None
-
-
 def to_user(raw: SalesforceUser, connection_id: str) -> UserRecord:
     return UserRecord(
         connection_id=connection_id,
         source_id=raw.Id,
-        email=_text(raw.Email),
-        first_name=_text(raw.FirstName),
-        last_name=_text(raw.LastName),
-        title=_text(raw.Title),
+        email=text_or_none(raw.Email),
+        first_name=text_or_none(raw.FirstName),
+        last_name=text_or_none(raw.LastName),
+        title=text_or_none(raw.Title),
         is_active=raw.IsActive,
-        created_at=_utc(raw.CreatedDate),
-        modified_at=_utc(raw.SystemModstamp),
+        created_at=as_utc(raw.CreatedDate),
+        modified_at=as_utc(raw.SystemModstamp),
         is_deleted=False,
     )
 
@@ -157,20 +150,16 @@ def to_contact(raw: SalesforceContact, connection_id: str) -> ContactRecord:
     return ContactRecord(
         connection_id=connection_id,
         source_id=raw.Id,
-        email=_text(raw.Email),
-        first_name=_text(raw.FirstName),
-        last_name=_text(raw.LastName),
-        phone=_text(raw.Phone),
-        company=_text(raw.Account.Name) if raw.Account is not None else None,
-        job_title=_text(raw.Title),
-        created_at=_utc(raw.CreatedDate),
-        modified_at=_utc(raw.SystemModstamp),  # moves on deletion too
+        email=text_or_none(raw.Email),
+        first_name=text_or_none(raw.FirstName),
+        last_name=text_or_none(raw.LastName),
+        phone=text_or_none(raw.Phone),
+        company=text_or_none(raw.Account.Name) if raw.Account is not None else None,
+        job_title=text_or_none(raw.Title),
+        created_at=as_utc(raw.CreatedDate),
+        modified_at=as_utc(raw.SystemModstamp),  # moves on deletion too
         is_deleted=raw.IsDeleted,
     )
-
-
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(), tzinfo=UTC)
 
 
 def to_event(raw: SalesforceEvent, connection_id: str) -> EventRecord:
@@ -179,24 +168,24 @@ def to_event(raw: SalesforceEvent, connection_id: str) -> EventRecord:
     start_day = raw.StartDateTime.astimezone(UTC).date() if raw.StartDateTime is not None else None
     first_day = raw.ActivityDate or start_day
     if raw.IsAllDayEvent and first_day is not None:
-        start_at = _midnight(first_day)
+        start_at = utc_midnight(first_day)
         last_day = raw.EndDateTime.astimezone(UTC).date() if raw.EndDateTime is not None else first_day
-        end_at: datetime | None = _midnight(max(last_day, first_day)) + timedelta(days=1)
+        end_at: datetime | None = utc_midnight(max(last_day, first_day)) + timedelta(days=1)
     elif raw.StartDateTime is not None:
-        start_at, end_at = raw.StartDateTime.astimezone(UTC), _utc(raw.EndDateTime)
+        start_at, end_at = raw.StartDateTime.astimezone(UTC), as_utc(raw.EndDateTime)
     else:
         raise ProviderError(f"Salesforce event {raw.Id} has neither StartDateTime nor ActivityDate")
     return EventRecord(
         connection_id=connection_id,
         source_id=raw.Id,
-        title=_text(raw.Subject),
-        organizer_email=_text(raw.Owner.Email) if raw.Owner is not None else None,
+        title=text_or_none(raw.Subject),
+        organizer_email=text_or_none(raw.Owner.Email) if raw.Owner is not None else None,
         start_at=start_at,
         end_at=end_at,
         is_all_day=raw.IsAllDayEvent,
-        location=_text(raw.Location),
-        created_at=_utc(raw.CreatedDate),
-        modified_at=_utc(raw.SystemModstamp),
+        location=text_or_none(raw.Location),
+        created_at=as_utc(raw.CreatedDate),
+        modified_at=as_utc(raw.SystemModstamp),
         is_deleted=raw.IsDeleted,
     )
 

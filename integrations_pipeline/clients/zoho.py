@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +23,7 @@ from integrations_pipeline.clients.errors import CursorExpired, NeedsReauth, Pro
 from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.pagination import dig
 from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
+from integrations_pipeline.clients.values import as_utc, text_or_none, utc_midnight
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -118,31 +119,17 @@ _DELETED = TypeAdapter(list[ZohoDeletedRecord])
 # --- pure mappers ---------------------------------------------------------------------------------------------------
 
 
-def _text(value: str | None) -> str | None:
-    return value if value else None
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _utc_midnight(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
-
-
 def to_user(raw: ZohoUser, connection_id: str) -> UserRecord:
     return UserRecord(
         connection_id=connection_id,
         source_id=raw.id,
-        email=_text(raw.email),
-        first_name=_text(raw.first_name),
-        last_name=_text(raw.last_name),
+        email=text_or_none(raw.email),
+        first_name=text_or_none(raw.first_name),
+        last_name=text_or_none(raw.last_name),
         title=None,  # Zoho users carry a role (a permission level), not a job title
         is_active=raw.status == "active",
-        created_at=_utc(raw.created_time),
-        modified_at=_utc(raw.Modified_Time),
+        created_at=as_utc(raw.created_time),
+        modified_at=as_utc(raw.Modified_Time),
         is_deleted=raw.status == "deleted",
     )
 
@@ -151,14 +138,14 @@ def to_contact(raw: ZohoContact, connection_id: str) -> ContactRecord:
     return ContactRecord(
         connection_id=connection_id,
         source_id=raw.id,
-        email=_text(raw.Email),
-        first_name=_text(raw.First_Name),
-        last_name=_text(raw.Last_Name),
-        phone=_text(raw.Phone),
-        company=_text(raw.Account_Name.name) if raw.Account_Name else None,
-        job_title=_text(raw.Title),
-        created_at=_utc(raw.Created_Time),
-        modified_at=_utc(raw.Modified_Time),
+        email=text_or_none(raw.Email),
+        first_name=text_or_none(raw.First_Name),
+        last_name=text_or_none(raw.Last_Name),
+        phone=text_or_none(raw.Phone),
+        company=text_or_none(raw.Account_Name.name) if raw.Account_Name else None,
+        job_title=text_or_none(raw.Title),
+        created_at=as_utc(raw.Created_Time),
+        modified_at=as_utc(raw.Modified_Time),
         is_deleted=False,
     )
 
@@ -175,7 +162,7 @@ def to_deleted_contact(raw: ZohoDeletedRecord, connection_id: str) -> ContactRec
         company=None,
         job_title=None,
         created_at=None,
-        modified_at=_utc(raw.deleted_time),
+        modified_at=as_utc(raw.deleted_time),
         is_deleted=True,
     )
 
@@ -184,22 +171,22 @@ def to_event(raw: ZohoEvent, connection_id: str) -> EventRecord:
     """All-day events start at midnight UTC of their local date (Zoho sends local midnight with the org offset)."""
     all_day = bool(raw.All_day)
     if all_day:
-        start_at = _utc_midnight(raw.Start_DateTime.date())
-        end_at = _utc_midnight(raw.End_DateTime.date()) if raw.End_DateTime else None
+        start_at = utc_midnight(raw.Start_DateTime.date())
+        end_at = utc_midnight(raw.End_DateTime.date()) if raw.End_DateTime else None
     else:
-        start_at = _utc(raw.Start_DateTime) or raw.Start_DateTime
-        end_at = _utc(raw.End_DateTime)
+        start_at = as_utc(raw.Start_DateTime) or raw.Start_DateTime
+        end_at = as_utc(raw.End_DateTime)
     return EventRecord(
         connection_id=connection_id,
         source_id=raw.id,
-        title=_text(raw.Event_Title),
-        organizer_email=_text(raw.Owner.email) if raw.Owner else None,
+        title=text_or_none(raw.Event_Title),
+        organizer_email=text_or_none(raw.Owner.email) if raw.Owner else None,
         start_at=start_at,
         end_at=end_at,
         is_all_day=all_day,
-        location=_text(raw.Venue),
-        created_at=_utc(raw.Created_Time),
-        modified_at=_utc(raw.Modified_Time),
+        location=text_or_none(raw.Venue),
+        created_at=as_utc(raw.Created_Time),
+        modified_at=as_utc(raw.Modified_Time),
         is_deleted=False,
     )
 
