@@ -1,7 +1,7 @@
 """SQLAlchemy Core tables of the integration state store. Changes go through Alembic migrations only.
 
-Later tables (webhook inbox, dead letters, subscriptions, deliveries, field mappings) hang off
-`connections.id` or `tenant` the same way `credentials` and `sync_cursors` do.
+Sections follow the migrations that created them: 0001 connections and audit, 0002 field mappings, 0003 webhooks
+in, 0004 rate-limit budgets, 0005 webhooks out.
 """
 
 from __future__ import annotations
@@ -129,3 +129,72 @@ field_mappings = sa.Table(
     sa.Column("transform", sa.String(16), nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# -- 0003: webhooks in -------------------------------------------------------------------------------------------
+
+# What a provider was asked to push to us for one connection: a Graph subscription, a Google channel, a Zoho watch
+# channel. The secret it echoes (Graph clientState, Google channel token, Zoho token) is kept only as its SHA-256:
+# verification compares hashes in constant time, and nothing here needs the secret back.
+push_subscriptions = sa.Table(
+    "push_subscriptions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # ours; the channel id where the provider lets us choose it
+    sa.Column("connection_id", sa.String(160), sa.ForeignKey("connections.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("entity", sa.String(32), nullable=False),
+    sa.Column("resource", sa.Text, nullable=False),  # what is watched, as the provider names it
+    sa.Column("external_id", sa.String(255), nullable=True, index=True),  # the provider's id (Graph, Google resource)
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # active | removed | failed
+    sa.Column("status_reason", sa.Text, nullable=True),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Every verified notification, committed before it is acknowledged. (source, event_id) deduplicates: `source` is
+# the provider or `standard:<name>`, `event_id` the sender's id (or a digest where the sender gives none). Rows stay
+# at least the dedup window after they are done, so a late retry still finds its twin.
+webhook_inbox = sa.Table(
+    "webhook_inbox",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(96), nullable=False),
+    sa.Column("event_id", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),  # change | missed | lifecycle | ...
+    sa.Column("connection_id", sa.String(160), nullable=True, index=True),
+    sa.Column("entity", sa.String(32), nullable=True),
+    sa.Column("partition_key", sa.String(64), nullable=True),  # the day, where the event names one
+    sa.Column("payload", sa.JSON, nullable=False),  # as received, minus any secret the sender echoes
+    sa.Column("status", sa.String(16), nullable=False),  # pending | requested | done | dead
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("run_key", sa.String(160), nullable=True, index=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("source", "event_id"),
+    sa.Index("ix_webhook_inbox_status_id", "status", "id"),
+)
+
+# Inbox events that failed five times, with the cause; the inbox row stays (status `dead`) so duplicates still
+# deduplicate. A replay puts the inbox row back to pending and stamps `replayed_at` here.
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("inbox_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=False, index=True),
+    sa.Column("source", sa.String(96), nullable=False),
+    sa.Column("event_id", sa.String(255), nullable=False),
+    sa.Column("connection_id", sa.String(160), nullable=True, index=True),
+    sa.Column("entity", sa.String(32), nullable=True),
+    sa.Column("partition_key", sa.String(64), nullable=True),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("cause", sa.Text, nullable=False),
+    sa.Column("failed_at", UTCDateTime, nullable=False),
+    sa.Column("replayed_at", UTCDateTime, nullable=True),
+)
+
+# -- 0004: rate-limit budgets ------------------------------------------------------------------------------------
+
+# -- 0005: webhooks out ------------------------------------------------------------------------------------------
