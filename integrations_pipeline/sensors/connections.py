@@ -1,4 +1,4 @@
-"""Sensors. `connections_sensor` keeps each provider's connection partitions in step with the state store and
+"""`connections_sensor` keeps each provider's connection partitions in step with the state store and
 starts the first sync of every new connection."""
 
 import dagster as dg
@@ -6,7 +6,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
 
-from integrations_pipeline.partitions import CONNECTION, DAY, TENANT, TENANTS, connection_partitions
+from integrations_pipeline.partitions import TENANTS, connection_partitions
 from integrations_pipeline.resources import IntegrationsResource
 from integrations_pipeline.store import ConnectionStatus
 
@@ -61,37 +61,3 @@ def build_connections_sensor(sync_jobs: dict[str, UnresolvedAssetJobDefinition])
         return dg.SensorResult(run_requests=run_requests, dynamic_partitions_requests=partition_requests)
 
     return connections_sensor
-
-
-def build_unified_sensor(
-    provider_jobs: list[UnresolvedAssetJobDefinition], unified_jobs: dict[bool, UnresolvedAssetJobDefinition]
-) -> dg.SensorDefinition:
-    """After a provider sync succeeds, refresh that tenant's unified partition (and day, for events)."""
-
-    @dg.run_status_sensor(
-        name="unified_sensor",
-        run_status=dg.DagsterRunStatus.SUCCESS,
-        monitored_jobs=provider_jobs,
-        request_jobs=list(unified_jobs.values()),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Rebuilds a tenant's unified users, contacts or events after any of its connections synced.",
-    )
-    def unified_sensor(
-        context: dg.RunStatusSensorContext, integrations: IntegrationsResource
-    ) -> dg.RunRequest | dg.SkipReason:
-        tags = context.dagster_run.tags
-        day = tags.get(f"{PARTITION_TAG}/{DAY}")
-        connection_id = tags.get(f"{PARTITION_TAG}/{CONNECTION}") if day else tags.get(PARTITION_TAG)
-        connection = integrations.store.get_connection(connection_id) if connection_id else None
-        job = unified_jobs.get(day is not None)
-        if connection is None or job is None:
-            return dg.SkipReason(f"run {context.dagster_run.run_id} has no connection partition to follow up")
-        key = dg.MultiPartitionKey({TENANT: connection.tenant, DAY: day}) if day else connection.tenant
-        return dg.RunRequest(
-            job_name=job.name,
-            partition_key=key,
-            run_key=f"unified:{context.dagster_run.run_id}",
-            tags={"trigger": "provider_sync", "source_run": context.dagster_run.run_id},
-        )
-
-    return unified_sensor
