@@ -87,7 +87,8 @@ class StateStore:
                 yield conn
 
     @contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
+    def write(self) -> Iterator[sa.Connection]:
+        """A write transaction; on SQLite it takes the write lock up front, so a read-then-write never deadlocks."""
         with self.locked("store:write") if self.engine.dialect.name == "sqlite" else self.engine.begin() as conn:
             yield conn
 
@@ -167,7 +168,7 @@ class StateStore:
         )
 
     def record_sync(self, connection_id: str, at: datetime | None = None) -> None:
-        with self._write() as conn:
+        with self.write() as conn:
             conn.execute(
                 schema.connections.update()
                 .where(schema.connections.c.id == connection_id)
@@ -241,7 +242,7 @@ class StateStore:
         state_hash = _hash_state(state)
         now = utcnow()
         expires_at = now + OAUTH_STATE_TTL
-        with self._write() as conn:
+        with self.write() as conn:
             conn.execute(schema.oauth_states.delete().where(schema.oauth_states.c.expires_at < now - OAUTH_STATE_TTL))
             conn.execute(
                 schema.oauth_states.insert().values(
@@ -266,7 +267,7 @@ class StateStore:
         state_hash = _hash_state(state)
         table = schema.oauth_states
         now = utcnow()
-        with self._write() as conn:
+        with self.write() as conn:
             row = conn.execute(sa.select(table).where(table.c.state_hash == state_hash)).first()
             if row is None:
                 raise InvalidState("unknown authorization state; start the connection again")
@@ -309,7 +310,7 @@ class StateStore:
         table = schema.sync_cursors
         key = (table.c.connection_id == connection_id) & (table.c.entity == entity)
         key &= table.c.partition_key == partition_key
-        with self._write() as conn:
+        with self.write() as conn:
             if conn.execute(table.update().where(key).values(cursor=cursor, updated_at=utcnow())).rowcount == 0:
                 conn.execute(
                     table.insert().values(
@@ -323,7 +324,7 @@ class StateStore:
 
     def clear_cursor(self, connection_id: str, entity: str, partition_key: str = LIVE_PARTITION) -> None:
         table = schema.sync_cursors
-        with self._write() as conn:
+        with self.write() as conn:
             conn.execute(
                 table.delete().where(
                     (table.c.connection_id == connection_id)
@@ -444,7 +445,7 @@ class StateStore:
                     )
                     moved += 1
         states = schema.oauth_states
-        with self._write() as conn:
+        with self.write() as conn:
             for row in conn.execute(sa.select(states).where(states.c.key_id != primary)).all():
                 aad = _verifier_aad(row.state_hash)
                 try:

@@ -148,6 +148,7 @@ push_subscriptions = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),  # active | removed | failed
     sa.Column("status_reason", sa.Text, nullable=True),
     sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("renewed_at", UTCDateTime, nullable=False),  # start of the current life: renew past its half
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )

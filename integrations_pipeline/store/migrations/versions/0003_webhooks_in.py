@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("status_reason", sa.Text, nullable=True),
         sa.Column("expires_at", UTCDateTime, nullable=False),
+        sa.Column("renewed_at", UTCDateTime, nullable=False),
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_push_subscriptions"),
