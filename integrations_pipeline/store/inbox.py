@@ -239,7 +239,11 @@ class WebhookInbox:
     def depth(self) -> dict[str, int]:
         table = schema.webhook_inbox
         with self.store.engine.connect() as conn:
-            counts = dict(conn.execute(sa.select(table.c.status, sa.func.count()).group_by(table.c.status)).all())
+            counts: dict[str, int] = dict(
+                conn.execute(  # type: ignore[arg-type]
+                    sa.select(table.c.status, sa.func.count()).group_by(table.c.status)
+                ).all()
+            )
         return {status.value: int(counts.get(status.value, 0)) for status in InboxStatus}
 
     def purge(self, *, older_than: timedelta = DEDUP_WINDOW) -> int:

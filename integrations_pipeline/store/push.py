@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Collection
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
@@ -76,8 +77,9 @@ class PushSubscriptions:
         """Store a new subscription and return it with its fresh secret, which is never readable again."""
         secret = secrets.token_urlsafe(SECRET_BYTES)
         now = utcnow()
-        row = {
-            "id": subscription_id or secrets.token_urlsafe(16),
+        new_id = subscription_id or secrets.token_urlsafe(16)
+        row: dict[str, Any] = {
+            "id": new_id,
             "connection_id": connection_id,
             "provider": provider,
             "entity": entity,
@@ -99,9 +101,9 @@ class PushSubscriptions:
                 actor="push_lifecycle",
                 provider=provider,
                 connection_id=connection_id,
-                detail={"subscription_id": row["id"], "entity": entity, "expires_at": expires_at.isoformat()},
+                detail={"subscription_id": new_id, "entity": entity, "expires_at": expires_at.isoformat()},
             )
-        return self._require(row["id"]), secret
+        return self._require(new_id), secret
 
     def get(self, subscription_id: str) -> PushSubscription | None:
         return self._one(schema.push_subscriptions.c.id == subscription_id)
@@ -125,7 +127,7 @@ class PushSubscriptions:
     def renewed(
         self, subscription_id: str, *, expires_at: datetime, external_id: str | None = None
     ) -> PushSubscription:
-        values: dict[str, object] = {"expires_at": expires_at, "renewed_at": utcnow(), "updated_at": utcnow()}
+        values: dict[str, Any] = {"expires_at": expires_at, "renewed_at": utcnow(), "updated_at": utcnow()}
         if external_id is not None:
             values["external_id"] = external_id
         self._update(subscription_id, values, "push_subscription.renewed", {"expires_at": expires_at.isoformat()})
@@ -164,7 +166,7 @@ class PushSubscriptions:
             raise StoreError(f"no push subscription {subscription_id!r}")
         return found
 
-    def _update(self, subscription_id: str, values: dict[str, object], action: str, detail: dict[str, object]) -> None:
+    def _update(self, subscription_id: str, values: dict[str, Any], action: str, detail: dict[str, Any]) -> None:
         table = schema.push_subscriptions
         with self.store.write() as conn:
             row = conn.execute(
