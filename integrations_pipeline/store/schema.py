@@ -199,3 +199,93 @@ dead_letters = sa.Table(
 # -- 0004: rate-limit budgets ------------------------------------------------------------------------------------
 
 # -- 0005: webhooks out ------------------------------------------------------------------------------------------
+
+# -- 0006: audit anchor ------------------------------------------------------------------------------------------
+
+# The audit chain's head, one row (id 1) rewritten in the same transaction as every append. A hash chain proves
+# each entry against the one before it, but not that nothing followed the last one: deleting the newest entries
+# leaves a perfect shorter chain. The head pins the last entry's id and hash and the number of entries, so
+# `audit verify` sees a truncated tail too.
+audit_head = sa.Table(
+    "audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
+    sa.Column("entry_hash", sa.String(64), nullable=False),
+    sa.Column("entries", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# A receiver of our signed events. Its `whsec_` secret is needed again to sign, so it is kept encrypted under the
+# keyring (bound to the subscription id); during a rotation the previous secret also signs until its expiry.
+webhook_subscriptions = sa.Table(
+    "webhook_subscriptions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("event_types", sa.JSON, nullable=False),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # active | disabled
+    sa.Column("status_reason", sa.Text, nullable=True),
+    sa.Column("key_id", sa.String(32), nullable=False, index=True),
+    sa.Column("secret_ciphertext", sa.Text, nullable=False),
+    sa.Column("previous_key_id", sa.String(32), nullable=True, index=True),
+    sa.Column("previous_secret_ciphertext", sa.Text, nullable=True),
+    sa.Column("previous_secret_expires_at", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# The outbox: every event, written in the transaction of the change it reports. `id` is the `webhook-id` that
+# receivers deduplicate on, the same for every attempt and replay.
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("connection_id", sa.String(160), nullable=True, index=True),
+    sa.Column("data", sa.JSON, nullable=False),  # facts only, never a secret
+    sa.Column("occurred_at", UTCDateTime, nullable=False),
+)
+
+# One event to one subscription: fanned out when the event is written. Claimed by moving `next_attempt_at` ahead.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column(
+        "subscription_id",
+        sa.String(64),
+        sa.ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("event_id", sa.String(64), sa.ForeignKey("webhook_events.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("replay_of", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | delivered | failed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+# Every attempt at a delivery, successful or not: the history the gateway shows.
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column(
+        "delivery_id",
+        sa.String(64),
+        sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("attempted_at", UTCDateTime, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("latency_ms", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("response_excerpt", sa.Text, nullable=True),
+)
