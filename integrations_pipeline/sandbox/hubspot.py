@@ -56,6 +56,7 @@ from integrations_pipeline.sandbox.common import (
     read_form,
     synchronized,
 )
+from integrations_pipeline.sandbox.hubspot_push import HubSpotPush, developer_api_key_for
 
 __all__ = ["HubSpotEmulator", "RequestRecord"]
 
@@ -662,6 +663,8 @@ class _ObjectStore:
         self.version = 0  # bumped by every mutation; invalidates cached search results
         self.search_cache: OrderedDict[tuple[int, str], list[int]] = OrderedDict()
         self._now_ms = now_ms
+        # (operation, object id, changed properties) after each write: the webhooks hook (hubspot_push.py).
+        self.on_change: Callable[[str, int, Mapping[str, str | None]], None] | None = None
 
     # --- reads ---
 
@@ -824,12 +827,16 @@ class _ObjectStore:
         self.rows[row.id] = row
         self.live_ids.append(row.id)  # ids only grow, so the list stays sorted
         self._set_values(row, properties)
+        if self.on_change is not None:
+            self.on_change("creation", row.id, properties)
         return row
 
     def update(self, object_id: str, properties: Mapping[str, str | None]) -> _ObjectRow:
         row = self.live_row(object_id)
         self.check_writable(properties, editing_id=row.id)
         self._set_values(row, properties)
+        if self.on_change is not None:
+            self.on_change("propertyChange", row.id, properties)
         return row
 
     def archive(self, object_id: str) -> bool:
@@ -846,6 +853,8 @@ class _ObjectStore:
             if self.schema.unique_email:
                 self.id_by_email.pop(row.values.get("email", "").lower(), None)
             self.version += 1
+            if self.on_change is not None:
+                self.on_change("deletion", row.id, {})
         return True
 
     def purge_archived(self, archived_before_ms: int) -> int:
@@ -907,11 +916,24 @@ class HubSpotEmulator:
         daily_limit: int = 250_000,
         portal_id: int = 62515,
         clock: Clock = time.time,
+        developer_api_key: str | None = None,
+        push_time_scale: float = 1.0,
     ) -> None:
         self._lock = threading.RLock()
         self.client_id = client_id
         self.portal_id = portal_id
         self.app_id = zlib.crc32(client_id.encode()) % 9_000_000 + 1_000_000
+        # Webhooks (hubspot_push.py): app-level settings behind the developer API key; `push_time_scale` compresses
+        # HubSpot's day of retries for tests. Without a key given, one is derived from the client secret.
+        self.push = HubSpotPush(
+            lock=self._lock,
+            clock=clock,
+            app_id=self.app_id,
+            portal_id=portal_id,
+            client_secret=client_secret,
+            developer_api_key=developer_api_key or developer_api_key_for(client_secret),
+            time_scale=push_time_scale,
+        )
         self.clock = clock
         self.request_log: list[RequestRecord] = []
         self._oauth = OAuthAuthorizationServer(
@@ -932,6 +954,7 @@ class HubSpotEmulator:
             next_id=MEETING_IDS_FROM,
             now_ms=self._now_ms,
         )
+        self._contacts.on_change = self.push.contact_changed
         self.app = self._build_app()
 
     # --- state inspection and mutation (Python side) --------------------------------------------------------------
@@ -1439,6 +1462,7 @@ class HubSpotEmulator:
             Route("/crm/v3/owners/", crm(self._list_owners, OWNERS_SCOPE), methods=["GET"]),
             Route("/crm/v3/owners", crm(self._list_owners, OWNERS_SCOPE), methods=["GET"]),
             Route("/crm/v3/owners/{owner_id}", crm(self._get_owner, OWNERS_SCOPE), methods=["GET"]),
+            *self.push.routes(),
         ]
         for store in (self._contacts, self._meetings):
             base = f"/crm/v3/objects/{store.schema.name}"
