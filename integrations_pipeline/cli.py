@@ -6,8 +6,10 @@ Every refusal is one line naming what to fix, with exit status 1; never a stack 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import click
@@ -19,6 +21,7 @@ from integrations_pipeline.gateway.mappings import MappingService, PreviewReques
 from integrations_pipeline.mapping import MappingUpdate
 from integrations_pipeline.settings import Settings, SettingsError, load_settings
 from integrations_pipeline.store import StateStore, StoreError, create_store_engine
+from integrations_pipeline.store import audit as audit_log
 from integrations_pipeline.store import migrate as migrations
 
 
@@ -81,8 +84,8 @@ def keys_generate(key_id: str | None) -> None:
 @friendly_errors
 def keys_rotate() -> None:
     store = open_store(load_settings())
-    with store.engine.begin() as conn:
-        moved = store.rotate_keys()
+    moved = store.rotate_keys()
+    with store.locked("audit_log") as conn:
         store.audit(conn, "keys.rotated", actor="cli", detail={"rows": moved, "primary": store.keyring.primary_key_id})
     click.echo(f"re-encrypted {moved} secrets under key {store.keyring.primary_key_id}")
     _print_key_usage(store)
@@ -113,6 +116,52 @@ def connections_list() -> None:
     for connection in open_store(load_settings()).list_connections():
         expires = connection.token_expires_at.isoformat() if connection.token_expires_at else "-"
         click.echo(f"{connection.id}\t{connection.status.value}\ttoken expires {expires}")
+
+
+@main.group(help="The hash-chained audit log of what was done to connections, keys and mappings.")
+def audit() -> None:
+    pass
+
+
+@audit.command("verify", help="Check every entry's hash and link and the chain's head; exit 1 when broken.")
+@click.option("--expect", "expected_hash", default=None, help="a head hash printed by an earlier verify")
+@friendly_errors
+def audit_verify(expected_hash: str | None) -> None:
+    verdict = audit_log.verify(open_store(load_settings()), expected_hash)
+    click.echo(verdict.summary())
+    if not verdict.intact:
+        raise SystemExit(1)
+
+
+@audit.command("list", help="Audit entries, oldest first (never a secret: none is ever written).")
+@click.option("--tenant", default=None)
+@click.option("--provider", default=None)
+@click.option("--connection", "connection_id", default=None, help="a connection id, e.g. hubspot-acme")
+@click.option("--action", default=None, help="e.g. connection.connected, token.refreshed, mapping.changed")
+@click.option("--since", default=None, type=click.DateTime(), help="ISO date or time, UTC")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1), help="the newest N")
+@friendly_errors
+def audit_list(
+    tenant: str | None,
+    provider: str | None,
+    connection_id: str | None,
+    action: str | None,
+    since: datetime | None,
+    limit: int,
+) -> None:
+    entries = open_store(load_settings()).audit_entries(
+        tenant=tenant,
+        provider=provider,
+        connection_id=connection_id,
+        action=action,
+        since=since.replace(tzinfo=UTC) if since else None,
+        limit=limit,
+    )
+    for entry in entries:
+        subject = entry.connection_id or "/".join(part for part in (entry.tenant, entry.provider) if part) or "-"
+        when = entry.occurred_at.isoformat(timespec="seconds")
+        detail = json.dumps(entry.detail, sort_keys=True, default=str)
+        click.echo(f"{entry.id}\t{when}\t{entry.actor}\t{entry.action}\t{subject}\t{detail}")
 
 
 @main.group(help="Tenants' field mappings for the unified tables.")

@@ -16,6 +16,7 @@ from integrations_pipeline.crypto import DecryptionError, Keyring
 from integrations_pipeline.mapping import ENTITIES, FieldRule, ProviderMapping, Transform
 from integrations_pipeline.store import schema
 from integrations_pipeline.store.engine import SQLITE_BEGIN
+from integrations_pipeline.store.events import EventType, record_event
 from integrations_pipeline.store.models import (
     AuditEntry,
     Connection,
@@ -50,6 +51,11 @@ def connection_id_for(tenant: str, provider: str) -> str:
 
 def _credential_aad(connection_id: str, name: str) -> str:
     return f"connection:{connection_id}:{name}"
+
+
+def subscription_secret_aad(subscription_id: str) -> str:
+    """The current and the previous secret share it: either may be the one that moves on rotation."""
+    return f"webhook_subscription:{subscription_id}:secret"
 
 
 def _verifier_aad(state_hash: str) -> str:
@@ -152,12 +158,21 @@ class StateStore:
             return [Connection.model_validate(row._asdict()) for row in conn.execute(query)]
 
     def set_status(self, conn: sa.Connection, connection_id: str, status: ConnectionStatus, reason: str | None) -> None:
+        """Set the status inside `conn`'s transaction; turning needs_reauth also records the outgoing event."""
         table = schema.connections
+        before = conn.execute(sa.select(table.c.status).where(table.c.id == connection_id)).scalar()
+        now = utcnow()
         conn.execute(
             table.update()
             .where(table.c.id == connection_id)
-            .values(status=status.value, status_reason=reason, updated_at=utcnow())
+            .values(status=status.value, status_reason=reason, updated_at=now)
         )
+        if status == ConnectionStatus.NEEDS_REAUTH and before not in (None, status.value):
+            connection = self._get_connection(conn, connection_id)
+            data = {"connection_id": connection_id, "tenant": connection.tenant, "provider": connection.provider}
+            record_event(
+                conn, EventType.NEEDS_REAUTH, connection_id=connection_id, at=now, data={**data, "reason": reason}
+            )
 
     def disconnect(self, conn: sa.Connection, connection_id: str) -> None:
         """Forget the tokens and mark the connection disconnected; its history and cursors stay."""
@@ -377,10 +392,13 @@ class StateStore:
         connection_id: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        """Append a hash-chained entry inside `conn`'s transaction. Callers pass facts, never secrets."""
+        """Append a hash-chained entry inside `conn`'s transaction and move the chain's head with it.
+
+        Callers pass facts, never secrets; detail keys that name a secret are redacted all the same.
+        """
         if self.engine.dialect.name != "sqlite":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_advisory_key("audit_log"))))
-        table = schema.audit_log
+        table, head = schema.audit_log, schema.audit_head
         prev_hash = conn.execute(sa.select(table.c.entry_hash).order_by(table.c.id.desc()).limit(1)).scalar()
         entry = {
             "occurred_at": utcnow(),
@@ -389,17 +407,47 @@ class StateStore:
             "tenant": tenant,
             "provider": provider,
             "connection_id": connection_id,
-            "detail": detail or {},
+            "detail": redact_secrets(detail or {}),
             "prev_hash": prev_hash or GENESIS_HASH,
         }
-        conn.execute(table.insert().values(**entry, entry_hash=audit_hash(entry)))
+        entry_hash = audit_hash(entry)
+        inserted = conn.execute(table.insert().values(**entry, entry_hash=entry_hash)).inserted_primary_key
+        assert inserted is not None
+        entry_id = inserted[0]
+        anchor = {"last_id": entry_id, "entry_hash": entry_hash, "updated_at": entry["occurred_at"]}
+        moved = conn.execute(head.update().where(head.c.id == 1).values(**anchor, entries=head.c.entries + 1))
+        if moved.rowcount == 0:
+            entries = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            conn.execute(head.insert().values(id=1, entries=entries, **anchor))
 
-    def audit_entries(self, *, connection_id: str | None = None) -> list[AuditEntry]:
-        query = sa.select(schema.audit_log).order_by(schema.audit_log.c.id)
-        if connection_id is not None:
-            query = query.where(schema.audit_log.c.connection_id == connection_id)
+    def audit_entries(
+        self,
+        *,
+        connection_id: str | None = None,
+        tenant: str | None = None,
+        provider: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEntry]:
+        """Entries oldest first; with `limit`, the newest `limit` of those that match."""
+        log = schema.audit_log
+        query = sa.select(log)
+        for column, wanted in (
+            (log.c.connection_id, connection_id),
+            (log.c.tenant, tenant),
+            (log.c.provider, provider),
+            (log.c.action, action),
+        ):
+            if wanted is not None:
+                query = query.where(column == wanted)
+        if since is not None:
+            query = query.where(log.c.occurred_at >= since)
+        if limit is not None:
+            query = query.order_by(log.c.id.desc()).limit(limit)
         with self.engine.connect() as conn:
-            return [AuditEntry.model_validate(row._asdict()) for row in conn.execute(query)]
+            entries = [AuditEntry.model_validate(row._asdict()) for row in conn.execute(query)]
+        return sorted(entries, key=lambda entry: entry.id)
 
     # -- key rotation -----------------------------------------------------------------------------------------
 
@@ -407,8 +455,16 @@ class StateStore:
         """How many stored ciphertexts each key id still protects."""
         usage: dict[str, int] = {}
         with self.engine.connect() as conn:
-            for table in (schema.credentials, schema.oauth_states):
-                for key_id, count in conn.execute(sa.select(table.c.key_id, sa.func.count()).group_by(table.c.key_id)):
+            subscriptions = schema.webhook_subscriptions
+            for column in (
+                schema.credentials.c.key_id,
+                schema.oauth_states.c.key_id,
+                subscriptions.c.key_id,
+                subscriptions.c.previous_key_id,
+            ):
+                for key_id, count in conn.execute(
+                    sa.select(column, sa.func.count()).where(column.is_not(None)).group_by(column)
+                ):
                     usage[key_id] = usage.get(key_id, 0) + count
         return usage
 
@@ -458,6 +514,34 @@ class StateStore:
                     .values(code_verifier_ciphertext=self.keyring.encrypt(plain, associated_data=aad), key_id=primary)
                 )
                 moved += 1
+        return moved + self._rotate_subscription_secrets()
+
+    def _rotate_subscription_secrets(self) -> int:
+        """Outgoing webhook secrets (current and, during a rotation overlap, previous) onto the primary key."""
+        primary = self.keyring.primary_key_id
+        table = schema.webhook_subscriptions
+        moved = 0
+        with self.write() as conn:
+            stale = (table.c.key_id != primary) | (table.c.previous_key_id != primary)
+            for row in conn.execute(sa.select(table).where(stale)).all():
+                aad = subscription_secret_aad(row.id)
+                values: dict[str, str] = {}
+                for key_column, text_column in (
+                    ("key_id", "secret_ciphertext"),
+                    ("previous_key_id", "previous_secret_ciphertext"),
+                ):
+                    if getattr(row, key_column) in (None, primary):
+                        continue
+                    try:
+                        plain = self.keyring.decrypt(getattr(row, text_column), associated_data=aad)
+                    except DecryptionError:
+                        raise StoreError(
+                            f"webhook subscription {row.id} is under key {getattr(row, key_column)!r}, "
+                            "which the keyring lacks"
+                        ) from None
+                    values |= {key_column: primary, text_column: self.keyring.encrypt(plain, associated_data=aad)}
+                    moved += 1
+                conn.execute(table.update().where(table.c.id == row.id).values(**values))
         return moved
 
 
@@ -468,6 +552,30 @@ def audit_hash(entry: dict[str, Any]) -> str:
     facts["occurred_at"] = occurred_at.astimezone(UTC).isoformat(timespec="microseconds")
     canonical = json.dumps(facts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256((entry["prev_hash"] + canonical).encode()).hexdigest()
+
+
+SECRET_KEY_ENDINGS = ("secret", "token", "password", "authorization", "api_key", "code_verifier")
+REDACTED = "[redacted]"
+
+
+def redact_secrets(detail: dict[str, Any]) -> dict[str, Any]:
+    """A guard behind the callers' own care: a value under a key that names a secret never reaches the log.
+
+    A key is secret-named when it ends so (`client_secret`, `refresh_token`); `token_expires_at` passes through.
+    """
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: REDACTED if _names_secret(str(key)) else clean(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        return value
+
+    return clean(detail)  # type: ignore[no-any-return]
+
+
+def _names_secret(key: str) -> bool:
+    return key.lower().endswith(SECRET_KEY_ENDINGS)
 
 
 def verify_audit_chain(entries: list[AuditEntry]) -> int | None:

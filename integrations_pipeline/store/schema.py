@@ -1,7 +1,7 @@
 """SQLAlchemy Core tables of the integration state store. Changes go through Alembic migrations only.
 
 Sections follow the migrations that created them: 0001 connections and audit, 0002 field mappings, 0003 webhooks
-in, 0004 rate-limit budgets, 0005 webhooks out.
+in, 0004 rate-limit budgets, 0005 webhooks out, 0006 the audit chain's head.
 """
 
 from __future__ import annotations
@@ -198,23 +198,22 @@ dead_letters = sa.Table(
 
 # -- 0004: rate-limit budgets ------------------------------------------------------------------------------------
 
-# -- 0005: webhooks out ------------------------------------------------------------------------------------------
-
-# -- 0006: audit anchor ------------------------------------------------------------------------------------------
-
-# The audit chain's head, one row (id 1) rewritten in the same transaction as every append. A hash chain proves
-# each entry against the one before it, but not that nothing followed the last one: deleting the newest entries
-# leaves a perfect shorter chain. The head pins the last entry's id and hash and the number of entries, so
-# `audit verify` sees a truncated tail too.
-audit_head = sa.Table(
-    "audit_head",
+# One row per provider limit (bucket) of a connection, shared by every run (store/budget.py). `slots` holds the
+# calls granted in the rolling window as [slot_start_epoch_s, calls] pairs, oldest first: ten per window at most.
+rate_budgets = sa.Table(
+    "rate_budgets",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("last_id", sa.BigInteger, nullable=False),
-    sa.Column("entry_hash", sa.String(64), nullable=False),
-    sa.Column("entries", sa.BigInteger, nullable=False),
+    sa.Column("connection_id", sa.String(160), primary_key=True),
+    sa.Column("provider", sa.String(32), primary_key=True),
+    sa.Column("bucket", sa.String(16), primary_key=True),  # burst | window | daily
+    sa.Column("call_limit", sa.Integer, nullable=False),
+    sa.Column("window_s", sa.Float, nullable=False),
+    sa.Column("slots", sa.JSON, nullable=False),
+    sa.Column("blocked_until", UTCDateTime, nullable=True),  # a Retry-After or an exhausted quota, for everyone
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# -- 0005: webhooks out ------------------------------------------------------------------------------------------
 
 # A receiver of our signed events. Its `whsec_` secret is needed again to sign, so it is kept encrypted under the
 # keyring (bound to the subscription id); during a rotation the previous secret also signs until its expiry.
@@ -288,4 +287,20 @@ webhook_attempts = sa.Table(
     sa.Column("latency_ms", sa.Integer, nullable=False),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("response_excerpt", sa.Text, nullable=True),
+)
+
+# -- 0006: audit anchor ------------------------------------------------------------------------------------------
+
+# The audit chain's head, one row (id 1) rewritten in the same transaction as every append. A hash chain proves
+# each entry against the one before it, but not that nothing followed the last one: deleting the newest entries
+# leaves a perfect shorter chain. The head pins the last entry's id and hash and the number of entries, so
+# `audit verify` sees a truncated tail too.
+audit_head = sa.Table(
+    "audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
+    sa.Column("entry_hash", sa.String(64), nullable=False),
+    sa.Column("entries", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
 )
