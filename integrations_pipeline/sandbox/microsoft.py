@@ -58,6 +58,7 @@ from integrations_pipeline.sandbox.common import (
     read_form,
     synchronized,
 )
+from integrations_pipeline.sandbox.microsoft_push import GraphPush, write_routes
 
 __all__ = ["MicrosoftEmulator", "RequestRecord"]
 
@@ -261,6 +262,7 @@ class MicrosoftEmulator:
         rate_window_s: float = 600.0,
         delta_token_ttl_s: float | None = None,
         clock: Clock = time.time,
+        push_time_scale: float = 1.0,
     ) -> None:
         self._lock = threading.RLock()
         self.client_id = client_id
@@ -293,6 +295,15 @@ class MicrosoftEmulator:
         self._seed = seed
         self._next_number = {"contacts": contacts + 1, "events": events + 1}
         self.me_id = ""  # the first generated user: the mailbox the OAuth grant signs in as
+        # Change notifications (microsoft_push.py); `push_time_scale` compresses Graph's retry schedule for tests.
+        self.push = GraphPush(
+            lock=self._lock,
+            clock=clock,
+            tenant_id=self.tenant_id,
+            application_id=client_id,
+            me_id=lambda: self.me_id,
+            time_scale=push_time_scale,
+        )
         self._generate(users, contacts, events, seed)
         self.app = self._build_app()
 
@@ -500,11 +511,13 @@ class MicrosoftEmulator:
         collection = self._collections[kind]
         collection.rows[item_id] = _Row(item_id, data, self._seq)
         collection.changes.append((self._seq, item_id))
+        self.push.changed(kind, item_id, "created")
 
     def _touch(self, kind: str, row: _Row) -> None:
         self._seq += 1
         row.seq = self._seq
         self._collections[kind].changes.append((self._seq, row.id))
+        self.push.changed(kind, row.id, "deleted" if row.deleted else "updated")
 
     # --- inspection ------------------------------------------------------------------------------------------------
 
@@ -1159,6 +1172,9 @@ class MicrosoftEmulator:
                 Route(f"/v1.0/me/calendarView/{function}", events_delta, methods=["GET"]),
                 Route(f"/v1.0/users/{{user_id}}/calendarView/{function}", events_delta, methods=["GET"]),
             ]
+        subscribable = USERS_SCOPES | CONTACTS_SCOPES | EVENTS_SCOPES
+        routes += self.push.routes(lambda handler: self._graph_endpoint(handler, subscribable, outlook_denied))
+        routes += write_routes(self, lambda handler, scopes: self._graph_endpoint(handler, scopes, outlook_denied))
         return Starlette(
             routes=routes,
             middleware=[Middleware(RequestLogMiddleware, log=self.request_log, lock=self._lock)],
