@@ -6,12 +6,16 @@ directory is read too (`make dev` writes one, git-ignored). Errors name the vari
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from pathlib import Path
 
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
@@ -34,6 +38,64 @@ class ProviderApp(BaseModel):
         description="one origin serving both OAuth and the API (the sandbox emulators); unset for the real provider",
     )
     scopes: list[str] | None = Field(default=None, description="scopes to request instead of the provider's defaults")
+    rate_limit: int | None = Field(
+        default=None, ge=1, description="calls per rate window for one connection, instead of the provider's default"
+    )
+    rate_window_s: float | None = Field(
+        default=None, gt=0, description="seconds of that rolling window, instead of the provider's default"
+    )
+
+
+SOURCE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class StandardWebhookSource(BaseModel):
+    """A Standard Webhooks sender and the connection its events are about (docs/architecture.md, "Webhooks in")."""
+
+    secrets: list[SecretStr] = Field(
+        min_length=1,
+        description="`whsec_<base64>` signing secrets; list the new one next to the old during a rotation",
+    )
+    connection_id: str = Field(min_length=1, description="the connection (e.g. hubspot-acme) this sender reports on")
+
+    @field_validator("secrets")
+    @classmethod
+    def _whsec_base64(cls, secrets: list[SecretStr]) -> list[SecretStr]:
+        for position, secret in enumerate(secrets):
+            if not whsec_key(secret.get_secret_value()):
+                raise ValueError(f"secret {position + 1} must be `whsec_` followed by base64 (never echoed here)")
+        return secrets
+
+
+def whsec_key(secret: str) -> bytes:
+    """The HMAC key of a `whsec_` secret, or b"" when it is not one."""
+    if not secret.startswith("whsec_"):
+        return b""
+    try:
+        return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+class WebhookSettings(BaseModel):
+    """The webhook receiver (`POST /webhooks/...`). Providers' own secrets come from their apps and subscriptions."""
+
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="larger webhook bodies get 413"
+    )
+    standard_sources: dict[str, StandardWebhookSource] = Field(
+        default_factory=dict,
+        description='JSON object: {"<source>": {"secrets": ["whsec_..."], "connection_id": "<connection>"}}; '
+        "each is served at POST /webhooks/standard/<source>",
+    )
+
+    @field_validator("standard_sources")
+    @classmethod
+    def _source_names(cls, sources: dict[str, StandardWebhookSource]) -> dict[str, StandardWebhookSource]:
+        for name in sources:
+            if not re.match(SOURCE_NAME_PATTERN, name):
+                raise ValueError(f"source name {name!r} must be lowercase letters, digits, _ or -, up to 64")
+        return sources
 
 
 class Settings(BaseSettings):
@@ -50,6 +112,18 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the integration state store (sqlite:///path or postgresql+psycopg2://...)",
     )
     warehouse_path: Path = Field(default=Path(".data/warehouse.duckdb"), description="the DuckDB warehouse file")
+    backfill_rate_share: float = Field(
+        default=0.5, gt=0, le=1, description="the share of each rate-limit window that backfill runs may take"
+    )
+    warehouse_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://user:pass@host/db to keep the warehouse on PostgreSQL instead of the DuckDB file",
+    )
+    sync_schedules: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON object {"<tenant>": "<cron, UTC>"}: a tenant\'s sync schedule instead of hourly '
+        "(resolved to the schedules' 5-minute tick)",
+    )
     encryption_keys: SecretStr | None = Field(
         default=None,
         description="comma-separated `key_id:base64-32-byte-key` entries, the first one primary "
@@ -64,11 +138,32 @@ class Settings(BaseSettings):
     allowed_return_origins: list[str] = Field(
         default_factory=list, description="origins (scheme://host[:port]) a post-connect redirect may go to"
     )
+    webhook_allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="addresses or networks (JSON list, e.g. [\"127.0.0.1\"]) outgoing webhooks may reach although "
+        "they are loopback, private or link-local; empty: public addresses only",
+    )
     hubspot: ProviderApp | None = None
     zoho: ProviderApp | None = None
     google: ProviderApp | None = None
     microsoft: ProviderApp | None = None
     salesforce: ProviderApp | None = None
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+
+    @field_validator("warehouse_url")
+    @classmethod
+    def _postgres_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(("postgresql://", "postgresql+psycopg2://")):
+            raise ValueError("must start with postgresql:// (unset it for the DuckDB file)")  # never echo the URL
+        return url
+
+    @field_validator("sync_schedules")
+    @classmethod
+    def _five_field_crons(cls, schedules: dict[str, str]) -> dict[str, str]:
+        for tenant, cron in schedules.items():
+            if len(cron.split()) != 5:
+                raise ValueError(f"{tenant}: {cron!r} is not a five-field cron expression like '*/15 * * * *'")
+        return schedules
 
     @field_validator("allowed_return_origins")
     @classmethod

@@ -13,9 +13,9 @@ PACKAGE_ROOT = Path(integrations_pipeline.__file__).parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry points", ("definitions", "cli", "devstack")),
     ("orchestration", ("assets", "sensors", "schedules", "jobs", "partitions")),
-    ("resources", ("resources",)),
+    ("resources", ("resources", "warehouse")),
     ("gateway", ("gateway",)),
-    ("clients", ("clients",)),
+    ("clients", ("clients", "webhooks_out")),
     ("core", ("store", "crypto", "settings", "records", "frames", "mapping", "httpserver")),
     ("sandbox", ("sandbox",)),
 ]

@@ -37,9 +37,19 @@ from integrations_pipeline.gateway.schemas import (
     ErrorBody,
     HealthResponse,
 )
+from integrations_pipeline.gateway.subscriptions import (
+    DeliveryList,
+    RotateRequest,
+    SubscriptionCreated,
+    SubscriptionList,
+    SubscriptionRequest,
+    SubscriptionService,
+    SubscriptionView,
+)
 from integrations_pipeline.mapping import MappingUpdate
 from integrations_pipeline.settings import Settings
 from integrations_pipeline.store import StateStore, create_store_engine
+from integrations_pipeline.store.outbox import Delivery
 
 TENANT_RE = re.compile(TENANT_PATTERN)
 logger = logging.getLogger(__name__)
@@ -99,6 +109,7 @@ class Gateway:
         self.store = store
         self.connections = ConnectionService(settings, store)
         self.mappings = MappingService(store)
+        self.subscriptions = SubscriptionService(settings, store)
 
     def authorize(self, request: Request) -> None:
         expected = self.settings.api_key
@@ -138,6 +149,7 @@ class Gateway:
             state=query.get("state"),
             code=query.get("code"),
             error=query.get("error"),
+            accounts_server=query.get("accounts-server"),
         )
         if outcome.redirect_to is not None:
             return RedirectResponse(outcome.redirect_to, status_code=303)
@@ -174,6 +186,38 @@ class Gateway:
     async def delete_connection(self, request: Request) -> Response:
         connection, revoked = await run_in_threadpool(self.connections.disconnect, request.path_params["connection_id"])
         return _json(DisconnectResponse(id=connection.id, status=connection.status.value, revoked_at_provider=revoked))
+
+    # -- webhook subscriptions --------------------------------------------------------------------------------
+
+    async def create_subscription(self, request: Request) -> Response:
+        body = await parse_body(request, SubscriptionRequest)
+        return _json(await run_in_threadpool(self.subscriptions.create, body), status=201)
+
+    async def list_subscriptions(self, request: Request) -> Response:
+        return _json(await run_in_threadpool(self.subscriptions.list_all))
+
+    async def get_subscription(self, request: Request) -> Response:
+        return _json(await run_in_threadpool(self.subscriptions.get, request.path_params["subscription_id"]))
+
+    async def delete_subscription(self, request: Request) -> Response:
+        return _json(await run_in_threadpool(self.subscriptions.delete, request.path_params["subscription_id"]))
+
+    async def rotate_subscription_secret(self, request: Request) -> Response:
+        body = await parse_body(request, RotateRequest) if await request.body() else RotateRequest()
+        subscription_id = request.path_params["subscription_id"]
+        return _json(await run_in_threadpool(self.subscriptions.rotate, subscription_id, body))
+
+    async def list_deliveries(self, request: Request) -> Response:
+        raw_limit = request.query_params.get("limit", "50")
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+            raise GatewayError(400, "invalid_limit", "limit must be a whole number from 1 to 500", {"limit": raw_limit})
+        subscription_id = request.path_params["subscription_id"]
+        return _json(await run_in_threadpool(self.subscriptions.deliveries, subscription_id, int(raw_limit)))
+
+    async def replay_delivery(self, request: Request) -> Response:
+        params = request.path_params
+        delivery = await run_in_threadpool(self.subscriptions.replay, params["subscription_id"], params["delivery_id"])
+        return _json(delivery, status=202)
 
 
 OPERATIONS = [
@@ -245,6 +289,55 @@ OPERATIONS = [
         "preview_mapping",
         request_model=PreviewRequest,
         response_model=PreviewResponse,
+    ),
+    Operation(
+        "POST",
+        "/subscriptions",
+        "Subscribe a URL to signed events; the answer holds the `whsec_` secret, shown this once",
+        "create_subscription",
+        request_model=SubscriptionRequest,
+        response_model=SubscriptionCreated,
+        status=201,
+    ),
+    Operation(
+        "GET", "/subscriptions", "List webhook subscriptions", "list_subscriptions", response_model=SubscriptionList
+    ),
+    Operation(
+        "GET",
+        "/subscriptions/{subscription_id}",
+        "One webhook subscription (never its secret)",
+        "get_subscription",
+        response_model=SubscriptionView,
+    ),
+    Operation(
+        "DELETE",
+        "/subscriptions/{subscription_id}",
+        "Delete a subscription with its delivery history",
+        "delete_subscription",
+        response_model=SubscriptionView,
+    ),
+    Operation(
+        "POST",
+        "/subscriptions/{subscription_id}/rotate",
+        "New secret (shown this once); the old one keeps signing too for `overlap_hours` (body optional)",
+        "rotate_subscription_secret",
+        request_model=RotateRequest,
+        response_model=SubscriptionCreated,
+    ),
+    Operation(
+        "GET",
+        "/subscriptions/{subscription_id}/deliveries",
+        "Delivery history, newest first, every attempt with status, latency, error and response excerpt (?limit=)",
+        "list_deliveries",
+        response_model=DeliveryList,
+    ),
+    Operation(
+        "POST",
+        "/subscriptions/{subscription_id}/deliveries/{delivery_id}/replay",
+        "Send a delivered or failed delivery's event again, as a new delivery",
+        "replay_delivery",
+        response_model=Delivery,
+        status=202,
     ),
 ]
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlencode, urlsplit
 
 from integrations_pipeline.clients.errors import NeedsReauth, ProviderError
 from integrations_pipeline.clients.http import ApiClient
-from integrations_pipeline.clients.oauth import OAuthClient, new_pkce_pair
+from integrations_pipeline.clients.oauth import ACCOUNTS_SERVER, OAuthClient, new_pkce_pair
 from integrations_pipeline.clients.providers import get_provider
 from integrations_pipeline.clients.spec import AccountInfo
 from integrations_pipeline.settings import Settings, SettingsError
@@ -18,6 +19,8 @@ from integrations_pipeline.store import (
     StateStore,
     connection_id_for,
 )
+from integrations_pipeline.store.events import EventType, record_event
+from integrations_pipeline.store.repository import utcnow
 
 ACTOR = "gateway"
 
@@ -62,6 +65,10 @@ def check_return_path(return_path: str | None, allowed_origins: list[str]) -> st
         "return_path must be a relative path like /settings/integrations or a URL on an allow-listed origin",
         {"return_path": "not a relative path nor an allow-listed origin"},
     )
+
+
+def _event_facts(connection: Connection) -> dict[str, str]:
+    return {"connection_id": connection.id, "tenant": connection.tenant, "provider": connection.provider}
 
 
 def _with_query(url: str, **params: str) -> str:
@@ -114,9 +121,18 @@ class ConnectionService:
         )
         return AuthorizationStart(authorization_url=url, state_expires_at=expires_at)
 
-    def complete(self, provider: str, *, state: str | None, code: str | None, error: str | None) -> CallbackOutcome:
+    def complete(
+        self,
+        provider: str,
+        *,
+        state: str | None,
+        code: str | None,
+        error: str | None,
+        accounts_server: str | None = None,
+    ) -> CallbackOutcome:
         """Consume the state, exchange the code, store the connection. Refusals come back in the outcome when the
-        browser has somewhere to go, and are raised otherwise."""
+        browser has somewhere to go, and are raised otherwise. `accounts_server` is the data centre's accounts
+        server a provider with data centres (Zoho) names in the callback; the code must be redeemed there."""
         oauth = self.oauth_client(provider)
         if not state:
             raise GatewayError(400, "missing_state", "the callback has no state; start the connection again")
@@ -128,20 +144,30 @@ class ConnectionService:
             if error or not code:
                 reason = f"the provider reported {error!r}" if error else "the callback has no authorization code"
                 raise GatewayError(400, "authorization_failed", f"authorization did not complete: {reason}")
+            region = {ACCOUNTS_SERVER: accounts_server} if accounts_server and oauth.spec.accounts_servers else {}
             try:
-                grant = oauth.exchange_code(
-                    code=code,
-                    redirect_uri=pending.redirect_uri,
-                    code_verifier=pending.code_verifier.get_secret_value(),
-                )
-            except NeedsReauth:
-                raise GatewayError(400, "invalid_code", "the provider rejected the authorization code") from None
-            except ProviderError as failure:
-                raise GatewayError(502, "provider_error", f"{oauth.spec.display_name} failed: {failure}") from None
-            try:
-                account = oauth.describe_account(grant.tokens.access_token.get_secret_value())
-            except ProviderError:
-                account = AccountInfo()  # the connection works without it; it is only for display
+                regional = OAuthClient.for_connection(oauth.spec, oauth.app, region)
+            except ValueError as untrusted:
+                raise GatewayError(400, "invalid_accounts_server", str(untrusted)) from None
+            with closing(regional):
+                try:
+                    grant = regional.exchange_code(
+                        code=code,
+                        redirect_uri=pending.redirect_uri,
+                        code_verifier=pending.code_verifier.get_secret_value(),
+                    )
+                except NeedsReauth:
+                    raise GatewayError(400, "invalid_code", "the provider rejected the authorization code") from None
+                except ProviderError as failure:
+                    raise GatewayError(502, "provider_error", f"{oauth.spec.display_name} failed: {failure}") from None
+            # Account facts come from the account's own data centre (its api_domain), where there is one.
+            with closing(
+                OAuthClient.for_connection(oauth.spec, oauth.app, {**grant.metadata, **region})
+            ) as account_oauth:
+                try:
+                    account = account_oauth.describe_account(grant.tokens.access_token.get_secret_value())
+                except ProviderError:
+                    account = AccountInfo()  # the connection works without it; it is only for display
             connection_id = connection_id_for(pending.tenant, provider)
             with self.store.locked(connection_id) as conn:
                 existing = self.store.get_connection(connection_id)
@@ -156,7 +182,7 @@ class ConnectionService:
                     granted_scopes=granted,
                     tokens=grant.tokens,
                     external_account_id=account.external_account_id,
-                    provider_metadata={**grant.metadata, **account.metadata},
+                    provider_metadata={**grant.metadata, **account.metadata, **region},
                 )
                 self.store.audit(
                     conn,
@@ -166,6 +192,18 @@ class ConnectionService:
                     provider=provider,
                     connection_id=connection_id,
                     detail={"granted_scopes": connection.granted_scopes, "missing_scopes": connection.missing_scopes},
+                )
+                record_event(
+                    conn,
+                    EventType.CONNECTED,
+                    connection_id=connection_id,
+                    at=connection.updated_at,
+                    data={
+                        **_event_facts(connection),
+                        "reauthorized": existing is not None,
+                        "granted_scopes": connection.granted_scopes,
+                        "missing_scopes": connection.missing_scopes,
+                    },
                 )
         except GatewayError as refusal:
             if pending.return_path is None:
@@ -187,8 +225,12 @@ class ConnectionService:
         tokens = self.store.load_tokens(connection_id)
         if tokens is not None and get_provider(connection.provider) is not None:
             try:
-                revoked = self.oauth_client(connection.provider).revoke(tokens)
-            except (GatewayError, ProviderError):
+                shared = self.oauth_client(connection.provider)
+                with closing(
+                    OAuthClient.for_connection(shared.spec, shared.app, connection.provider_metadata)
+                ) as oauth:
+                    revoked = oauth.revoke(tokens)
+            except (GatewayError, ProviderError, ValueError):
                 revoked = False  # the tokens are deleted here either way
         with self.store.locked(connection_id) as conn:
             self.store.disconnect(conn, connection_id)
@@ -200,6 +242,13 @@ class ConnectionService:
                 provider=connection.provider,
                 connection_id=connection_id,
                 detail={"revoked_at_provider": revoked},
+            )
+            record_event(
+                conn,
+                EventType.DISCONNECTED,
+                connection_id=connection_id,
+                at=utcnow(),
+                data={**_event_facts(connection), "revoked_at_provider": revoked},
             )
         updated = self.store.get_connection(connection_id)
         assert updated is not None
