@@ -12,6 +12,8 @@ from integrations_pipeline.mapping import ENTITIES as ENTITY_NAMES
 from integrations_pipeline.resources import IntegrationsResource, WarehouseIOManager
 from integrations_pipeline.schedules import build_events_schedule, build_sync_schedule
 from integrations_pipeline.sensors import build_connections_sensor, build_unified_sensor
+from integrations_pipeline.sensors.deliveries import build_delivery_sensors
+from integrations_pipeline.sensors.push import build_push_subscriptions_sensor
 
 
 def build_definitions() -> dg.Definitions:
@@ -36,6 +38,8 @@ def build_definitions() -> dg.Definitions:
         sensors=[
             build_connections_sensor(sync_jobs),
             build_unified_sensor(provider_jobs, unified_jobs),
+            *build_delivery_sensors(provider_jobs),
+            build_push_subscriptions_sensor(),
         ],
         schedules=[
             *(
@@ -51,7 +55,7 @@ def build_definitions() -> dg.Definitions:
         ],
         resources={
             "integrations": IntegrationsResource(),
-            "io_manager": WarehouseIOManager(database=dg.EnvVar("INTEGRATIONS_WAREHOUSE_PATH")),
+            "io_manager": WarehouseIOManager(),
         },
     )
 
