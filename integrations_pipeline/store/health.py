@@ -1,0 +1,195 @@
+"""Health facts read from the state database at the moment they are asked for.
+
+Everything here is derived from rows, not from a process's memory, so every gateway process, the metrics scrape
+and the Dagster health sensor report the same figures. One pass of a few grouped queries, whatever the number of
+connections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+
+from integrations_pipeline.store import schema
+from integrations_pipeline.store.models import Connection, ConnectionStatus
+from integrations_pipeline.store.repository import utcnow
+
+# The hourly events schedule and the connections sensor sync every connection at least hourly: two missed hours
+# are worth a look.
+SYNC_LAG_WARNING = timedelta(hours=2)
+# Push subscriptions are renewed past half their life (days for most providers): one expiring within a day was
+# not renewed when it should have been.
+PUSH_EXPIRY_WARNING = timedelta(hours=24)
+
+
+class Health(StrEnum):
+    OK = "ok"
+    WARNING = "warning"  # syncing, but something needs a look soon
+    CRITICAL = "critical"  # not syncing until someone acts
+    OFF = "off"  # disconnected on purpose
+
+
+@dataclass(frozen=True)
+class ConnectionHealth:
+    connection_id: str
+    tenant: str
+    provider: str
+    status: ConnectionStatus
+    status_reason: str | None
+    token_expires_at: datetime | None
+    last_sync_at: datetime | None
+    lag_seconds: float | None  # since the last successful sync; None before the first
+    recent_429_rate: float | None  # share of recent provider calls answered 429; None where nothing is recorded
+    dead_letters: int  # not yet replayed
+    inbox_pending: int  # received, not yet synced
+    push_subscriptions: int  # active ones
+    push_expires_at: datetime | None  # the soonest expiry among the active ones
+    health: Health
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StateFigures:
+    """What `/metrics` reports from the database."""
+
+    connections: list[ConnectionHealth]
+    inbox_by_status: dict[str, int] = field(default_factory=dict)
+    dead_letters_unreplayed: int = 0
+    deliveries_by_status: dict[str, int] = field(default_factory=dict)
+    delivery_attempts_by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+def _grouped(conn: sa.Connection, query: sa.Select[Any]) -> dict[str, int]:
+    """{key: count} from a `SELECT key, count(*) ... GROUP BY key`."""
+    return {str(row[0]): int(row[1]) for row in conn.execute(query) if row[0] is not None}
+
+
+def judge(
+    connection: Connection,
+    *,
+    now: datetime,
+    dead_letters: int,
+    push_expires_at: datetime | None,
+    recent_429_rate: float | None,
+) -> tuple[Health, tuple[str, ...]]:
+    """Pure: the connection's health and the problems behind it, worst first."""
+    if connection.status == ConnectionStatus.DISCONNECTED:
+        return Health.OFF, ()
+    critical: list[str] = []
+    warnings: list[str] = []
+    if connection.status == ConnectionStatus.NEEDS_REAUTH:
+        critical.append(f"needs re-authorization: {connection.status_reason or 'the grant is gone'}")
+    synced_or_created = connection.last_sync_at or connection.created_at
+    if now - synced_or_created > SYNC_LAG_WARNING:
+        since = "connected" if connection.last_sync_at is None else "the last successful sync"
+        warnings.append(f"{_hours(now - synced_or_created)} since {since}")
+    if dead_letters:
+        warnings.append(f"{dead_letters} webhook events in dead letters")
+    if push_expires_at is not None and push_expires_at - now < PUSH_EXPIRY_WARNING:
+        verb = "expired" if push_expires_at <= now else "expires within a day"
+        warnings.append(f"a push subscription {verb} without renewal")
+    if recent_429_rate is not None and recent_429_rate >= 0.1:
+        warnings.append(f"{recent_429_rate:.0%} of recent provider calls were rate limited (429)")
+    if critical:
+        return Health.CRITICAL, (*critical, *warnings)
+    return (Health.WARNING if warnings else Health.OK), tuple(warnings)
+
+
+def _hours(span: timedelta) -> str:
+    hours = span.total_seconds() / 3600
+    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
+
+
+def connection_health(conn: sa.Connection, now: datetime) -> list[ConnectionHealth]:
+    connections = [
+        Connection.model_validate(row._asdict())
+        for row in conn.execute(sa.select(schema.connections).order_by(schema.connections.c.id))
+    ]
+    letters = schema.dead_letters
+    dead = _grouped(
+        conn,
+        sa.select(letters.c.connection_id, sa.func.count())
+        .where(letters.c.replayed_at.is_(None))
+        .group_by(letters.c.connection_id),
+    )
+    inbox = schema.webhook_inbox
+    pending = _grouped(
+        conn,
+        sa.select(inbox.c.connection_id, sa.func.count())
+        .where(inbox.c.status.in_(("pending", "requested")))
+        .group_by(inbox.c.connection_id),
+    )
+    push = schema.push_subscriptions
+    soonest = sa.func.min(push.c.expires_at).label("soonest")
+    active_push = {
+        row.connection_id: (int(row.subscriptions), row.soonest)
+        for row in conn.execute(
+            sa.select(push.c.connection_id, sa.func.count().label("subscriptions"), soonest)
+            .where(push.c.status == "active")
+            .group_by(push.c.connection_id)
+        )
+    }
+    rates = recent_429_rates(conn, now)
+    report = []
+    for connection in connections:
+        push_count, push_expires_at = active_push.get(connection.id, (0, None))
+        health, problems = judge(
+            connection,
+            now=now,
+            dead_letters=dead.get(connection.id, 0),
+            push_expires_at=push_expires_at,
+            recent_429_rate=rates.get(connection.id),
+        )
+        report.append(
+            ConnectionHealth(
+                connection_id=connection.id,
+                tenant=connection.tenant,
+                provider=connection.provider,
+                status=connection.status,
+                status_reason=connection.status_reason,
+                token_expires_at=connection.token_expires_at,
+                last_sync_at=connection.last_sync_at,
+                lag_seconds=(now - connection.last_sync_at).total_seconds() if connection.last_sync_at else None,
+                recent_429_rate=rates.get(connection.id),
+                dead_letters=dead.get(connection.id, 0),
+                inbox_pending=pending.get(connection.id, 0),
+                push_subscriptions=push_count,
+                push_expires_at=push_expires_at,
+                health=health,
+                problems=problems,
+            )
+        )
+    return report
+
+
+def recent_429_rates(conn: sa.Connection, now: datetime) -> dict[str, float]:
+    """Share of recent provider calls answered 429, per connection. Nothing records them yet: see the report."""
+    return {}
+
+
+def state_figures(engine: sa.Engine, now: datetime | None = None) -> StateFigures:
+    """Every figure in one read transaction, so they agree with each other."""
+    now = now or utcnow()
+    with engine.connect() as conn:
+        inbox, letters = schema.webhook_inbox, schema.dead_letters
+        deliveries, attempts = schema.webhook_deliveries, schema.webhook_attempts
+        outcome = sa.case(
+            (attempts.c.status_code.between(200, 299), "success"),
+            (attempts.c.status_code.is_(None), "no_response"),
+            else_="http_error",
+        )
+        return StateFigures(
+            connections=connection_health(conn, now),
+            inbox_by_status=_grouped(conn, sa.select(inbox.c.status, sa.func.count()).group_by(inbox.c.status)),
+            dead_letters_unreplayed=conn.execute(
+                sa.select(sa.func.count()).select_from(letters).where(letters.c.replayed_at.is_(None))
+            ).scalar_one(),
+            deliveries_by_status=_grouped(
+                conn, sa.select(deliveries.c.status, sa.func.count()).group_by(deliveries.c.status)
+            ),
+            delivery_attempts_by_outcome=_grouped(conn, sa.select(outcome, sa.func.count()).group_by(outcome)),
+        )
