@@ -25,7 +25,9 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from integrations_pipeline import metrics
 from integrations_pipeline.gateway.connections import ConnectionService, GatewayError
+from integrations_pipeline.gateway.health import IntegrationsHealthResponse, integrations_health
 from integrations_pipeline.gateway.mappings import MappingService, MappingView, PreviewRequest, PreviewResponse
 from integrations_pipeline.gateway.schemas import (
     TENANT_PATTERN,
@@ -109,6 +111,7 @@ class Gateway:
         self.store = store
         self.connections = ConnectionService(settings, store)
         self.mappings = MappingService(store)
+        self.metrics_registry = metrics.metrics_registry(store.engine)
         self.subscriptions = SubscriptionService(settings, store)
 
     def authorize(self, request: Request) -> None:
@@ -134,6 +137,14 @@ class Gateway:
         except sa.exc.SQLAlchemyError:
             raise GatewayError(503, "database_unavailable", "the state database is not reachable") from None
         return _json(HealthResponse(status="ready"))
+
+    async def integrations_health(self, request: Request) -> Response:
+        tenant, provider = request.query_params.get("tenant"), request.query_params.get("provider")
+        return _json(await run_in_threadpool(integrations_health, self.store.engine, tenant, provider))
+
+    async def metrics(self, request: Request) -> Response:
+        body = await run_in_threadpool(metrics.render, self.metrics_registry)
+        return Response(body, media_type=metrics.CONTENT_TYPE)
 
     async def connect(self, request: Request) -> Response:
         provider = request.path_params["provider"]
@@ -230,6 +241,14 @@ OPERATIONS = [
         authenticated=False,
         response_model=HealthResponse,
     ),
+    Operation(
+        "GET",
+        "/health/integrations",
+        "Per connection: status, token expiry, last successful sync, lag, 429 rate, dead letters, push expiry",
+        "integrations_health",
+        response_model=IntegrationsHealthResponse,
+    ),
+    Operation("GET", "/metrics", "Prometheus text format: requests, webhooks, inbox, deliveries, syncs", "metrics"),
     Operation(
         "POST",
         "/connections/{provider}/connect",
@@ -448,6 +467,9 @@ class AccessLog:
         finally:
             elapsed_ms = (time.monotonic() - started) * 1000
             access_logger.info("%s %s %d %.1fms", scope["method"], scope["path"], status, elapsed_ms)
+            # The route's template, not the path: ids in paths would make a label value per connection.
+            route = scope.get("route")
+            metrics.observe_request(scope["method"], getattr(route, "path", "unmatched"), status, elapsed_ms / 1000)
 
 
 def create_app(settings: Settings, store: StateStore | None = None) -> Starlette:
