@@ -73,16 +73,16 @@ class IntegrationsResource(dg.ConfigurableResource):
         if spec.build_client is None:
             raise dg.Failure(description=f"{spec.display_name} has no data connector yet")
         app = self.settings.provider_app(provider)
-        oauth = OAuthClient(spec, app)
-        tokens = TokenSource(self.store, oauth, connection_id)
         connection = self.store.get_connection(connection_id)
         metadata = connection.provider_metadata if connection is not None else {}
+        oauth = OAuthClient.for_connection(spec, app, metadata)  # refreshes at the connection's data centre
+        tokens = TokenSource(self.store, oauth, connection_id)
         client = spec.build_client(spec.api_origin(app), ConnectionAuth(tokens, spec.auth_scheme), metadata)
         try:
             yield client
         finally:
             client.close()
-            oauth.api.close()
+            oauth.close()
 
     def read_partition(
         self,

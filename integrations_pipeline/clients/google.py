@@ -20,7 +20,14 @@ from integrations_pipeline.clients.cursors import modified_since, timestamp_curs
 from integrations_pipeline.clients.errors import CursorExpired, ProviderError
 from integrations_pipeline.clients.http import ApiClient, RetryPolicy
 from integrations_pipeline.clients.pagination import CursorPaginator
-from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
+from integrations_pipeline.clients.spec import (
+    AccountInfo,
+    EntitySpec,
+    OAuthEndpoints,
+    Page,
+    ProviderSpec,
+    SyncRequest,
+)
 from integrations_pipeline.clients.values import as_utc, text_or_none, utc_midnight
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
@@ -392,7 +399,7 @@ def _describe_account(api: ApiClient, access_token: str) -> AccountInfo:
     )
 
 
-def _revoke(api: ApiClient, tokens: TokenSet) -> bool:
+def _revoke(api: ApiClient, tokens: TokenSet, endpoints: OAuthEndpoints) -> bool:
     """Revoking the refresh token ends the whole grant (and its access tokens); the token goes in the form body."""
     secret = tokens.refresh_token or tokens.access_token
     response = api.request(

@@ -19,7 +19,14 @@ from integrations_pipeline.clients.cursors import modified_since, timestamp_curs
 from integrations_pipeline.clients.errors import CursorExpired, ProviderError
 from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.pagination import CursorPaginator
-from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
+from integrations_pipeline.clients.spec import (
+    AccountInfo,
+    EntitySpec,
+    OAuthEndpoints,
+    Page,
+    ProviderSpec,
+    SyncRequest,
+)
 from integrations_pipeline.clients.values import as_utc, text_or_none
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
@@ -312,7 +319,7 @@ def _describe_account(api: ApiClient, access_token: str) -> AccountInfo:
     )
 
 
-def _revoke(api: ApiClient, tokens: TokenSet) -> bool:
+def _revoke(api: ApiClient, tokens: TokenSet, endpoints: OAuthEndpoints) -> bool:
     if tokens.refresh_token is None:
         return False
     try:

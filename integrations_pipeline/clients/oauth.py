@@ -6,6 +6,7 @@ httpx, through the shared retry policy, carries every call.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from integrations_pipeline.store import TokenSet
 PKCE_VERIFIER_LENGTH = 64
 # Fields of a token response that are safe to keep in plain text as connection metadata.
 NON_SECRET_TOKEN_FIELDS = ("api_domain", "instance_url", "id", "issued_at", "token_type")
+ACCOUNTS_SERVER = "accounts_server"  # connection metadata: the data centre's accounts server (Zoho)
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,27 @@ def new_pkce_pair() -> tuple[str, str]:
 
 
 class OAuthClient:
-    def __init__(self, spec: ProviderSpec, app: ProviderApp, api: ApiClient | None = None) -> None:
+    def __init__(
+        self, spec: ProviderSpec, app: ProviderApp, api: ApiClient | None = None, *, accounts_server: str | None = None
+    ) -> None:
         self.spec = spec
         self.app = app
-        self.endpoints = spec.oauth_endpoints(app)
+        self.endpoints = spec.oauth_endpoints(app, accounts_server)
         self.api = api or ApiClient(spec.api_origin(app))
         self._oauthlib = WebApplicationClient(client_id=app.client_id)
+
+    @classmethod
+    def for_connection(cls, spec: ProviderSpec, app: ProviderApp, metadata: Mapping[str, Any]) -> OAuthClient:
+        """A client of its own for one connection: in another data centre (Zoho), token calls go to the accounts
+        server its callback named and account calls to its `api_domain`. The caller closes it."""
+        accounts_server = metadata.get(ACCOUNTS_SERVER) if spec.accounts_servers else None
+        if accounts_server is None:
+            return cls(spec, app)
+        api = ApiClient(str(metadata.get("api_domain") or spec.api_origin(app)))
+        return cls(spec, app, api, accounts_server=str(accounts_server))
+
+    def close(self) -> None:
+        self.api.close()
 
     def authorization_url(self, *, redirect_uri: str, scopes: list[str], state: str, code_challenge: str) -> str:
         # Built here rather than by oauthlib's prepare_request_uri, which refuses the sandbox's http://127.0.0.1.
@@ -84,7 +101,7 @@ class OAuthClient:
         return self.spec.describe_account(self.api, access_token) if self.spec.describe_account else AccountInfo()
 
     def revoke(self, tokens: TokenSet) -> bool:
-        return self.spec.revoke(self.api, tokens) if self.spec.revoke else False
+        return self.spec.revoke(self.api, tokens, self.endpoints) if self.spec.revoke else False
 
     def _token_call(self, body: str, *, previous_refresh_token: str | None) -> TokenGrant:
         response = self.api.request(

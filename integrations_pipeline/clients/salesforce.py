@@ -20,7 +20,14 @@ from integrations_pipeline.clients.cursors import modified_since, timestamp_curs
 from integrations_pipeline.clients.errors import CursorExpired, ProviderError
 from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.pagination import NextLinkPaginator
-from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
+from integrations_pipeline.clients.spec import (
+    AccountInfo,
+    EntitySpec,
+    OAuthEndpoints,
+    Page,
+    ProviderSpec,
+    SyncRequest,
+)
 from integrations_pipeline.clients.values import as_utc, text_or_none, utc_midnight
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
@@ -328,7 +335,7 @@ def _describe_account(api: ApiClient, access_token: str) -> AccountInfo:
     return AccountInfo(external_account_id=org_id or None, metadata=metadata)
 
 
-def _revoke(api: ApiClient, tokens: TokenSet) -> bool:
+def _revoke(api: ApiClient, tokens: TokenSet, endpoints: OAuthEndpoints) -> bool:
     """Revoking the refresh token revokes the whole grant, its sessions included; the token goes in the body."""
     token = tokens.refresh_token or tokens.access_token
     try:

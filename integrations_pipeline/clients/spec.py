@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from integrations_pipeline.settings import ProviderApp
 
@@ -49,18 +50,39 @@ class ProviderSpec:
     extra_authorize_params: tuple[tuple[str, str], ...] = ()
     # (api client on the provider's API origin, access token) -> AccountInfo
     describe_account: Callable[[ApiClient, str], AccountInfo] | None = None
-    # (api client on the provider's API origin, TokenSet) -> whether the provider confirmed the revocation
-    revoke: Callable[[ApiClient, Any], bool] | None = None
+    # (api client on the provider's API origin, TokenSet, the OAuth endpoints that issued it) -> whether the provider
+    # confirmed the revocation
+    revoke: Callable[[ApiClient, Any, OAuthEndpoints], bool] | None = None
     # (api origin, auth transport, the connection's provider_metadata) -> the provider's data client. Providers
     # whose data lives on a per-account host (Zoho's api_domain, Salesforce's instance_url) read it from the
     # metadata, which the gateway stored from the token response.
     build_client: Callable[[str, httpx.Auth, Mapping[str, Any]], ApiClient] | None = None
+    # Providers with data centres (Zoho): the callback names the accounts server that must redeem the code and later
+    # refresh the token. It arrives through the browser, so only these origins are believed (the sandbox's own
+    # origin, and paths under it, when the app has a base_url).
+    accounts_servers: tuple[str, ...] = ()
 
-    def oauth_endpoints(self, app: ProviderApp) -> OAuthEndpoints:
+    def oauth_endpoints(self, app: ProviderApp, accounts_server: str | None = None) -> OAuthEndpoints:
+        """The app's endpoints; token calls go to `accounts_server` instead when the account lives in another
+        data centre. Raises ValueError for an accounts server the provider does not have."""
         if app.base_url is None:
-            return OAuthEndpoints(self.authorize_url, self.token_url)
-        base = str(app.base_url).rstrip("/")
-        return OAuthEndpoints(base + self.sandbox_authorize_path, base + self.sandbox_token_path)
+            endpoints = OAuthEndpoints(self.authorize_url, self.token_url)
+            token_path = urlsplit(self.token_url).path
+        else:
+            base = str(app.base_url).rstrip("/")
+            endpoints = OAuthEndpoints(base + self.sandbox_authorize_path, base + self.sandbox_token_path)
+            token_path = self.sandbox_token_path
+        if accounts_server is None:
+            return endpoints
+        server = accounts_server.rstrip("/")
+        if app.base_url is None:
+            believed = server in self.accounts_servers
+        else:
+            base = str(app.base_url).rstrip("/")
+            believed = bool(self.accounts_servers) and (server == base or server.startswith(base + "/"))
+        if not believed:
+            raise ValueError(f"{accounts_server!r} is not a {self.display_name} accounts server")
+        return OAuthEndpoints(endpoints.authorize_url, server + token_path)
 
     def api_origin(self, app: ProviderApp) -> str:
         return str(app.base_url).rstrip("/") if app.base_url is not None else self.api_base_url

@@ -13,7 +13,6 @@ from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, TypeAdapter
@@ -22,7 +21,14 @@ from integrations_pipeline.clients.cursors import modified_since, timestamp_curs
 from integrations_pipeline.clients.errors import CursorExpired, NeedsReauth, ProviderError
 from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.pagination import dig
-from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
+from integrations_pipeline.clients.spec import (
+    AccountInfo,
+    EntitySpec,
+    OAuthEndpoints,
+    Page,
+    ProviderSpec,
+    SyncRequest,
+)
 from integrations_pipeline.clients.values import as_utc, text_or_none, utc_midnight
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
@@ -381,15 +387,6 @@ def read_events(client: ZohoClient, request: SyncRequest) -> Iterator[Page]:
 # --- OAuth spec ------------------------------------------------------------------------------------------------------
 
 
-def _accounts_origin(api: ApiClient) -> str:
-    """Zoho Accounts for the API client's data centre (www.zohoapis.eu -> accounts.zoho.eu); the sandbox serves
-    both on one origin."""
-    host = urlsplit(str(api.http.base_url)).hostname or ""
-    if host.startswith("www.zohoapis."):
-        return "https://accounts.zoho." + host.removeprefix("www.zohoapis.")
-    return str(api.http.base_url).rstrip("/")
-
-
 def _describe_account(api: ApiClient, access_token: str) -> AccountInfo:
     try:
         response = api.request(
@@ -403,14 +400,15 @@ def _describe_account(api: ApiClient, access_token: str) -> AccountInfo:
     return AccountInfo(external_account_id=str(org["id"]) if org.get("id") else None, metadata=metadata)
 
 
-def _revoke(api: ApiClient, tokens: TokenSet) -> bool:
-    """POST the refresh token in the form body (Zoho also takes it in the query string, which would log it)."""
+def _revoke(api: ApiClient, tokens: TokenSet, endpoints: OAuthEndpoints) -> bool:
+    """POST the refresh token in the form body (Zoho also takes it in the query string, which would log it), to the
+    accounts server that issued it (the token URL's `/revoke`)."""
     if tokens.refresh_token is None:
         return False
     try:
         response = api.request(
             "POST",
-            _accounts_origin(api) + "/oauth/v2/token/revoke",
+            endpoints.token_url + "/revoke",
             data={"token": tokens.refresh_token.get_secret_value()},
         )
     except ProviderError:
@@ -441,6 +439,19 @@ SPEC = ProviderSpec(
     sandbox_token_path="/oauth/v2/token",
     scope_separator=",",
     reauth_errors=("invalid_grant", "invalid_code"),  # Zoho's answer to a revoked refresh token is invalid_code
+    accounts_servers=tuple(
+        f"https://accounts.{domain}"
+        for domain in (
+            "zoho.com",
+            "zoho.eu",
+            "zoho.in",
+            "zoho.com.au",
+            "zoho.com.cn",
+            "zoho.jp",
+            "zohocloud.ca",
+            "zoho.sa",
+        )
+    ),
     auth_scheme="Zoho-oauthtoken",
     # offline: a refresh token at all; consent: a fresh one even when the user had already authorized the app.
     extra_authorize_params=(("access_type", "offline"), ("prompt", "consent")),

@@ -496,9 +496,13 @@ class ZohoEmulator:
         daily_credits: int | None = None,
         utc_offset_minutes: int = 330,
         api_domain: str | None = None,
+        location: str = "us",
         clock: Clock = time.time,
     ) -> None:
         self._lock = threading.RLock()
+        # The data centre the sandbox account lives in. Outside "us", the code and refresh tokens are redeemable only
+        # at that data centre's accounts server, served under /accounts-<location> of this origin.
+        self.location = location
         self.client_id = client_id
         self.clock = clock
         self.request_log: list[RequestRecord] = []
@@ -741,6 +745,12 @@ class ZohoEmulator:
         self.update_user(user_id, status="deleted")
 
     @synchronized
+    def set_rate_limit(self, daily_credits: int | None) -> None:
+        """Change the org's daily credits (None: count, never refuse), even while serving."""
+        self._enforce_credits = daily_credits is not None
+        self._credits.limit = daily_credits if daily_credits is not None else 10**12
+
+    @synchronized
     def expire_access_tokens(self) -> None:
         self._oauth.expire_all_access_tokens()
 
@@ -807,8 +817,17 @@ class ZohoEmulator:
         if "state" in params:
             redirect_params["state"] = params["state"]
         # Multi-DC: Zoho names the user's data centre and the accounts server the code must be redeemed at.
-        redirect_params |= {"location": "us", "accounts-server": str(request.base_url).rstrip("/")}
+        redirect_params |= {"location": self.location, "accounts-server": self._accounts_server(request)}
         return RedirectResponse(_with_query(redirect_uri, redirect_params), status_code=302)
+
+    def _accounts_server(self, request: Request) -> str:
+        base = str(request.base_url).rstrip("/")
+        return base if self.location == "us" else f"{base}/accounts-{self.location}"
+
+    def _at_own_accounts_server(self, request: Request) -> bool:
+        """Grants of an account are redeemable only at its data centre's accounts server."""
+        regional = request.url.path.startswith(f"/accounts-{self.location}/")
+        return regional if self.location != "us" else not request.url.path.startswith("/accounts-")
 
     @staticmethod
     def _token_error(kind: OAuthErrorKind) -> JSONResponse:
@@ -835,6 +854,8 @@ class ZohoEmulator:
         }
         with self._lock:
             self._oauth.record_token_request(grant_type)
+        if not self._at_own_accounts_server(request):
+            return self._token_error(OAuthErrorKind.INVALID_CODE)
         if grant_type not in required:
             kind = OAuthErrorKind.UNSUPPORTED_GRANT_TYPE if grant_type else OAuthErrorKind.INVALID_REQUEST
             return self._token_error(kind)
@@ -879,6 +900,8 @@ class ZohoEmulator:
         form = dict(parse_qsl(request.url.query, keep_blank_values=True)) | await read_form(request)
         if not form.get("token"):
             return json_response({"error": "invalid_request"})
+        if not self._at_own_accounts_server(request):
+            return json_response({"error": "invalid_code"})
         with self._lock:
             revoked = self._oauth.revoke_refresh_token(form["token"])
         return json_response({"status": "success"} if revoked else {"error": "invalid_code"})
@@ -1210,6 +1233,8 @@ class ZohoEmulator:
             Route("/oauth/v2/auth", self._authorize, methods=["GET"]),
             Route("/oauth/v2/token", self._token, methods=["POST"]),
             Route("/oauth/v2/token/revoke", self._revoke, methods=["POST"]),
+            Route("/accounts-{location}/oauth/v2/token", self._token, methods=["POST"]),
+            Route("/accounts-{location}/oauth/v2/token/revoke", self._revoke, methods=["POST"]),
             Route("/crm/v8/users", self._crm_endpoint(self._users_endpoint, "ZohoCRM.users.READ"), methods=["GET"]),
             Route("/crm/v8/org", self._crm_endpoint(self._org, "ZohoCRM.org.READ"), methods=["GET"]),
             Route(

@@ -406,8 +406,9 @@ def test_describe_account_reports_a_refused_token_without_echoing_it(google: Ser
 def test_revoke_falls_back_to_the_access_token(google: ServedGoogle) -> None:
     assert SPEC.revoke is not None
     tokens = TokenSet(access_token=SecretStr(google.tokens["access_token"]), refresh_token=None, expires_at=None)
+    app = ProviderApp(client_id=CLIENT_ID, client_secret=SecretStr(CLIENT_SECRET), base_url=google.url)
     with ApiClient(google.url) as api:
-        assert SPEC.revoke(api, tokens) is True
+        assert SPEC.revoke(api, tokens, SPEC.oauth_endpoints(app)) is True
     assert google.emulator.granted_scopes() == ()
 
 

@@ -32,6 +32,7 @@ from integrations_pipeline.clients.salesforce import (
     to_user,
 )
 from integrations_pipeline.clients.spec import Page, SyncRequest
+from integrations_pipeline.settings import ProviderApp
 from integrations_pipeline.store import TokenSet
 from integrations_pipeline_tests.sandbox.conftest import ManualClock
 from integrations_pipeline_tests.sandbox.test_salesforce_emulator import ServedSalesforce, serve_salesforce
@@ -266,8 +267,9 @@ def test_describe_account_and_revoke_through_the_spec(org: ServedSalesforce) -> 
             refresh_token=SecretStr(org.tokens["refresh_token"]),
             expires_at=None,
         )
-        assert SPEC.revoke(api, tokens) is True
-        assert SPEC.revoke(api, tokens) is False  # already gone
+        endpoints = SPEC.oauth_endpoints(ProviderApp(client_id="id", client_secret=SecretStr("s"), base_url=org.url))
+        assert SPEC.revoke(api, tokens, endpoints) is True
+        assert SPEC.revoke(api, tokens, endpoints) is False  # already gone
     assert [entity.entity for entity in ENTITIES] == ["users", "contacts", "events"]
     assert [entity.partitioned_by_day for entity in ENTITIES] == [False, False, True]
 
