@@ -5,15 +5,23 @@ from __future__ import annotations
 import dagster as dg
 
 from integrations_pipeline.assets.entities import build_entity_asset
+from integrations_pipeline.assets.health import connection_health
 from integrations_pipeline.assets.unified import build_unified_asset
 from integrations_pipeline.clients.providers import ENTITIES
-from integrations_pipeline.jobs import build_sync_jobs, build_unified_jobs
+from integrations_pipeline.jobs import (
+    build_sync_jobs,
+    build_unified_jobs,
+    purge_webhook_inbox_job,
+    replay_dead_letters_job,
+)
 from integrations_pipeline.mapping import ENTITIES as ENTITY_NAMES
 from integrations_pipeline.resources import IntegrationsResource, WarehouseIOManager
-from integrations_pipeline.schedules import build_events_schedule, build_sync_schedule
-from integrations_pipeline.sensors import build_connections_sensor, build_unified_sensor
+from integrations_pipeline.schedules import build_events_schedule, build_inbox_purge_schedule, build_sync_schedule
+from integrations_pipeline.sensors import build_connections_sensor, build_unified_sensor, build_webhook_events_sensor
 from integrations_pipeline.sensors.deliveries import build_delivery_sensors
+from integrations_pipeline.sensors.health import build_connection_health_sensor
 from integrations_pipeline.sensors.push import build_push_subscriptions_sensor
+from integrations_pipeline.sensors.rate_limits import build_rate_limit_sensor
 
 
 def build_definitions() -> dg.Definitions:
@@ -33,15 +41,19 @@ def build_definitions() -> dg.Definitions:
         unified, {name: any(spec.partitioned_by_day for spec in specs) for name, specs in sources.items() if specs}
     )
     return dg.Definitions(
-        assets=[*assets.values(), *unified],
-        jobs=[*provider_jobs, *unified_jobs.values()],
+        assets=[*assets.values(), *unified, connection_health],
+        jobs=[*provider_jobs, *unified_jobs.values(), replay_dead_letters_job, purge_webhook_inbox_job],
         sensors=[
             build_connections_sensor(sync_jobs),
             build_unified_sensor(provider_jobs, unified_jobs),
+            build_webhook_events_sensor(jobs_by_provider),
             *build_delivery_sensors(provider_jobs),
             build_push_subscriptions_sensor(),
+            build_connection_health_sensor(),
+            build_rate_limit_sensor(provider_jobs),
         ],
         schedules=[
+            build_inbox_purge_schedule(purge_webhook_inbox_job),
             *(
                 build_sync_schedule(provider, jobs[False])
                 for provider, jobs in jobs_by_provider.items()

@@ -147,12 +147,10 @@ class HubSpotPush:
                 "changeSource": "CRM_UI",
             }
             if operation == "propertyChange":
-                if subscription.property_name not in properties:
+                name = subscription.property_name
+                if name is None or name not in properties:
                     continue
-                event |= {
-                    "propertyName": subscription.property_name,
-                    "propertyValue": properties[subscription.property_name] or "",
-                }
+                event |= {"propertyName": name, "propertyValue": properties[name] or ""}
             events.append(event)
         for start in range(0, len(events), MAX_EVENTS_PER_REQUEST):
             self._send(self.target_url, events[start : start + MAX_EVENTS_PER_REQUEST])
