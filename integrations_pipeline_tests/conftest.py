@@ -147,6 +147,8 @@ def stack(store_url: str, key_spec: str, monkeypatch: pytest.MonkeyPatch, tmp_pa
             "INTEGRATIONS_ENCRYPTION_KEYS": key_spec,
             "INTEGRATIONS_API_KEY": API_KEY,
             "INTEGRATIONS_PUBLIC_URL": gateway_server.url,
+            # Outgoing webhooks refuse loopback unless allow-listed: the tests' receivers listen on 127.0.0.1.
+            "INTEGRATIONS_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.1"]',
         }
         for provider, server in sandboxes.items():
             client_id, client_secret = client_credentials(provider)

@@ -41,6 +41,8 @@ def kind_of(address: IPAddress) -> str | None:
     """Why the address is refused, or None for a public address."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return kind_of(address.ipv4_mapped)
+    if address.is_unspecified:
+        return "unspecified"
     if address.is_loopback:
         return "loopback"
     if address.is_link_local:
