@@ -9,46 +9,32 @@ variable with dg.EnvVar.
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 import pandas as pd
 from dagster._core.storage.db_io_manager import DbIOManager, TableSlice
-from dagster._utils.backoff import backoff
-from dagster_duckdb.io_manager import DuckDbClient, _get_cleanup_statement
-from dagster_duckdb_pandas import DuckDBPandasIOManager
 from pydantic import PrivateAttr
 
 from integrations_pipeline.clients.auth import ConnectionAuth, TokenSource
 from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.oauth import OAuthClient
 from integrations_pipeline.clients.providers import PROVIDERS
+from integrations_pipeline.clients.ratelimits import BudgetLimiter, windows_for
 from integrations_pipeline.settings import Settings, load_settings
 from integrations_pipeline.store import StateStore, create_store_engine
-
-WAREHOUSE_LOCK_RETRIES = 10  # about 100 s of exponential backoff, as Dagster's DuckDB I/O manager waits
-
-
-def connect_warehouse(path: Path) -> duckdb.DuckDBPyConnection:
-    """A DuckDB file admits one writing process at a time: wait for the lock like the I/O manager does."""
-    return backoff(
-        fn=duckdb.connect,
-        retry_on=(RuntimeError, duckdb.IOException),
-        # The same configuration as Dagster's DuckDB client: one process may not open a file with two.
-        kwargs={"database": str(path), "config": {"custom_user_agent": "dagster"}},
-        max_retries=WAREHOUSE_LOCK_RETRIES,
-    )
+from integrations_pipeline.store.budget import LIVE_SHARE, RateBudgets
+from integrations_pipeline.warehouse import Warehouse, open_warehouse
 
 
 class IntegrationsResource(dg.ConfigurableResource):
     """State store, connectors and warehouse location, configured by the INTEGRATIONS_* environment
-    (INTEGRATIONS_STATE_DATABASE_URL, INTEGRATIONS_ENCRYPTION_KEYS, INTEGRATIONS_WAREHOUSE_PATH and one
+    (INTEGRATIONS_STATE_DATABASE_URL, INTEGRATIONS_ENCRYPTION_KEYS, INTEGRATIONS_WAREHOUSE_PATH or _URL and one
     INTEGRATIONS_<PROVIDER>__CLIENT_ID / __CLIENT_SECRET pair per enabled provider)."""
 
     _settings: Settings | None = PrivateAttr(default=None)
     _store: StateStore | None = PrivateAttr(default=None)
+    _warehouse: Warehouse | None = PrivateAttr(default=None)
 
     @property
     def settings(self) -> Settings:
@@ -62,13 +48,20 @@ class IntegrationsResource(dg.ConfigurableResource):
             self._store = StateStore(create_store_engine(self.settings.state_database_url), self.settings.keyring())
         return self._store
 
+    @property
+    def warehouse(self) -> Warehouse:
+        if self._warehouse is None:
+            self._warehouse = open_warehouse(self.settings)
+        return self._warehouse
+
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._store is not None:
             self._store.engine.dispose()
 
     @contextmanager
-    def connector(self, provider: str, connection_id: str) -> Iterator[ApiClient]:
-        """The provider's data client for one connection; its transport refreshes tokens through the store."""
+    def connector(self, provider: str, connection_id: str, *, backfill: bool = False) -> Iterator[ApiClient]:
+        """The provider's data client for one connection; its transport refreshes tokens through the store, and
+        every call asks the connection's shared rate-limit budget first (a backfill only for its share)."""
         spec = PROVIDERS[provider]
         if spec.build_client is None:
             raise dg.Failure(description=f"{spec.display_name} has no data connector yet")
@@ -78,6 +71,13 @@ class IntegrationsResource(dg.ConfigurableResource):
         oauth = OAuthClient.for_connection(spec, app, metadata)  # refreshes at the connection's data centre
         tokens = TokenSource(self.store, oauth, connection_id)
         client = spec.build_client(spec.api_origin(app), ConnectionAuth(tokens, spec.auth_scheme), metadata)
+        client.limiter = BudgetLimiter(
+            RateBudgets(self.store),
+            connection_id,
+            provider,
+            windows_for(provider, app.rate_limit, app.rate_window_s),
+            share=self.settings.backfill_rate_share if backfill else LIVE_SHARE,
+        )
         try:
             yield client
         finally:
@@ -93,17 +93,7 @@ class IntegrationsResource(dg.ConfigurableResource):
     ) -> pd.DataFrame | None:
         """The warehouse rows of these connections (within the day window, if any) as they stand, or None when
         the table does not exist yet. Values are bound parameters; table and column names come from the registry."""
-        placeholders = ", ".join("?" for _ in connection_ids) or "NULL"
-        query = f"SELECT * FROM {table} WHERE connection_id IN ({placeholders})"
-        parameters: list[object] = list(connection_ids)
-        if window is not None:
-            query += f" AND {day_column} >= ? AND {day_column} < ?"
-            parameters += list(window)
-        with connect_warehouse(self.settings.warehouse_path) as connection:
-            try:
-                return connection.execute(query + " ORDER BY connection_id, source_id", parameters).df()
-            except duckdb.CatalogException:
-                return None
+        return self.warehouse.read(table, connection_ids, window, day_column)
 
 
 class _NamedTableIOManager(DbIOManager):
@@ -119,45 +109,17 @@ class _NamedTableIOManager(DbIOManager):
         return table_slice._replace(table=table) if table else table_slice
 
 
-class _TransactionalDuckDbClient(DuckDbClient):
-    """Dagster's DuckDB client runs the partition's DELETE and INSERT on an autocommit connection, so a failed
-    INSERT would leave the partition empty; here they share one transaction and a failure rolls both back."""
-
-    @staticmethod
-    @contextmanager
-    def connect(context: Any, table_slice: TableSlice) -> Iterator[duckdb.DuckDBPyConnection]:
-        with DuckDbClient.connect(context, table_slice) as connection:
-            connection.begin()
-            try:
-                yield connection
-            except BaseException:
-                connection.rollback()
-                connection.close()  # the wrapped client closes only on success
-                raise
-            connection.commit()
-
-    @staticmethod
-    def delete_table_slice(context: Any, table_slice: TableSlice, connection: duckdb.DuckDBPyConnection) -> None:
-        # Look before deleting: a failed statement (the first write's missing table) would abort the transaction.
-        exists = connection.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-            [table_slice.schema, table_slice.table],
-        ).fetchone()
-        if exists and exists[0]:
-            connection.execute(_get_cleanup_statement(table_slice))
-
-
-class WarehouseIOManager(DuckDBPandasIOManager):
-    """Dagster's DuckDB pandas I/O manager, bound in definitions.py to INTEGRATIONS_WAREHOUSE_PATH: each
-    partition is deleted and rewritten in one transaction, so writes are idempotent."""
+class WarehouseIOManager(dg.ConfigurableIOManagerFactory):
+    """Writes each partition into the configured warehouse (`warehouse.open_warehouse`: the DuckDB file, or
+    PostgreSQL when INTEGRATIONS_WAREHOUSE_URL is set), deleting and rewriting it in one transaction, so writes
+    are idempotent. Like IntegrationsResource, it reads Settings when a run starts: no config, no secret in it."""
 
     def create_io_manager(self, context: dg.InitResourceContext) -> DbIOManager:
-        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        warehouse = open_warehouse(load_settings())
         return _NamedTableIOManager(
-            db_client=_TransactionalDuckDbClient(),
-            database=self.database,
-            schema=self.schema_,
-            type_handlers=self.type_handlers(),
-            default_load_type=self.default_load_type(),
+            db_client=warehouse.client(),
+            database=warehouse.name,
+            type_handlers=[warehouse.type_handler()],
+            default_load_type=pd.DataFrame,
             io_manager_name="WarehouseIOManager",
         )

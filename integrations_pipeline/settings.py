@@ -71,8 +71,9 @@ def whsec_key(secret: str) -> bytes:
     """The HMAC key of a `whsec_` secret, or b"" when it is not one."""
     if not secret.startswith("whsec_"):
         return b""
-    try:
-        return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    encoded = secret.removeprefix("whsec_").rstrip("=")
+    try:  # padding optional, as the reference implementation reads it
+        return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except (binascii.Error, ValueError):
         return b""
 
