@@ -1,10 +1,16 @@
 """Sync jobs per provider: one for its connection-partitioned entities (users, contacts), one for its
-day-partitioned ones (events), since a Dagster job has a single partitioning."""
+day-partitioned ones (events), since a Dagster job has a single partitioning. And the webhook inbox's upkeep jobs:
+replaying dead letters, purging done events past the dedup window."""
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from pydantic import Field
 
 from integrations_pipeline.clients.spec import EntitySpec
+from integrations_pipeline.resources import IntegrationsResource
+from integrations_pipeline.store import InvalidState
+from integrations_pipeline.store.dead_letters import replay_dead_letters
+from integrations_pipeline.store.inbox import DEDUP_WINDOW, WebhookInbox
 
 
 def sync_job_name(provider: str, by_day: bool = False) -> str:
@@ -20,6 +26,8 @@ def build_sync_jobs(provider: str, entities: list[EntitySpec]) -> dict[bool, Unr
             name=sync_job_name(provider, by_day),
             selection=dg.AssetSelection.assets(*names),
             description=f"Sync {', '.join(names)} for one {'connection and day' if by_day else 'connection'}.",
+            # Every run of the job, backfills included, counts against the provider's run limit in dagster.yaml.
+            tags={"provider": provider},
         )
     return jobs
 
@@ -37,3 +45,38 @@ def build_unified_jobs(
             description=f"Rebuild {', '.join(names)} for one tenant{' and day' if day_partitioned else ''}.",
         )
     return jobs
+
+
+class ReplayConfig(dg.Config):
+    """Which dead letters to replay: `ids`, or `all` of them (exactly one of the two)."""
+
+    ids: list[int] = Field(default_factory=list)
+    all: bool = False
+
+
+@dg.op(description="Put dead letters back in the webhook inbox (audited); the webhook sensor then requests runs.")
+def replay_dead_letters_op(
+    context: dg.OpExecutionContext, config: ReplayConfig, integrations: IntegrationsResource
+) -> None:
+    try:
+        replayed = replay_dead_letters(
+            WebhookInbox(integrations.store), config.ids, replay_all=config.all, actor="dagster"
+        )
+    except InvalidState as refusal:
+        raise dg.Failure(description=str(refusal)) from None
+    context.log.info(f"replayed {replayed} dead letters; webhook_events_sensor requests their runs on its next tick")
+
+
+@dg.job(name="replay_dead_letters", description="Replay dead letters by id (config `ids`) or all (`all: true`).")
+def replay_dead_letters_job() -> None:
+    replay_dead_letters_op()
+
+
+@dg.op(description=f"Forget done webhook events received more than {DEDUP_WINDOW.days} days ago (the dedup window).")
+def purge_webhook_inbox_op(context: dg.OpExecutionContext, integrations: IntegrationsResource) -> None:
+    context.log.info(f"purged {WebhookInbox(integrations.store).purge()} done webhook events")
+
+
+@dg.job(name="purge_webhook_inbox", description="Purge done webhook events past the dedup window.")
+def purge_webhook_inbox_job() -> None:
+    purge_webhook_inbox_op()

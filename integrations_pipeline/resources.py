@@ -20,7 +20,7 @@ from integrations_pipeline.clients.auth import ConnectionAuth, TokenSource
 from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.oauth import OAuthClient
 from integrations_pipeline.clients.providers import PROVIDERS
-from integrations_pipeline.clients.ratelimits import BudgetLimiter, windows_for
+from integrations_pipeline.clients.ratelimits import BudgetLimiter, pinned_window, windows_for
 from integrations_pipeline.settings import Settings, load_settings
 from integrations_pipeline.store import StateStore, create_store_engine
 from integrations_pipeline.store.budget import LIVE_SHARE, RateBudgets
@@ -77,6 +77,7 @@ class IntegrationsResource(dg.ConfigurableResource):
             provider,
             windows_for(provider, app.rate_limit, app.rate_window_s),
             share=self.settings.backfill_rate_share if backfill else LIVE_SHARE,
+            pinned=pinned_window(provider, app.rate_limit, app.rate_window_s),
         )
         try:
             yield client

@@ -1,5 +1,6 @@
 """The one HTTP policy of every connector: explicit timeouts, retries on 429/5xx/transport errors only,
-`Retry-After` honoured, full-jitter exponential backoff, and a tally of calls and rate-limit headroom."""
+`Retry-After` honoured, full-jitter exponential backoff, an optional shared rate-limit budget asked before every
+call, and a tally of calls and rate-limit headroom."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import httpx
 
@@ -58,6 +59,16 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+class RateLimiter(Protocol):
+    """A rate-limit budget shared beyond this client (clients/ratelimits.py keeps it in the state store)."""
+
+    def acquire(self) -> float:
+        """Take one call from the budget: 0.0, or the seconds to wait before asking again (nothing taken)."""
+
+    def observe(self, response: httpx.Response, *, refused: bool) -> None:
+        """Feed what the provider said; `refused` when it refused the call for a rate limit."""
+
+
 @dataclass
 class CallStats:
     """What a sync spent at the provider, for the materialization's metadata."""
@@ -65,6 +76,8 @@ class CallStats:
     api_calls: int = 0
     retries: int = 0
     rate_limit_headers: dict[str, str] = field(default_factory=dict)
+    budget_wait_s: float = 0.0
+    """Time spent waiting for the shared rate-limit budget before calls."""
 
 
 class ApiClient:
@@ -80,11 +93,14 @@ class ApiClient:
         retry: RetryPolicy | None = None,
         headers: Mapping[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.http = httpx.Client(base_url=base_url, auth=auth, timeout=TIMEOUT, headers=dict(headers or {}))
         self.retry = retry or RetryPolicy()
         self.stats = CallStats()
         self._sleep = sleep
+        # Provider clients are built by their spec's factory; whoever runs the sync may set a limiter afterwards.
+        self.limiter = limiter
 
     def close(self) -> None:
         self.http.close()
@@ -101,6 +117,7 @@ class ApiClient:
         `check_status=False` hands non-retryable 4xx responses back to the caller (OAuth error bodies)."""
         for attempt in range(self.retry.max_attempts):
             last_attempt = attempt == self.retry.max_attempts - 1
+            self._wait_for_budget(method, url)
             try:
                 self.stats.api_calls += 1
                 response = self.http.request(method, url, **kwargs)
@@ -112,7 +129,10 @@ class ApiClient:
                 self._pause(self.retry.backoff(attempt))
                 continue
             self._remember_rate_limits(response)
-            if response.status_code not in RETRYABLE_STATUS and not self.is_rate_limited(response):
+            refused = response.status_code == 429 or self.is_rate_limited(response)
+            if self.limiter is not None:
+                self.limiter.observe(response, refused=refused)
+            if response.status_code not in RETRYABLE_STATUS and not refused:
                 return self.raise_for_status(response) if check_status else response
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if retry_after is not None and retry_after > self.retry.max_retry_after_s:
@@ -149,6 +169,22 @@ class ApiClient:
                 status_code=response.status_code,
             )
         return response
+
+    def _wait_for_budget(self, method: str, url: str) -> None:
+        """Wait until the shared budget grants this call; a wait beyond what a run may spend reschedules it."""
+        if self.limiter is None:
+            return
+        waited = 0.0
+        while (wait := self.limiter.acquire()) > 0:
+            if waited + wait > self.retry.max_retry_after_s:
+                raise RateLimited(
+                    f"{method} {url}: the rate-limit budget shared by this connection's runs is spent "
+                    f"for another {wait:.0f} s",
+                    retry_after_s=wait,
+                )
+            self._sleep(wait)
+            waited += wait
+            self.stats.budget_wait_s += wait
 
     def _pause(self, seconds: float) -> None:
         self.stats.retries += 1

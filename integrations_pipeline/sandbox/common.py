@@ -88,6 +88,13 @@ class RequestRecord:
     path: str
     query: str
     status: int
+    at: float = 0.0
+    """Wall-clock seconds when the response started (for tests that look at rates)."""
+
+
+def count_status(log: list[RequestRecord], status: int, since: int = 0) -> int:
+    """How many logged responses (from position `since`) had `status`: the 429s a test counts, for instance."""
+    return sum(1 for record in log[since:] if record.status == status)
 
 
 class RequestLogMiddleware:
@@ -110,7 +117,7 @@ class RequestLogMiddleware:
             logged = True
             query = scope.get("query_string", b"").decode("latin-1")
             with self.lock:
-                self.log.append(RequestRecord(scope["method"], scope["path"], query, status_code))
+                self.log.append(RequestRecord(scope["method"], scope["path"], query, status_code, time.time()))
 
         async def send_after_logging(message: Message) -> None:
             if message["type"] == "http.response.start" and not logged:
@@ -143,12 +150,21 @@ class SlidingWindowRateLimiter:
     """
 
     def __init__(self, limit: int | None, window_s: float, clock: Clock, *, reported_limit: int | None = None) -> None:
+        self.clock = clock
         self.limit = limit
         self.window_s = window_s
-        self.clock = clock
-        # What the rate-limit headers advertise when enforcement is off (benchmarks still see realistic headers).
-        self.reported_limit = limit if limit is not None else (reported_limit or 0)
+        self._unenforced_limit = reported_limit or 0
         self._hits: deque[float] = deque()
+        self.set_limit(limit)
+
+    def set_limit(self, limit: int | None, window_s: float | None = None) -> None:
+        """Lower, raise or switch off the limit (and change the window) at any time, even while serving: hits
+        already counted stay counted, so a tightened limit refuses at once if the window is already fuller."""
+        self.limit = limit
+        if window_s is not None:
+            self.window_s = window_s
+        # What the rate-limit headers advertise when enforcement is off (benchmarks still see realistic headers).
+        self.reported_limit = limit if limit is not None else self._unenforced_limit
 
     def _forget_old_hits(self, now: float) -> None:
         while self._hits and self._hits[0] <= now - self.window_s:
@@ -177,7 +193,7 @@ class DailyQuota:
     """A per-UTC-day request budget. Not thread-safe on its own."""
 
     def __init__(self, limit: int, clock: Clock) -> None:
-        self.limit = limit
+        self.limit = limit  # may be changed at any time; calls already spent today stay spent
         self.clock = clock
         self._day = -1
         self._used = 0
@@ -201,6 +217,26 @@ class DailyQuota:
             return False
         self._used += 1
         return True
+
+
+@dataclass(frozen=True)
+class ForcedFault:
+    status: int
+    retry_after_s: int | None
+
+
+class FaultQueue:
+    """Failures forced on the next API calls, in order (a test's knob for 5xx bursts and 429s with Retry-After).
+    Not thread-safe on its own."""
+
+    def __init__(self) -> None:
+        self._queue: deque[ForcedFault] = deque()
+
+    def push(self, requests: int, status: int, retry_after_s: int | None = None) -> None:
+        self._queue.extend([ForcedFault(status, retry_after_s)] * requests)
+
+    def pop(self) -> ForcedFault | None:
+        return self._queue.popleft() if self._queue else None
 
 
 # --- OAuth 2.0 authorization server core ------------------------------------------------------------------------

@@ -765,6 +765,11 @@ class GoogleEmulator:
     # --- fault knobs -----------------------------------------------------------------------------------------------
 
     @synchronized
+    def set_rate_limit(self, requests_per_minute: int | None, *, window_s: float | None = None) -> None:
+        """Change the per-user limit (None: off) and its rolling window, even while serving."""
+        self._rate.set_limit(requests_per_minute, window_s)
+
+    @synchronized
     def expire_access_tokens(self) -> None:
         self._oauth.expire_all_access_tokens()
 

@@ -45,6 +45,8 @@ from integrations_pipeline.sandbox.common import (
     AccessStatus,
     Clock,
     DailyQuota,
+    FaultQueue,
+    ForcedFault,
     OAuthAuthorizationServer,
     OAuthError,
     OAuthErrorKind,
@@ -618,12 +620,12 @@ def _compile_search(search: SearchRequest, schema: _ObjectSchema = CONTACTS) -> 
 
 
 def _rate_limit_headers(
-    burst_limit: int, burst_remaining: int, daily_limit: int, daily_remaining: int
+    burst_limit: int, burst_remaining: int, burst_window_s: float, daily_limit: int, daily_remaining: int
 ) -> dict[str, str]:
     return {
         "X-HubSpot-RateLimit-Max": str(burst_limit),
         "X-HubSpot-RateLimit-Remaining": str(burst_remaining),
-        "X-HubSpot-RateLimit-Interval-Milliseconds": str(BURST_WINDOW_S * 1000),
+        "X-HubSpot-RateLimit-Interval-Milliseconds": str(round(burst_window_s * 1000)),
         "X-HubSpot-RateLimit-Daily": str(daily_limit),
         "X-HubSpot-RateLimit-Daily-Remaining": str(daily_remaining),
     }
@@ -942,6 +944,7 @@ class HubSpotEmulator:
         # HubSpot advertises 100 per 10 s for most apps; keep advertising that when enforcement is switched off.
         self._burst = SlidingWindowRateLimiter(burst_limit, BURST_WINDOW_S, clock, reported_limit=100)
         self._daily = DailyQuota(daily_limit, clock)
+        self._faults = FaultQueue()
 
         owner_rows = _generate_owners(owners, seed)
         self._owners = _OwnerStore(owner_rows)
@@ -1022,6 +1025,21 @@ class HubSpotEmulator:
         owner = _OwnerRow(owner_id, user_id, email, first_name, last_name, team, now_ms, now_ms)
         self._owners.rows[owner_id] = owner
         return str(owner_id)
+
+    @synchronized
+    def set_rate_limit(
+        self, burst_limit: int | None, *, window_s: float | None = None, daily_limit: int | None = None
+    ) -> None:
+        """Change the rolling burst limit (None: off), its window and the daily quota, even while serving; the
+        headers advertise the new values from the next response on."""
+        self._burst.set_limit(burst_limit, window_s)
+        if daily_limit is not None:
+            self._daily.limit = daily_limit
+
+    @synchronized
+    def fail_next(self, requests: int, *, status: int = 503, retry_after_s: int | None = None) -> None:
+        """The next `requests` authorized CRM calls answer `status` (a 5xx, or 429 with `Retry-After`)."""
+        self._faults.push(requests, status, retry_after_s)
 
     @synchronized
     def archive_owner(self, owner_id: str) -> None:
@@ -1214,9 +1232,14 @@ class HubSpotEmulator:
             with self._lock:
                 status, access = self._oauth.authenticate(token) if token else (AccessStatus.UNKNOWN, None)
                 authorized = status is AccessStatus.VALID and access is not None and scope in access.scopes
+                fault = self._faults.pop() if authorized else None
+                if fault is not None:
+                    return self._forced_fault(fault)
                 burst = self._burst.hit() if authorized else self._burst.peek()
                 daily_ok = authorized and burst.allowed and self._daily.try_consume()
-                headers = _rate_limit_headers(burst.limit, burst.remaining, self._daily.limit, self._daily.remaining)
+                headers = _rate_limit_headers(
+                    burst.limit, burst.remaining, self._burst.window_s, self._daily.limit, self._daily.remaining
+                )
                 expired_for_s = self.clock() - access.expires_at if access is not None else 0.0
                 daily_retry_after_s = self._daily.seconds_until_reset()
             response = self._refusal(status, token, expired_for_s, authorized, scope, burst.allowed, daily_ok)
@@ -1234,6 +1257,26 @@ class HubSpotEmulator:
             return response
 
         return endpoint
+
+    @staticmethod
+    def _forced_fault(fault: ForcedFault) -> Response:
+        if fault.status == 429:
+            body = {
+                "status": "error",
+                "message": "You have reached your ten_secondly_rolling limit.",
+                "errorType": "RATE_LIMIT",
+                "correlationId": new_correlation_id(),
+                "policyName": "TEN_SECONDLY_ROLLING",
+            }
+        else:
+            body = {
+                "status": "error",
+                "message": "internal error",
+                "correlationId": new_correlation_id(),
+                "category": "INTERNAL_ERROR",
+            }
+        headers = {"Retry-After": str(fault.retry_after_s)} if fault.retry_after_s is not None else {}
+        return json_response(body, fault.status, headers)
 
     @staticmethod
     def _refusal(

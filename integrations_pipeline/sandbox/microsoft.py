@@ -649,6 +649,11 @@ class MicrosoftEmulator:
     # --- fault knobs -----------------------------------------------------------------------------------------------
 
     @synchronized
+    def set_rate_limit(self, requests_per_window: int | None, *, window_s: float | None = None) -> None:
+        """Change the per-mailbox limit (None: off) and its rolling window, even while serving."""
+        self._limiter.set_limit(requests_per_window, window_s)
+
+    @synchronized
     def expire_access_tokens(self) -> None:
         self._oauth.expire_all_access_tokens()
 

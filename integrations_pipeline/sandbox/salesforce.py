@@ -742,6 +742,12 @@ class SalesforceEmulator:
     # --- fault knobs -------------------------------------------------------------------------------------------------
 
     @synchronized
+    def set_rate_limit(self, api_request_limit: int | None, *, window_s: float | None = None) -> None:
+        """Change the org's rolling API allowance (None: report it, never refuse) and its window, even while
+        serving; `Sforce-Limit-Info` shows the new values from the next call on."""
+        self._allowance.set_limit(api_request_limit, window_s)
+
+    @synchronized
     def expire_access_tokens(self) -> None:
         self._oauth.expire_all_access_tokens()
 

@@ -1,0 +1,163 @@
+"""What each provider says about its rate limits, read into budget observations, and the limiter that makes every
+request of every run ask the shared budget (store/budget.py) first.
+
+The limits below are where a budget starts before the provider has said anything; the first response's headers
+replace them where the provider advertises its limits (HubSpot, Salesforce, Zoho). Google and Microsoft Graph
+advertise none: an operator sets theirs (INTEGRATIONS_<PROVIDER>__RATE_LIMIT, __RATE_WINDOW_S), and their refusals
+(Retry-After, rateLimitExceeded) block every run until they pass.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import httpx
+
+from integrations_pipeline.clients.http import parse_retry_after
+from integrations_pipeline.store.budget import LIVE_SHARE, Observation, RateBudgets, Window
+
+BURST, WINDOW, DAILY = "burst", "window", "daily"
+DAY_S = 86_400.0
+
+DEFAULT_WINDOWS: dict[str, tuple[Window, ...]] = {
+    # 100 per rolling 10 s per app and portal, and a daily quota (headers X-HubSpot-RateLimit-*).
+    "hubspot": (Window(BURST, 100, 10.0), Window(DAILY, 250_000, DAY_S)),
+    # Per user per minute; Calendar's documented default is 600 (Directory and People allow more).
+    "google": (Window(WINDOW, 600, 60.0),),
+    # Outlook resources: 10,000 per 10 minutes per app and mailbox.
+    "microsoft": (Window(WINDOW, 10_000, 600.0),),
+    # The org's rolling 24-hour allowance (Sforce-Limit-Info: api-usage=used/limit).
+    "salesforce": (Window(DAILY, 15_000, DAY_S),),
+    # Credits per day per org; X-RATELIMIT-LIMIT / X-RATELIMIT-REMAINING report them.
+    "zoho": (Window(DAILY, 5_000, DAY_S),),
+}
+
+_SFORCE_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+
+
+def windows_for(provider: str, limit: int | None = None, window_s: float | None = None) -> tuple[Window, ...]:
+    """The provider's budget buckets; an operator's limit or window replaces those of the first bucket."""
+    first, *rest = DEFAULT_WINDOWS[provider]
+    first = Window(first.bucket, limit or first.limit, window_s or first.window_s)
+    return (first, *rest)
+
+
+def pinned_window(provider: str, limit: int | None, window_s: float | None) -> Observation | None:
+    """An operator's limit holds against a budget that already learned another one (and against headers)."""
+    if limit is None and window_s is None:
+        return None
+    first = windows_for(provider, limit, window_s)[0]
+    return Observation(first.bucket, limit=first.limit, window_s=first.window_s)
+
+
+def _int(headers: httpx.Headers, name: str) -> int | None:
+    value = headers.get(name, "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _used(limit: int | None, remaining: int | None) -> int | None:
+    return None if limit is None or remaining is None else max(limit - remaining, 0)
+
+
+def _hubspot(headers: httpx.Headers) -> list[Observation]:
+    observations = []
+    burst_limit, interval_ms = (
+        _int(headers, "X-HubSpot-RateLimit-Max"),
+        _int(headers, "X-HubSpot-RateLimit-Interval-Milliseconds"),
+    )
+    if burst_limit is not None:
+        observations.append(
+            Observation(
+                BURST,
+                limit=burst_limit,
+                window_s=interval_ms / 1000 if interval_ms else None,
+                used=_used(burst_limit, _int(headers, "X-HubSpot-RateLimit-Remaining")),
+            )
+        )
+    daily_limit = _int(headers, "X-HubSpot-RateLimit-Daily")
+    if daily_limit is not None:
+        observations.append(
+            Observation(
+                DAILY, limit=daily_limit, used=_used(daily_limit, _int(headers, "X-HubSpot-RateLimit-Daily-Remaining"))
+            )
+        )
+    return observations
+
+
+def _salesforce(headers: httpx.Headers) -> list[Observation]:
+    match = _SFORCE_USAGE.search(headers.get("Sforce-Limit-Info", ""))
+    return [Observation(DAILY, limit=int(match[2]), used=int(match[1]))] if match else []
+
+
+def _zoho(headers: httpx.Headers) -> list[Observation]:
+    limit = _int(headers, "X-RATELIMIT-LIMIT")
+    return [Observation(DAILY, limit=limit, used=_used(limit, _int(headers, "X-RATELIMIT-REMAINING")))] if limit else []
+
+
+HEADER_READERS: dict[str, Callable[[httpx.Headers], list[Observation]]] = {
+    "hubspot": _hubspot,
+    "salesforce": _salesforce,
+    "zoho": _zoho,
+}
+
+
+def _refused_bucket(provider: str, response: httpx.Response) -> str:
+    """Which limit a refusal spent: HubSpot names its policy; Salesforce and Zoho refuse on the daily allowance."""
+    if provider == "hubspot":
+        return DAILY if b'"DAILY"' in response.content else BURST
+    return DEFAULT_WINDOWS[provider][0].bucket
+
+
+def read_signals(provider: str, response: httpx.Response, *, refused: bool) -> list[Observation]:
+    """Observations from one response: advertised limits and usage, and for a refusal (429, Google's 403
+    rateLimitExceeded, Salesforce's REQUEST_LIMIT_EXCEEDED) its Retry-After, or else the limit counts as spent."""
+    reader = HEADER_READERS.get(provider)
+    observations = reader(response.headers) if reader else []
+    if refused:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        bucket = _refused_bucket(provider, response)
+        observations.append(
+            Observation(bucket, retry_after_s=retry_after) if retry_after else Observation(bucket, exhausted=True)
+        )
+    return observations
+
+
+class BudgetLimiter:
+    """ApiClient's RateLimiter over the shared budget of one (connection, provider).
+
+    A refusal is written at once, so other runs stop before their next call; ordinary headers ride along with
+    the next acquire (one transaction per call), and only the latest counts, since older ones are staler."""
+
+    def __init__(
+        self,
+        budgets: RateBudgets,
+        connection_id: str,
+        provider: str,
+        windows: tuple[Window, ...],
+        *,
+        share: float = LIVE_SHARE,
+        pinned: Observation | None = None,
+    ) -> None:
+        self.budgets = budgets
+        self.pinned = pinned
+        self.connection_id = connection_id
+        self.provider = provider
+        self.windows = windows
+        self.share = share
+        self._pending: list[Observation] = []
+
+    def acquire(self) -> float:
+        pending, self._pending = self._pending, []
+        if self.pinned is not None:
+            pending.append(self.pinned)  # last, so it wins over what the headers said
+        return self.budgets.acquire(
+            self.connection_id, self.provider, self.windows, share=self.share, observations=pending
+        )
+
+    def observe(self, response: httpx.Response, *, refused: bool) -> None:
+        observations = read_signals(self.provider, response, refused=refused)
+        if refused:
+            self.budgets.observe(self.connection_id, self.provider, self.windows, observations)
+        else:
+            self._pending = observations
