@@ -38,6 +38,7 @@ from integrations_pipeline.gateway.schemas import (
     DisconnectResponse,
     ErrorBody,
     HealthResponse,
+    WebhookAck,
 )
 from integrations_pipeline.gateway.subscriptions import (
     DeliveryList,
@@ -48,6 +49,7 @@ from integrations_pipeline.gateway.subscriptions import (
     SubscriptionService,
     SubscriptionView,
 )
+from integrations_pipeline.gateway.webhooks import WebhookReceiver
 from integrations_pipeline.mapping import MappingUpdate
 from integrations_pipeline.settings import Settings
 from integrations_pipeline.store import StateStore, create_store_engine
@@ -111,6 +113,7 @@ class Gateway:
         self.store = store
         self.connections = ConnectionService(settings, store)
         self.mappings = MappingService(store)
+        self.webhooks = WebhookReceiver(settings, store)
         self.metrics_registry = metrics.metrics_registry(store.engine)
         self.subscriptions = SubscriptionService(settings, store)
 
@@ -193,6 +196,12 @@ class Gateway:
         tenant, provider = tenant_of(request), request.path_params["provider"]
         body = await parse_body(request, PreviewRequest)
         return _json(await run_in_threadpool(self.mappings.preview, tenant, provider, body))
+
+    async def provider_webhook(self, request: Request) -> Response:
+        return await self.webhooks.provider(request)
+
+    async def standard_webhook(self, request: Request) -> Response:
+        return await self.webhooks.standard(request)
 
     async def delete_connection(self, request: Request) -> Response:
         connection, revoked = await run_in_threadpool(self.connections.disconnect, request.path_params["connection_id"])
@@ -308,6 +317,22 @@ OPERATIONS = [
         "preview_mapping",
         request_model=PreviewRequest,
         response_model=PreviewResponse,
+    ),
+    Operation(
+        "POST",
+        "/webhooks/standard/{source}",
+        "Standard Webhooks sender (webhook-id/-timestamp/-signature); committed before the 200",
+        "standard_webhook",
+        authenticated=False,
+        response_model=WebhookAck,
+    ),
+    Operation(
+        "POST",
+        "/webhooks/{provider}",
+        "A provider's notifications, verified by its own scheme; committed before the 2xx",
+        "provider_webhook",
+        authenticated=False,
+        response_model=WebhookAck,
     ),
     Operation(
         "POST",

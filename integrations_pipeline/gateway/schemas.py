@@ -84,3 +84,11 @@ class ErrorBody(BaseModel):
 
 class HealthResponse(BaseModel):
     status: str
+
+
+class WebhookAck(BaseModel):
+    """Sent only after the events are committed to the inbox (Salesforce gets its SOAP Ack instead)."""
+
+    received: int = Field(description="events the request carried")
+    stored: int = Field(description="events new to the inbox (the rest were duplicates or ignored)")
+    ignored: int = Field(default=0, description="events of object types or accounts the pipeline does not sync")
