@@ -61,10 +61,8 @@ def _shared_strings(values: pd.Series) -> pd.Series:
     50 bytes plus its text: sharing them halves a contacts frame (docs/benchmarks.md)."""
     seen: dict[str, str] = {}
     shared = [
-        (seen.setdefault(value, value) if isinstance(value, str) else value)
-        if value is not None and value == value
-        else None
-        for value in values
+        (seen.setdefault(value, value) if isinstance(value, str) else value) if present else None
+        for value, present in zip(values, values.notna(), strict=True)
     ]
     return pd.Series(shared, index=values.index, dtype=object)
 
