@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import click
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 
 from integrations_pipeline.crypto import KeyringError, generate_key_entry
 from integrations_pipeline.gateway.connections import GatewayError
@@ -23,6 +24,8 @@ from integrations_pipeline.settings import Settings, SettingsError, load_setting
 from integrations_pipeline.store import StateStore, StoreError, create_store_engine
 from integrations_pipeline.store import audit as audit_log
 from integrations_pipeline.store import migrate as migrations
+from integrations_pipeline.store.dead_letters import replay_dead_letters
+from integrations_pipeline.store.inbox import WebhookInbox
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -35,6 +38,10 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except GatewayError as refusal:
             details = "; ".join(f"{field}: {problem}" for field, problem in refusal.fields.items())
             raise click.ClickException(f"{refusal.message}" + (f" ({details})" if details else "")) from None
+        except OperationalError:
+            raise click.ClickException(
+                "the state database is unreachable: check INTEGRATIONS_STATE_DATABASE_URL"
+            ) from None
 
     return wrapper
 
@@ -164,6 +171,38 @@ def audit_list(
         click.echo(f"{entry.id}\t{when}\t{entry.actor}\t{entry.action}\t{subject}\t{detail}")
 
 
+@main.group(help="Webhook events that failed their run five times (dead letters), and replaying them.")
+def dlq() -> None:
+    pass
+
+
+@dlq.command("list", help="Dead letters waiting for a replay, oldest first, with the cause of their last failure.")
+@click.option("--include-replayed", is_flag=True, help="also list dead letters already replayed")
+@friendly_errors
+def dlq_list(include_replayed: bool) -> None:
+    letters = WebhookInbox(open_store(load_settings())).dead_letters(include_replayed=include_replayed)
+    if not letters:
+        click.echo("no dead letters")
+    for letter in letters:
+        replayed = f"replayed {letter.replayed_at.isoformat()}" if letter.replayed_at else "waiting"
+        where = f"{letter.connection_id or '-'}\t{letter.entity or '-'}\t{letter.partition_key or '-'}"
+        cause = " ".join(letter.cause.split())
+        click.echo(
+            f"{letter.id}\t{letter.source}\t{where}\t{letter.attempts} attempts\t"
+            f"failed {letter.failed_at.isoformat()}\t{replayed}\t{cause}"
+        )
+
+
+@dlq.command("replay", help="Put dead letters back in the inbox (audited); webhook_events_sensor runs them again.")
+@click.option("--id", "ids", multiple=True, type=int, help="a dead letter's id (repeat for several)")
+@click.option("--all", "replay_all", is_flag=True, help="every dead letter not yet replayed")
+@friendly_errors
+def dlq_replay(ids: tuple[int, ...], replay_all: bool) -> None:
+    inbox = WebhookInbox(open_store(load_settings()))
+    replayed = replay_dead_letters(inbox, ids, replay_all=replay_all, actor="cli")
+    click.echo(f"replayed {replayed} dead letters; webhook_events_sensor requests their runs on its next tick")
+
+
 @main.group(help="Tenants' field mappings for the unified tables.")
 def mappings() -> None:
     pass
@@ -210,6 +249,34 @@ def _parse_update(text: str) -> MappingUpdate:
             for issue in invalid.errors(include_url=False, include_input=False)
         )
         raise click.ClickException(f"the mapping file is invalid: {where}") from None
+
+
+@main.command(help="Launch a Dagster backfill of a provider's assets for one tenant (or all) over a range of days.")
+@click.option("--provider", required=True, help="hubspot, google, microsoft, salesforce or zoho")
+@click.option("--tenant", default=None, help="one tenant; every tenant with an active connection if omitted")
+@click.option("--from", "first_day", required=True, metavar="YYYY-MM-DD", help="first UTC day of events")
+@click.option("--to", "last_day", required=True, metavar="YYYY-MM-DD", help="last UTC day of events (inclusive)")
+@friendly_errors
+def backfill(provider: str, tenant: str | None, first_day: str, last_day: str) -> None:
+    # Dagster loads only for this command: the rest of the CLI stays quick to start.
+    from integrations_pipeline.backfills import (
+        BackfillError,
+        BackfillRequest,
+        launch_backfill,
+        open_instance,
+        parse_day,
+    )
+    from integrations_pipeline.definitions import defs
+
+    try:
+        request = BackfillRequest(provider, tenant, parse_day(first_day, "--from"), parse_day(last_day, "--to"))
+        store = open_store(load_settings())
+        with open_instance() as instance:
+            launched = launch_backfill(instance, defs, store, request, actor="cli")
+    except BackfillError as refusal:
+        raise click.ClickException(str(refusal)) from None
+    partitions = ", ".join(f"{asset}: {count}" for asset, count in launched.partitions_by_asset.items())
+    click.echo(f"backfill {launched.backfill_id} launched for {', '.join(launched.connection_ids)} ({partitions})")
 
 
 @main.command(help="Serve the HTTP gateway.")

@@ -4,7 +4,9 @@ follows each run to its outcome.
 Every tick does two things, each bounded:
 1. Follow up: for each batch of events left `requested`, find its runs (by the WEBHOOK_RUN_TAG every request
    carries). All succeeded: the events are done. One failed (and Dagster will not retry it) or was canceled: the
-   events fail with the run's failure message, and the store retries them or dead-letters them at the 5th failure.
+   events fail with the run's failure message, and the store retries them (the same tick requests them again) or
+   dead-letters them at the 5th failure. A rate-limited run (tagged with when the provider's wait ends) keeps its
+   events requested until then.
    A request with no run at all (the daemon died between this sensor's answer and the launch) is emitted again with
    the same run_key, so Dagster launches it at most once.
 2. Request: read pending `change` and `missed` events after the cursor, group them by connection, entity and
@@ -26,6 +28,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 
 import dagster as dg
@@ -33,6 +36,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from dagster._core.storage.dagster_run import DagsterRun
 from pydantic import BaseModel, ValidationError
 
+from integrations_pipeline.assets.entities import RETRY_AT_TAG
 from integrations_pipeline.clients.providers import ENTITIES
 from integrations_pipeline.clients.spec import EntitySpec
 from integrations_pipeline.partitions import CONNECTION, DAY, DAYS, connection_partitions
@@ -197,6 +201,12 @@ def failure_cause(instance: dg.DagsterInstance, run: DagsterRun) -> str:
     return f"run {run.run_id} failed"
 
 
+def still_waiting(run: DagsterRun, now: str) -> bool:
+    """Dagster will retry the run, or the provider asked for a long wait (the run is tagged with its end): the
+    events stay requested until then, so a rate limit does not burn their attempts in minutes."""
+    return run.tags.get(WILL_RETRY_TAG) == "true" or run.tags.get(RETRY_AT_TAG, "") > now
+
+
 def follow_requested(
     context: dg.SensorEvaluationContext,
     inbox: WebhookInbox,
@@ -214,6 +224,7 @@ def follow_requested(
         batches[first.run_key] = (target, run_keys(target, first.run_key))
     if not batches:
         return []
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     wanted = [run_key for _, keys in batches.values() for run_key in keys.values()]
     newest: dict[str, DagsterRun] = {}
     for run in context.instance.get_runs(filters=dg.RunsFilter(tags={WEBHOOK_RUN_TAG: wanted})):
@@ -226,7 +237,7 @@ def follow_requested(
             again += [r for r in run_requests(target, key, jobs) if r.run_key not in launched]
             continue
         finished = [run for run in runs if run is not None and run.is_finished]
-        if len(finished) < len(runs) or any(run.tags.get(WILL_RETRY_TAG) == "true" for run in finished):
+        if len(finished) < len(runs) or any(still_waiting(run, now) for run in finished):
             continue
         failed = [run for run in finished if run.status in FAILED]
         if failed:

@@ -149,6 +149,47 @@ class WebhookInbox:
             query = query.where(table.c.run_key == run_key)
         return self._events(query)
 
+    def requested_batches(self, *, limit: int) -> list[InboxEvent]:
+        """One event (the oldest) per run_key still requested, oldest batch first: what the sensor follows up."""
+        table = schema.webhook_inbox
+        firsts = (
+            sa.select(sa.func.min(table.c.id))
+            .where(table.c.status == InboxStatus.REQUESTED.value)
+            .group_by(table.c.run_key)
+            .order_by(sa.func.min(table.c.id))
+            .limit(limit)
+            .scalar_subquery()
+        )
+        return self._events(sa.select(table).where(table.c.id.in_(firsts)).order_by(table.c.id))
+
+    def reported_source_ids(
+        self, connection_id: str, entity: str, *, cursor_partition: str, day: str | None
+    ) -> set[str]:
+        """The provider object ids (payload `source_ids`) that change events of this connection and entity named
+        since the partition's sync cursor last moved (its previous sync); for events, only those of `day` or of no
+        day."""
+        table, cursors = schema.webhook_inbox, schema.sync_cursors
+        previous_sync = (
+            sa.select(cursors.c.updated_at)
+            .where(
+                (cursors.c.connection_id == connection_id)
+                & (cursors.c.entity == entity)
+                & (cursors.c.partition_key == cursor_partition)
+            )
+            .scalar_subquery()
+        )
+        query = sa.select(table.c.payload).where(
+            (table.c.connection_id == connection_id)
+            & (table.c.entity == entity)
+            & table.c.kind.in_(["change", "missed"])
+            & (table.c.received_at >= previous_sync)
+        )
+        if day is not None:
+            query = query.where((table.c.partition_key == day) | table.c.partition_key.is_(None))
+        with self.store.engine.connect() as conn:
+            payloads = conn.execute(query).scalars().all()
+        return {str(source_id) for payload in payloads for source_id in (payload or {}).get("source_ids") or ()}
+
     def complete(self, run_key: str) -> int:
         """The run for `run_key` succeeded: its requested events are done."""
         table = schema.webhook_inbox
