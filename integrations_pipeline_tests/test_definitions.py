@@ -40,6 +40,7 @@ def test_every_job_sensor_and_schedule_resolves() -> None:
     assert {f"{provider}_events_sync" for provider in providers} <= jobs
     sensors = {sensor.name for sensor in repository.sensor_defs}
     assert {"connections_sensor", "unified_sensor", "push_subscriptions_sensor"} <= sensors
+    assert {"webhook_deliveries_sensor", "webhook_synced_sensor", "webhook_error_sensor"} <= sensors
     expected_schedules = {f"{p}_hourly_sync" for p in providers} | {f"{p}_hourly_events_sync" for p in providers}
     assert {schedule.name for schedule in repository.schedule_defs} == expected_schedules
     for spec in ENTITIES:  # fifteen entity assets, grouped by provider, partitioned by connection (and day)

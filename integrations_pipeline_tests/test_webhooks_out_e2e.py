@@ -99,7 +99,7 @@ def test_a_subscriber_hears_of_a_connect_a_sync_and_a_failure(
     }
 
     # A successful sync: the run status sensor records the counts, the delivery sensor sends them.
-    instance.add_dynamic_partitions(connection_partitions("hubspot").name, [connection_id])
+    instance.add_dynamic_partitions(str(connection_partitions("hubspot").name), [connection_id])
     synced_run = run_sync(defs, instance, connection_id)
     assert synced_run.success
     for _ in range(2):  # evaluating the same run twice records one event
@@ -135,7 +135,7 @@ def test_a_subscriber_hears_of_a_connect_a_sync_and_a_failure(
     ]
     assert all(d["status"] == "delivered" and [a["status_code"] for a in d["history"]] == [204] for d in deliveries)
     # The secret is nowhere in Dagster's event log.
-    logs = instance.all_logs(synced_run.run_id) + instance.all_logs(failed_run.run_id)
+    logs = [*instance.all_logs(synced_run.run_id), *instance.all_logs(failed_run.run_id)]
     assert secret not in str(logs)
 
 

@@ -68,7 +68,10 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["event_id"], ["webhook_events.id"], name="fk_webhook_deliveries_event_id_webhook_events", ondelete="CASCADE"
+            ["event_id"],
+            ["webhook_events.id"],
+            name="fk_webhook_deliveries_event_id_webhook_events",
+            ondelete="CASCADE",
         ),
     )
     op.create_index("ix_webhook_deliveries_subscription_id", "webhook_deliveries", ["subscription_id"])
