@@ -141,7 +141,7 @@ def _rate_limited(
         return _failure(error, connection_id)
     retry_at = datetime.now(UTC) + timedelta(seconds=error.retry_after_s)
     context.instance.add_run_tags(
-        context.run_id, {RATE_LIMITED_TAG: "true", RETRY_AT_TAG: retry_at.isoformat(timespec="seconds")}
+        context.run.run_id, {RATE_LIMITED_TAG: "true", RETRY_AT_TAG: retry_at.isoformat(timespec="seconds")}
     )
     return _failure(error, connection_id, retry_at)
 
