@@ -31,6 +31,9 @@ class SensorDaemon:
             self.cursor = result.cursor
         return result
 
+    def requests(self, *, record_cursor: bool = True) -> list[dg.RunRequest]:
+        return list(self.evaluate(record_cursor=record_cursor).run_requests or ())
+
     def launch(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult | None:
         assert request.run_key is not None and request.job_name is not None
         tags = {SENSOR_NAME_TAG: SENSOR, RUN_KEY_TAG: request.run_key}
@@ -48,5 +51,5 @@ class SensorDaemon:
 
     def tick(self) -> list[dg.ExecuteInProcessResult]:
         """Evaluate, record the cursor and launch: a healthy daemon's tick. Returns the runs it launched."""
-        launched = [self.launch(request) for request in self.evaluate().run_requests]
+        launched = [self.launch(request) for request in self.requests()]
         return [result for result in launched if result is not None]

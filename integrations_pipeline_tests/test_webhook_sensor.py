@@ -46,7 +46,7 @@ def change(
 
 def connect(stack: Stack, instance: dg.DagsterInstance, provider: str = "hubspot", tenant: str = "acme") -> str:
     connection_id = stack.connect(tenant, provider)
-    instance.add_dynamic_partitions(connection_partitions(provider).name, [connection_id])
+    instance.add_dynamic_partitions(str(connection_partitions(provider).name), [connection_id])
     return connection_id
 
 
@@ -58,20 +58,20 @@ def test_the_sensor_evaluated_twice_over_the_same_batch_launches_one_run(
     inbox.receive([change(str(n), connection_id) for n in (3, 17, 120)])
     daemon = SensorDaemon(build_definitions(), instance)
 
-    crashed = daemon.evaluate(record_cursor=False)  # the daemon dies before recording the tick or launching
-    again = daemon.evaluate()
-    assert [r.run_key for r in again.run_requests] == [r.run_key for r in crashed.run_requests]
-    (request,) = again.run_requests
+    crashed = daemon.requests(record_cursor=False)  # the daemon dies before recording the tick or launching
+    again = daemon.requests()
+    assert [r.run_key for r in again] == [r.run_key for r in crashed]
+    (request,) = again
     assert request.asset_selection == [dg.AssetKey("hubspot_contacts")]
     assert (request.partition_key, request.job_name) == (connection_id, "hubspot_sync")
 
-    assert daemon.launch(crashed.run_requests[0]) is not None
+    assert daemon.launch(crashed[0]) is not None
     assert daemon.launch(request) is None  # the instance already holds this run_key's run
     assert daemon.tick() == []  # the run exists: nothing re-emitted, nothing launched
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={"integrations/webhook_run": request.run_key}))
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"integrations/webhook_run": str(request.run_key)}))
     assert len(runs) == 1 and runs[0].is_success
     assert inbox.depth() == {"pending": 0, "requested": 0, "done": 3, "dead": 0}
-    assert daemon.evaluate().run_requests == []
+    assert daemon.requests() == []
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
@@ -99,7 +99,7 @@ def test_events_group_by_connection_entity_and_partition(stack: Stack, instance:
             change("x4", None),
         ]
     )
-    requests = SensorDaemon(build_definitions(), instance).evaluate().run_requests
+    requests = SensorDaemon(build_definitions(), instance).requests()
     targets = sorted((str(r.partition_key), r.asset_selection[0].path[0]) for r in requests)  # type: ignore[index]
     live = live_event_days(utcnow())
     assert targets == sorted(
@@ -135,7 +135,7 @@ def test_a_backlog_of_100000_events_drains_in_bounded_ticks(
             ).id
             for n in range(10)
         ]
-    instance.add_dynamic_partitions(connection_partitions("hubspot").name, connections)
+    instance.add_dynamic_partitions(str(connection_partitions("hubspot").name), connections)
     now, total = utcnow(), 100_000
     rows = [
         {
@@ -179,11 +179,11 @@ def test_the_cursor_never_hides_a_row_committed_late_or_retried(stack: Stack, in
     inbox.receive([change("a", connection_id)])
     daemon = SensorDaemon(build_definitions(), instance)
     daemon.cursor = WebhookCursor(after_id=10_000).model_dump_json()  # far past the row, as after a later commit
-    assert daemon.evaluate().run_requests == []  # this pass ends: the cursor wraps to 0
-    assert len(daemon.evaluate().run_requests) == 1
-    assert daemon.evaluate(record_cursor=False).run_requests != []  # requested, no run yet: emitted again
+    assert daemon.requests() == []  # this pass ends: the cursor wraps to 0
+    assert len(daemon.requests()) == 1
+    assert daemon.requests(record_cursor=False) != []  # requested, no run yet: emitted again
     daemon.cursor = "not json"
-    assert len(daemon.evaluate().run_requests) == 1  # an unreadable cursor only costs a fresh pass
+    assert len(daemon.requests()) == 1  # an unreadable cursor only costs a fresh pass
 
 
 def warehouse_contacts(stack: Stack) -> set[str]:
@@ -236,9 +236,9 @@ def test_a_disconnected_or_vanished_connection_settles_its_requested_events(
     inbox = WebhookInbox(stack.store)
     inbox.receive([change("a", connection_id)])
     daemon = SensorDaemon(build_definitions(), instance)
-    assert len(daemon.evaluate().run_requests) == 1
+    assert len(daemon.requests()) == 1
     with stack.store.write() as conn:
         conn.execute(sa.delete(schema.sync_cursors))
         conn.execute(sa.update(schema.webhook_inbox).values(connection_id="hubspot-gone"))
-    assert daemon.evaluate().run_requests == []
+    assert daemon.requests() == []
     assert inbox.depth()["done"] == 1
