@@ -126,8 +126,12 @@ def test_gateway_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path:
     def killer() -> None:
         try:
             for threshold, delay in zip(thresholds, delays, strict=True):
+
+                def reached(limit: int = threshold) -> bool:
+                    return acknowledged >= limit
+
                 with progress:
-                    progress.wait_for(lambda limit=threshold: acknowledged >= limit, timeout=START_TIMEOUT_S)
+                    progress.wait_for(reached, timeout=START_TIMEOUT_S)
                 time.sleep(delay)
                 gateway.kill()
                 gateway.start()

@@ -15,21 +15,23 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from integrations_pipeline.gateway import create_app
 from integrations_pipeline.httpserver import BackgroundServer
-from integrations_pipeline.settings import Settings, load_settings
-from integrations_pipeline.store import StateStore, TokenSet, create_store_engine
+from integrations_pipeline.settings import load_settings
+from integrations_pipeline.store import StateStore, create_store_engine
 from integrations_pipeline.store import migrate as migrations
 from integrations_pipeline.store.inbox import InboxEvent, WebhookInbox
 from integrations_pipeline.store.push import PushStatus, PushSubscriptions
-from integrations_pipeline.store.repository import utcnow
 from integrations_pipeline_tests import webhook_senders as senders
-from integrations_pipeline_tests.webhook_senders import Secrets, SignedRequest
+from integrations_pipeline_tests.webhook_senders import (
+    HUBSPOT_SECRET,
+    Secrets,
+    SignedRequest,
+    prepare,
+    receiver_settings,
+)
 
-API_KEY = "test-api-key-0123456789abcdef"
-HUBSPOT_SECRET = "test-hubspot-secret-webhook-canary-91c2"
 LIMIT = 64 * 1024
 SQLITE_ONLY = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 
@@ -53,72 +55,12 @@ class Receiver:
         return [s.hubspot_client_secret, s.graph_client_state, s.google_token, s.zoho_token, s.salesforce_token]
 
 
-def _connect(store: StateStore, provider: str, account: str) -> str:
-    with store.write() as conn:
-        return store.save_connection(
-            conn,
-            tenant="acme",
-            provider=provider,
-            requested_scopes=[],
-            granted_scopes=[],
-            tokens=TokenSet(access_token=SecretStr(f"access-{provider}"), refresh_token=None, expires_at=None),
-            external_account_id=account,
-        ).id
-
-
-def receiver_settings(url: str, store_url: str, key_spec: str, **overrides: object) -> Settings:
-    sources = {senders.STANDARD_SOURCE: {"secrets": list(senders.STANDARD_SECRETS), "connection_id": "google-acme"}}
-    return load_settings(
-        state_database_url=store_url,
-        encryption_keys=key_spec,
-        api_key=API_KEY,
-        public_url=url,
-        hubspot={"client_id": "test-hubspot-app", "client_secret": HUBSPOT_SECRET},
-        webhooks={"max_body_bytes": LIMIT, "standard_sources": sources},
-        **overrides,
-    )
-
-
-def prepare(store: StateStore, public_url: str) -> tuple[Secrets, dict[str, str]]:
-    """Connections for each provider and the push subscriptions a lifecycle would have created."""
-    connections = {
-        "hubspot": _connect(store, "hubspot", senders.HUBSPOT_PORTAL),
-        "microsoft": _connect(store, "microsoft", "graph-user-1"),
-        "google": _connect(store, "google", "google-sub-1"),
-        "zoho": _connect(store, "zoho", "zoho-org-1"),
-        "salesforce": _connect(store, "salesforce", senders.SALESFORCE_ORG),
-    }
-    push = PushSubscriptions(store)
-    expires = utcnow() + timedelta(days=1)
-
-    def subscribe(provider: str, entity: str, **ids: str) -> str:
-        _, secret = push.create(
-            connection_id=connections[provider],
-            provider=provider,
-            entity=entity,
-            resource="watched",
-            expires_at=expires,
-            **ids,
-        )
-        return secret
-
-    secrets = Secrets(
-        public_url=public_url,
-        hubspot_client_secret=HUBSPOT_SECRET,
-        graph_client_state=subscribe("microsoft", "contacts", external_id=senders.GRAPH_SUBSCRIPTION),
-        google_token=subscribe("google", "events", subscription_id=senders.GOOGLE_CHANNEL),
-        zoho_token=subscribe("zoho", "contacts", subscription_id=senders.ZOHO_CHANNEL),
-        salesforce_token=subscribe("salesforce", "events", subscription_id=senders.SALESFORCE_ENDPOINT),
-    )
-    return secrets, connections
-
-
 @pytest.fixture
 def receiver(store_url: str, key_spec: str) -> Iterator[Receiver]:
     engine = create_store_engine(store_url)
     migrations.upgrade(engine)
     server = BackgroundServer()
-    settings = receiver_settings(server.url, store_url, key_spec)
+    settings = receiver_settings(server.url, store_url, key_spec, max_body_bytes=LIMIT)
     store = StateStore(engine, settings.keyring())
     secrets, connections = prepare(store, server.url)
     with server.start(create_app(settings, store)), httpx.Client(base_url=server.url, timeout=10) as http:
@@ -535,7 +477,7 @@ def test_database_down_is_503_with_retry_after_never_an_ack(scheme: str, key_spe
     server = BackgroundServer()
     secrets, _ = prepare(StateStore(engine, load_settings(encryption_keys=key_spec).keyring()), server.url)
     down_url = f"postgresql+psycopg2://nobody:nothing@127.0.0.1:{_closed_port()}/gone?connect_timeout=2"
-    settings = receiver_settings(server.url, down_url, key_spec)
+    settings = receiver_settings(server.url, down_url, key_spec, max_body_bytes=LIMIT)
     down_store = StateStore(create_store_engine(down_url), settings.keyring())
     with server.start(create_app(settings, down_store)), httpx.Client(base_url=server.url, timeout=20) as http:
         request = senders.SENDERS[scheme](secrets, 1)

@@ -1,5 +1,6 @@
-"""Signed webhook requests as each provider (and a Standard Webhooks sender) makes them, for the receiver's tests
-and benchmark. Signing uses the emulators' and the reference implementation's code where they exist, not ours."""
+"""Signed webhook requests as each provider (and a Standard Webhooks sender) makes them, and the connections and push
+subscriptions they are for, shared by the receiver's tests and benchmark. Signing uses the emulators' and the
+reference implementation's code, not the receiver's."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
+from pydantic import SecretStr
 from standardwebhooks import Webhook
 
 from integrations_pipeline.sandbox.hubspot_push import sign_v3
+from integrations_pipeline.settings import Settings, load_settings
+from integrations_pipeline.store import StateStore, TokenSet
+from integrations_pipeline.store.push import PushSubscriptions
+from integrations_pipeline.store.repository import utcnow
 
+API_KEY = "test-api-key-0123456789abcdef"
+HUBSPOT_SECRET = "test-hubspot-secret-webhook-canary-91c2"
 HUBSPOT_PORTAL = "62515"
 SALESFORCE_ORG = "00D5g000000AbCdEAF"
 GRAPH_SUBSCRIPTION = "7f105c7d-2dc5-4530-97cd-4e7ae6534c07"
@@ -205,3 +213,63 @@ SENDERS: dict[str, Callable[..., SignedRequest]] = {
     "salesforce": salesforce,
     "standard": standard,
 }
+
+
+def _connect(store: StateStore, provider: str, account: str) -> str:
+    with store.write() as conn:
+        return store.save_connection(
+            conn,
+            tenant="acme",
+            provider=provider,
+            requested_scopes=[],
+            granted_scopes=[],
+            tokens=TokenSet(access_token=SecretStr(f"access-{provider}"), refresh_token=None, expires_at=None),
+            external_account_id=account,
+        ).id
+
+
+def receiver_settings(url: str, store_url: str, key_spec: str, *, max_body_bytes: int = 1024 * 1024) -> Settings:
+    """Gateway settings with the HubSpot app and the standard source the senders sign for."""
+    sources = {STANDARD_SOURCE: {"secrets": list(STANDARD_SECRETS), "connection_id": "google-acme"}}
+    return load_settings(
+        state_database_url=store_url,
+        encryption_keys=key_spec,
+        api_key=API_KEY,
+        public_url=url,
+        hubspot={"client_id": "test-hubspot-app", "client_secret": HUBSPOT_SECRET},
+        webhooks={"max_body_bytes": max_body_bytes, "standard_sources": sources},
+    )
+
+
+def prepare(store: StateStore, public_url: str) -> tuple[Secrets, dict[str, str]]:
+    """Connections for each provider and the push subscriptions a lifecycle would have created."""
+    connections = {
+        "hubspot": _connect(store, "hubspot", HUBSPOT_PORTAL),
+        "microsoft": _connect(store, "microsoft", "graph-user-1"),
+        "google": _connect(store, "google", "google-sub-1"),
+        "zoho": _connect(store, "zoho", "zoho-org-1"),
+        "salesforce": _connect(store, "salesforce", SALESFORCE_ORG),
+    }
+    push = PushSubscriptions(store)
+    expires = utcnow() + timedelta(days=1)
+
+    def subscribe(provider: str, entity: str, **ids: str) -> str:
+        _, secret = push.create(
+            connection_id=connections[provider],
+            provider=provider,
+            entity=entity,
+            resource="watched",
+            expires_at=expires,
+            **ids,
+        )
+        return secret
+
+    secrets = Secrets(
+        public_url=public_url,
+        hubspot_client_secret=HUBSPOT_SECRET,
+        graph_client_state=subscribe("microsoft", "contacts", external_id=GRAPH_SUBSCRIPTION),
+        google_token=subscribe("google", "events", subscription_id=GOOGLE_CHANNEL),
+        zoho_token=subscribe("zoho", "contacts", subscription_id=ZOHO_CHANNEL),
+        salesforce_token=subscribe("salesforce", "events", subscription_id=SALESFORCE_ENDPOINT),
+    )
+    return secrets, connections
