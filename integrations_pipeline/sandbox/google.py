@@ -51,6 +51,8 @@ from integrations_pipeline.sandbox.common import (
     read_form,
     synchronized,
 )
+from integrations_pipeline.sandbox.google_push import GoogleApiRefusal, GooglePush
+from integrations_pipeline.sandbox.google_push import routes as push_routes
 
 __all__ = ["GoogleEmulator", "RequestRecord"]
 
@@ -79,6 +81,11 @@ API_SCOPES: dict[str, frozenset[str]] = {
             "https://www.googleapis.com/auth/calendar.events.readonly",
         )
     ),
+    # Writes (google_push.py's routes) need a read-write scope, as Google's reference lists for each method.
+    "calendar_write": frozenset(
+        ("https://www.googleapis.com/auth/calendar", "https://www.googleapis.com/auth/calendar.events")
+    ),
+    "directory_write": frozenset(("https://www.googleapis.com/auth/admin.directory.user",)),
 }
 
 EMAIL_SCOPES = frozenset(("email", "https://www.googleapis.com/auth/userinfo.email"))
@@ -350,11 +357,14 @@ class GoogleEmulator:
         seed: int = 7,
         access_token_ttl_s: int = ACCESS_TOKEN_TTL_S,
         requests_per_minute: int | None = None,
+        push_time_scale: float = 1.0,
         clock: Clock = time.time,
     ) -> None:
         self._lock = threading.RLock()
         self.client_id = client_id
         self.clock = clock
+        # Push channels (google_push.py); `push_time_scale` compresses Google's retry backoff for tests.
+        self.push = GooglePush(lock=self._lock, clock=clock, time_scale=push_time_scale)
         self.request_log: list[RequestRecord] = []
         self._oauth = OAuthAuthorizationServer(
             clients={client_id: client_secret},
@@ -698,6 +708,7 @@ class GoogleEmulator:
         self._next_event += 1
         self._events[row.id] = row
         row.seq = self._record_change("calendar", row.id)
+        self.push.calendar_changed()
         return row.id
 
     @synchronized
@@ -723,6 +734,7 @@ class GoogleEmulator:
             row.end_ms = self._event_ms(end)
         row.updated_ms = self._now_ms()
         row.seq = self._record_change("calendar", row.id)
+        self.push.calendar_changed()
 
     @synchronized
     def delete_event(self, event_id: str) -> None:
@@ -733,6 +745,7 @@ class GoogleEmulator:
         row.cancelled = True
         row.updated_ms = self._now_ms()
         row.seq = self._record_change("calendar", row.id)
+        self.push.calendar_changed()
 
     @staticmethod
     def _event_ms(moment: datetime | date) -> int:
@@ -751,6 +764,7 @@ class GoogleEmulator:
             user.suspended = suspended
         self._version += 1
         self._sorted_cache.clear()
+        self.push.user_changed("update", self._render_user(user, "basic"))
 
     @synchronized
     def delete_user(self, user_id: str) -> None:
@@ -761,6 +775,34 @@ class GoogleEmulator:
         user.deleted_ms = self._now_ms()
         self._version += 1
         self._sorted_cache.clear()
+        self.push.user_changed("delete", self._render_user(user, "basic"))
+
+    # --- helpers for google_push.py's routes -------------------------------------------------------------------------
+
+    @staticmethod
+    def refusal_response(refusal: GoogleApiRefusal) -> JSONResponse:
+        status = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND"}.get(refusal.code, "UNKNOWN")
+        return GoogleApiError(refusal.code, status, refusal.message, refusal.reason).response()
+
+    @staticmethod
+    def json(body: dict[str, Any]) -> JSONResponse:
+        return json_response(body)
+
+    @synchronized
+    def event_record(self, event_id: str) -> dict[str, Any]:
+        return self._render_event(self._events[event_id])
+
+    @synchronized
+    def user_record(self, user_id: str) -> dict[str, Any]:
+        return self._render_user(self._users[user_id], "full")
+
+    @synchronized
+    def user_id_for(self, user_key: str) -> str:
+        """A Directory userKey (the id or the primary email) as the live user's id; KeyError when none."""
+        for user in self._users.values():
+            if user.deleted_ms is None and user_key in (user.id, user.email):
+                return user.id
+        raise KeyError(user_key)
 
     # --- fault knobs -----------------------------------------------------------------------------------------------
 
@@ -1249,6 +1291,7 @@ class GoogleEmulator:
             Route(USERS_PATH, self._api_endpoint("directory", self._list_users), methods=["GET"]),
             Route(CONNECTIONS_PATH, self._api_endpoint("people", self._list_connections), methods=["GET"]),
             Route(EVENTS_PATH, self._api_endpoint("calendar", self._list_events), methods=["GET"]),
+            *push_routes(self, self._api_endpoint),
         ]
         return Starlette(
             routes=routes,

@@ -75,6 +75,8 @@ class Delivery:
     """attempt number (1 = first) -> the request to send"""
     schedule: RetrySchedule = NO_RETRY
     accepted: Callable[[int, bytes], bool] = accept_2xx
+    retryable: Callable[[int | None], bool] = lambda status: True
+    """given a refused attempt's status (None: no answer), whether the provider tries again (Google: 5xx only)"""
     timeout_s: float = DEFAULT_TIMEOUT_S
     label: str = ""
     attempt: int = 0
@@ -210,7 +212,7 @@ class DeliveryEngine:
                 delivery.duplicate = False
                 delivery.attempt -= 1  # the same notification again, as a sender that lost the ack sends it
                 self._schedule(delivery, 0.0)
-            elif not accepted and retries_used < len(delivery.schedule.delays_s):
+            elif not accepted and retries_used < len(delivery.schedule.delays_s) and delivery.retryable(status):
                 self._schedule(delivery, delivery.schedule.delays_s[retries_used] * self.time_scale)
             else:
                 self._outstanding -= 1

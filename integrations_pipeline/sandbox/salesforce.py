@@ -51,6 +51,7 @@ from integrations_pipeline.sandbox.common import (
     read_form,
     synchronized,
 )
+from integrations_pipeline.sandbox.salesforce_push import SalesforcePush
 
 __all__ = ["RequestRecord", "SalesforceEmulator"]
 
@@ -620,6 +621,7 @@ class SalesforceEmulator:
         seed: int = 7,
         access_token_ttl_s: int = DEFAULT_ACCESS_TOKEN_TTL_S,
         api_request_limit: int | None = None,
+        push_time_scale: float = 1.0,
         clock: Clock = time.time,
     ) -> None:
         if users < 1:
@@ -629,6 +631,8 @@ class SalesforceEmulator:
         self._client_secret = client_secret
         self.clock = clock
         self.org_id = _record_id("00D", seed)
+        # Outbound messages (salesforce_push.py); `push_time_scale` compresses the 24-hour retry schedule for tests.
+        self.push = SalesforcePush(lock=self._lock, org_id=self.org_id, time_scale=push_time_scale)
         self.request_log: list[RequestRecord] = []
         self._oauth = OAuthAuthorizationServer(
             clients={client_id: client_secret},
@@ -869,6 +873,7 @@ class SalesforceEmulator:
         values.update(CreatedDate=now_ms, LastModifiedDate=now_ms, SystemModstamp=now_ms)
         row = _Row(_record_id(sobject.key_prefix, number), values)
         self._tables[sobject.name][row.id] = row
+        self.push.changed(sobject.name, row.id, now_ms)
         return row
 
     def _live_row(self, sobject: _SObject, record_id: str) -> _Row:
@@ -891,6 +896,7 @@ class SalesforceEmulator:
             self._normalize_event(values)
         row.values = values
         self._touch(row)
+        self.push.changed(sobject.name, row.id, row.values["SystemModstamp"])
 
     @synchronized
     def _delete(self, sobject: _SObject, record_id: str) -> None:
@@ -1264,6 +1270,20 @@ class SalesforceEmulator:
 
         return endpoint
 
+    def _authenticated(
+        self, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """The org's bearer token, nothing else (the sandbox's Setup stand-in spends no API allowance)."""
+
+        async def endpoint(request: Request) -> Response:
+            with self._lock:
+                status, _ = self._bearer(request)
+            if status is not AccessStatus.VALID:
+                return SalesforceApiError(401, "INVALID_SESSION_ID", SESSION_EXPIRED).response()
+            return await handler(request)
+
+        return endpoint
+
     async def _query(self, request: Request) -> Response:
         return await self._run_query(request, include_deleted=False)
 
@@ -1371,6 +1391,7 @@ class SalesforceEmulator:
             Route(f"{sobjects}/", self._data_endpoint(self._create_record), methods=["POST"]),
             Route(record, self._data_endpoint(self._update_record), methods=["PATCH"]),
             Route(record, self._data_endpoint(self._delete_record), methods=["DELETE"]),
+            *self.push.routes(self._authenticated),
         ]
         return Starlette(
             routes=routes,

@@ -51,6 +51,8 @@ from integrations_pipeline.sandbox.common import (
     read_form,
     synchronized,
 )
+from integrations_pipeline.sandbox.zoho_push import ZohoPush, write_handler
+from integrations_pipeline.sandbox.zoho_push import routes as push_routes
 
 __all__ = ["RequestRecord", "ZohoEmulator"]
 
@@ -497,6 +499,7 @@ class ZohoEmulator:
         utc_offset_minutes: int = 330,
         api_domain: str | None = None,
         location: str = "us",
+        push_time_scale: float = 1.0,
         clock: Clock = time.time,
     ) -> None:
         self._lock = threading.RLock()
@@ -508,6 +511,14 @@ class ZohoEmulator:
         self.request_log: list[RequestRecord] = []
         self.org_timezone = timezone(timedelta(minutes=utc_offset_minutes))
         self._api_domain = api_domain
+        # Watch channels (zoho_push.py); `push_time_scale` compresses the retry backoff for tests.
+        self.push = ZohoPush(
+            lock=self._lock,
+            clock=clock,
+            org_timezone=self.org_timezone,
+            api_origin=api_domain or "https://www.zohoapis.com",
+            time_scale=push_time_scale,
+        )
         self._page_token_ttl_s = page_token_ttl_s
         self._oauth = OAuthAuthorizationServer(
             clients={client_id: client_secret},
@@ -692,6 +703,7 @@ class ZohoEmulator:
         state.next_number += 1
         state.rows[row.id] = row
         self._touch(module)
+        self.push.changed(module, "create", str(row.id), values)
         return str(row.id)
 
     @synchronized
@@ -703,6 +715,7 @@ class ZohoEmulator:
         row.values.update(self._stored(module, values, bool(row.values.get("All_day"))))
         row.modified_s = max(self._now(), row.created_s)
         self._touch(module)
+        self.push.changed(module, "edit", record_id, values)
 
     @synchronized
     def _delete(self, module: str, record_id: str) -> None:
@@ -711,6 +724,20 @@ class ZohoEmulator:
             raise KeyError(record_id)
         row.deleted_s = self._now()
         self._touch(module)
+        self.push.changed(module, "delete", record_id, {})
+
+    @synchronized
+    def record_stamps(self, module: str, record_id: str) -> dict[str, Any]:
+        """What Zoho's write APIs answer in `details` for a record."""
+        row = self._modules[module].rows[int(record_id)]
+        owner = self._owner(row.owner_id)
+        return {
+            "Modified_Time": self._iso(row.modified_s),
+            "Modified_By": owner,
+            "Created_Time": self._iso(row.created_s),
+            "id": str(row.id),
+            "Created_By": owner,
+        }
 
     def create_contact(self, values: Mapping[str, Any]) -> str:
         """Field API names as keys (Account_Name may be a plain company name); returns the new id."""
@@ -1229,7 +1256,28 @@ class ZohoEmulator:
 
             return endpoint
 
+        def module_written(method: str, operation: str) -> Route:
+            """POST/PUT/DELETE /crm/v8/{module}: the module's CREATE, UPDATE or DELETE scope (WRITE or ALL)."""
+            endpoints = {
+                module: self._crm_endpoint(write_handler(self), f"ZohoCRM.modules.{module.lower()}.{operation}")
+                for module in RECORD_MODULES
+            }
+
+            async def endpoint(request: Request) -> Response:
+                module = request.path_params["module"]
+                if module not in endpoints:
+                    return ZohoApiError(
+                        400, "INVALID_MODULE", "the module name given seems to be invalid", {"module": module}
+                    ).response()
+                return await endpoints[module](request)
+
+            return Route("/crm/v8/{module}", endpoint, methods=[method])
+
         routes = [
+            *push_routes(self.push, self._crm_endpoint),
+            module_written("POST", "CREATE"),
+            module_written("PUT", "UPDATE"),
+            module_written("DELETE", "DELETE"),
             Route("/oauth/v2/auth", self._authorize, methods=["GET"]),
             Route("/oauth/v2/token", self._token, methods=["POST"]),
             Route("/oauth/v2/token/revoke", self._revoke, methods=["POST"]),
@@ -1267,7 +1315,8 @@ def _scope_granted(required: str, granted: Iterable[str]) -> bool:
             continue
         scope_operation = scope_parts[-1]
         scope_sub = scope_parts[1] if len(scope_parts) == 3 else None
-        if scope_operation not in ("ALL", operation):
+        writes = scope_operation == "WRITE" and operation in ("CREATE", "UPDATE", "DELETE")
+        if scope_operation not in ("ALL", operation) and not writes:
             continue
         if scope_sub is None or scope_sub.lower() == (sub or "").lower():
             return True
