@@ -115,7 +115,12 @@ def test_graph_validation_token_is_echoed_as_plain_text(receiver: Receiver) -> N
 @SQLITE_ONLY
 def test_graph_lifecycle_notifications_are_stored_by_kind(receiver: Receiver) -> None:
     for n, lifecycle in enumerate(("reauthorizationRequired", "subscriptionRemoved", "missed")):
-        assert receiver.send(senders.graph(receiver.secrets, n, lifecycle=lifecycle)).status_code == 202
+        request = replace(senders.graph(receiver.secrets, n, lifecycle=lifecycle), path="/webhooks/microsoft/lifecycle")
+        assert receiver.send(request).status_code == 202
+    forged = senders.graph(receiver.secrets, 9, lifecycle="missed", client_state="guessed")
+    assert receiver.send(replace(forged, path="/webhooks/microsoft/lifecycle")).status_code == 401
+    handshake = receiver.http.post("/webhooks/microsoft/lifecycle", params={"validationToken": "check"})
+    assert (handshake.status_code, handshake.text) == (200, "check")
     kinds = [(e.kind, e.payload["lifecycleEvent"], e.payload["source_ids"]) for e in receiver.inbox()]
     assert kinds == [
         ("lifecycle", "reauthorizationRequired", []),

@@ -66,12 +66,6 @@ def test_hubspot_contact_created_reaches_the_table(stack: Stack, instance: dg.Da
     assert new_id in table_ids(stack, "hubspot.contacts", connection_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="integration gap between two other modules: clients/push.py registers the Graph lifecycle URL "
-    "/webhooks/microsoft/lifecycle, which no gateway route serves (only /webhooks/{provider}), so the emulator's "
-    "validation handshake fails and Graph refuses the subscription (HTTP 400)",
-)
 def test_microsoft_contact_created_reaches_the_table(stack: Stack, instance: dg.DagsterInstance) -> None:
     graph = stack.emulators["microsoft"]
     connection_id = stack.connect("acme", "microsoft")

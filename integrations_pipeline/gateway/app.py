@@ -203,6 +203,9 @@ class Gateway:
     async def standard_webhook(self, request: Request) -> Response:
         return await self.webhooks.standard(request)
 
+    async def microsoft_lifecycle_webhook(self, request: Request) -> Response:
+        return await self.webhooks.microsoft_lifecycle(request)
+
     async def delete_connection(self, request: Request) -> Response:
         connection, revoked = await run_in_threadpool(self.connections.disconnect, request.path_params["connection_id"])
         return _json(DisconnectResponse(id=connection.id, status=connection.status.value, revoked_at_provider=revoked))
@@ -325,6 +328,15 @@ OPERATIONS = [
         "standard_webhook",
         authenticated=False,
         response_model=WebhookAck,
+    ),
+    Operation(
+        "POST",
+        "/webhooks/microsoft/lifecycle",
+        "Microsoft Graph lifecycle notifications (reauthorizationRequired, subscriptionRemoved, missed)",
+        "microsoft_lifecycle_webhook",
+        authenticated=False,
+        response_model=WebhookAck,
+        status=202,
     ),
     Operation(
         "POST",

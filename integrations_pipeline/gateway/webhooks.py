@@ -219,6 +219,13 @@ class WebhookReceiver:
         except GatewayError as refusal:
             raise _refused(source, refusal) from None
 
+    async def microsoft_lifecycle(self, request: Request) -> Response:
+        """Graph's lifecycleNotificationUrl: the same handshake and clientState check; lifecycleEvent sets the kind."""
+        try:
+            return await self._guarded(self._microsoft, request)
+        except GatewayError as refusal:
+            raise _refused("microsoft", refusal) from None
+
     async def standard(self, request: Request) -> Response:
         name = str(request.path_params["source"])
         configured = self.settings.webhooks.standard_sources.get(name)
