@@ -34,6 +34,7 @@ format: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/sync_throughput.py
+	$(BIN)/python benchmarks/webhook_ack.py
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache
