@@ -103,6 +103,27 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def start_dagster_dev(
+    port: int, dagster_home: Path, environment: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`dagster dev` on 127.0.0.1:`port` with the dagster.yaml and workspace.yaml of the working directory (which
+    must hold no stale `.env`: dagster dev loads it over the environment); its instance in `dagster_home`."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile("dagster.yaml", dagster_home / "dagster.yaml")
+    env = {**(environment or os.environ), "DAGSTER_HOME": str(dagster_home.resolve())}
+    command = [str(Path(sys.executable).with_name("dagster")), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1"]
+    return subprocess.Popen([*command, "-p", str(port)], env=env)  # noqa: S603 (our own argv, no shell)
+
+
+def stop_dagster_dev(dagster: subprocess.Popen[bytes]) -> None:
+    dagster.send_signal(signal.SIGINT)  # dagster dev stops its own webserver, daemon and code servers
+    try:
+        dagster.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        dagster.kill()
+        dagster.wait()
+
+
 def run_dev_stack(*, dagster_port: int, gateway_port: int, sandbox_port: int) -> None:
     # Handle both signals explicitly: a shell that starts us in the background leaves SIGINT ignored, and an
     # ignored signal would be inherited by `dagster dev` too. Handled ones reset to default in the child.
@@ -128,28 +149,10 @@ def run_dev_stack(*, dagster_port: int, gateway_port: int, sandbox_port: int) ->
                 gateway_server.url, settings.require_api_key().get_secret_value(), provider, SANDBOX_TENANT
             )
             click.echo(f"connected {connection['id']} ({connection['status']}) through the OAuth flow")
-        DAGSTER_HOME.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile("dagster.yaml", DAGSTER_HOME / "dagster.yaml")
-        environment = {**os.environ, "DAGSTER_HOME": str(DAGSTER_HOME.resolve())}
-        command = [
-            str(Path(sys.executable).with_name("dagster")),
-            "dev",
-            "-w",
-            "workspace.yaml",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(dagster_port),
-        ]
         click.echo(f"Dagster UI: http://127.0.0.1:{dagster_port}  (Ctrl-C stops everything)")
-        dagster = subprocess.Popen(command, env=environment)  # noqa: S603 (our own argv, no shell)
+        dagster = start_dagster_dev(dagster_port, DAGSTER_HOME)
         try:
             dagster.wait()
         except KeyboardInterrupt:
-            dagster.send_signal(signal.SIGINT)  # dagster dev stops its own webserver, daemon and code servers
-            try:
-                dagster.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                dagster.kill()
-                dagster.wait()
+            stop_dagster_dev(dagster)
     engine.dispose()

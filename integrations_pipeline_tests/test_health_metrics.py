@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from integrations_pipeline import metrics
 from integrations_pipeline.gateway import create_app
 from integrations_pipeline.httpserver import BackgroundServer
-from integrations_pipeline.store import ConnectionStatus
+from integrations_pipeline.store import ConnectionStatus, schema
 from integrations_pipeline.store.inbox import NewEvent, WebhookInbox
 from integrations_pipeline.store.push import PushSubscriptions
 from integrations_pipeline.store.repository import utcnow
@@ -63,6 +63,20 @@ def test_health_reports_each_connection_and_its_problems(stack: Stack) -> None:
         PushSubscriptions(stack.store).create(
             connection_id=troubled, provider="zoho", entity="contacts", resource="Contacts", expires_at=push_expiry
         )
+        blocked_until = (utcnow() + timedelta(minutes=5)).replace(microsecond=0)
+        with stack.store.engine.begin() as conn:  # as a 429 with Retry-After leaves the shared budget
+            conn.execute(
+                schema.rate_budgets.insert().values(
+                    connection_id=troubled,
+                    provider="zoho",
+                    bucket="window",
+                    call_limit=100,
+                    window_s=60.0,
+                    slots=[],
+                    blocked_until=blocked_until,
+                    updated_at=utcnow(),
+                )
+            )
         report = api.get("/health/integrations", params={"tenant": "beta"}).json()
         [item] = report["connections"]
         assert report["status"] == "warning" and report["counts"]["warning"] == 1
@@ -73,7 +87,9 @@ def test_health_reports_each_connection_and_its_problems(stack: Stack) -> None:
             "3.0 h since the last successful sync",
             "1 webhook events in dead letters",
             "a push subscription expires within a day without renewal",
+            f"rate limited by the provider until {blocked_until:%Y-%m-%d %H:%M:%S} UTC",
         ]
+        assert item["rate_limited_until"].startswith(blocked_until.isoformat()[:19])
 
         with stack.store.locked(troubled) as conn:
             stack.store.set_status(conn, troubled, ConnectionStatus.NEEDS_REAUTH, "invalid_grant")

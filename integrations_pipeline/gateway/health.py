@@ -29,6 +29,7 @@ class IntegrationHealthView(BaseModel):
     last_successful_sync_at: datetime | None
     lag_seconds: float | None = Field(description="seconds since the last successful sync")
     recent_429_rate: float | None = Field(description="share of recent provider calls answered 429, when recorded")
+    rate_limited_until: datetime | None = Field(description="a provider's Retry-After or spent quota, for all runs")
     dead_letters: int = Field(description="webhook events that failed five times and are not replayed yet")
     inbox_pending: int = Field(description="webhook events received and not yet synced")
     push_subscriptions: int = Field(description="active push subscriptions at the provider")
@@ -48,6 +49,7 @@ class IntegrationHealthView(BaseModel):
             last_successful_sync_at=item.last_sync_at,
             lag_seconds=item.lag_seconds,
             recent_429_rate=item.recent_429_rate,
+            rate_limited_until=item.rate_limited_until,
             dead_letters=item.dead_letters,
             inbox_pending=item.inbox_pending,
             push_subscriptions=item.push_subscriptions,

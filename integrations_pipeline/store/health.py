@@ -43,7 +43,8 @@ class ConnectionHealth:
     token_expires_at: datetime | None
     last_sync_at: datetime | None
     lag_seconds: float | None  # since the last successful sync; None before the first
-    recent_429_rate: float | None  # share of recent provider calls answered 429; None where nothing is recorded
+    recent_429_rate: float | None  # share of recent provider calls answered 429; None: no count is stored yet
+    rate_limited_until: datetime | None  # a provider's Retry-After or exhausted quota, shared by every run
     dead_letters: int  # not yet replayed
     inbox_pending: int  # received, not yet synced
     push_subscriptions: int  # active ones
@@ -75,6 +76,7 @@ def judge(
     dead_letters: int,
     push_expires_at: datetime | None,
     recent_429_rate: float | None,
+    rate_limited_until: datetime | None = None,
 ) -> tuple[Health, tuple[str, ...]]:
     """Pure: the connection's health and the problems behind it, worst first."""
     if connection.status == ConnectionStatus.DISCONNECTED:
@@ -92,6 +94,8 @@ def judge(
     if push_expires_at is not None and push_expires_at - now < PUSH_EXPIRY_WARNING:
         verb = "expired" if push_expires_at <= now else "expires within a day"
         warnings.append(f"a push subscription {verb} without renewal")
+    if rate_limited_until is not None and rate_limited_until > now:
+        warnings.append(f"rate limited by the provider until {rate_limited_until:%Y-%m-%d %H:%M:%S} UTC")
     if recent_429_rate is not None and recent_429_rate >= 0.1:
         warnings.append(f"{recent_429_rate:.0%} of recent provider calls were rate limited (429)")
     if critical:
@@ -134,6 +138,15 @@ def connection_health(conn: sa.Connection, now: datetime) -> list[ConnectionHeal
         )
     }
     rates = recent_429_rates(conn, now)
+    budgets = schema.rate_budgets
+    blocked = {
+        row.connection_id: row.until
+        for row in conn.execute(
+            sa.select(budgets.c.connection_id, sa.func.max(budgets.c.blocked_until).label("until"))
+            .where(budgets.c.blocked_until > now)
+            .group_by(budgets.c.connection_id)
+        )
+    }
     report = []
     for connection in connections:
         push_count, push_expires_at = active_push.get(connection.id, (0, None))
@@ -143,6 +156,7 @@ def connection_health(conn: sa.Connection, now: datetime) -> list[ConnectionHeal
             dead_letters=dead.get(connection.id, 0),
             push_expires_at=push_expires_at,
             recent_429_rate=rates.get(connection.id),
+            rate_limited_until=blocked.get(connection.id),
         )
         report.append(
             ConnectionHealth(
@@ -155,6 +169,7 @@ def connection_health(conn: sa.Connection, now: datetime) -> list[ConnectionHeal
                 last_sync_at=connection.last_sync_at,
                 lag_seconds=(now - connection.last_sync_at).total_seconds() if connection.last_sync_at else None,
                 recent_429_rate=rates.get(connection.id),
+                rate_limited_until=blocked.get(connection.id),
                 dead_letters=dead.get(connection.id, 0),
                 inbox_pending=pending.get(connection.id, 0),
                 push_subscriptions=push_count,
@@ -167,7 +182,8 @@ def connection_health(conn: sa.Connection, now: datetime) -> list[ConnectionHeal
 
 
 def recent_429_rates(conn: sa.Connection, now: datetime) -> dict[str, float]:
-    """Share of recent provider calls answered 429, per connection. Nothing records them yet: see the report."""
+    """Share of recent provider calls answered 429, per connection. The rate budgets keep calls granted and the
+    block a 429 set (`rate_limited_until`), not a count of 429s: until one is stored, there is no rate to give."""
     return {}
 
 
