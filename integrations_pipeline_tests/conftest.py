@@ -8,7 +8,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,13 @@ class Stack:
 
 @pytest.fixture
 def stack(store_url: str, key_spec: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(store_url, key_spec, monkeypatch, tmp_path) as running:
+        yield running
+
+
+@contextmanager
+def running_stack(store_url: str, key_spec: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Stack]:
+    """The `stack` fixture's body, for a test that needs two stacks one after the other (fresh emulators each)."""
     emulators = {
         provider: emulator_class(
             client_id=client_credentials(provider)[0], client_secret=client_credentials(provider)[1], **SANDBOX_SIZES
