@@ -2,9 +2,6 @@
 backfill daemon code executes it, events go one connection's range of days per run, and the tables end exactly as
 the original syncs left them, with the live cursors untouched."""
 
-import logging
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,18 +13,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from dagster._core.execution.backfill import BulkActionStatus
-from dagster._core.remote_origin import InProcessCodeLocationOrigin
-from dagster._core.test_utils import create_test_daemon_workspace_context
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
-from dagster._daemon.backfill import execute_backfill_iteration
 
 from integrations_pipeline.assets.entities import BACKFILL_TAG
 from integrations_pipeline.cli import main
-from integrations_pipeline.definitions import build_definitions
-from integrations_pipeline.partitions import CONNECTION, DAY, connection_partitions
+from integrations_pipeline.partitions import connection_partitions
 from integrations_pipeline.resources import IntegrationsResource
 from integrations_pipeline.store import ConnectionStatus
+from integrations_pipeline_tests.backfill_driver import IN_PROCESS_RUNS, events_key, execute_backfill, sync
 from integrations_pipeline_tests.conftest import Stack
 
 pytestmark = [
@@ -37,15 +29,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Property `ScheduleDefinition.environment_vars`:DeprecationWarning"),
 ]
 
-# Runs execute synchronously inside the daemon's iteration: the test waits on nothing but Dagster's own code.
-IN_PROCESS_RUNS = {
-    "run_launcher": {
-        "module": "dagster._core.launcher.sync_in_memory_run_launcher",
-        "class": "SyncInMemoryRunLauncher",
-    },
-    "run_coordinator": {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"},
-}
-BACKFILL_DEADLINE_S = 300
+
 DAYS_30 = [f"2025-03-{day:02d}" for day in range(1, 31)]
 
 
@@ -57,41 +41,6 @@ def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: dic
     (home / "dagster.yaml").write_text(yaml.safe_dump({**overrides, "telemetry": {"enabled": False}}))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     yield home
-
-
-def execute_backfill(instance: dg.DagsterInstance, backfill_id: str) -> None:
-    """Drive the backfill with the daemon's own iteration until it finishes, as `dagster-daemon` would."""
-    origin = InProcessCodeLocationOrigin(
-        LoadableTargetOrigin(executable_path=sys.executable, module_name="integrations_pipeline.definitions")
-    )
-    logger = logging.getLogger("backfill-test")
-    deadline = time.monotonic() + BACKFILL_DEADLINE_S
-    with create_test_daemon_workspace_context(InProcessWorkspaceLoadTarget(origin), instance) as workspace:
-        while True:
-            list(execute_backfill_iteration(workspace, logger))
-            backfill = instance.get_backfill(backfill_id)
-            assert backfill is not None
-            if backfill.status not in (BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING):
-                break
-            assert time.monotonic() < deadline, f"backfill {backfill_id} still {backfill.status} after the deadline"
-    assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, backfill.status
-    failed = instance.get_run_records(
-        dg.RunsFilter(tags={BACKFILL_TAG: backfill_id}, statuses=[dg.DagsterRunStatus.FAILURE])
-    )
-    assert not failed
-
-
-def sync(instance: dg.DagsterInstance, job: str, key: str | dg.MultiPartitionKey) -> None:
-    result = (
-        build_definitions()
-        .resolve_job_def(job)
-        .execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
-    )
-    assert result.success, [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]  # type: ignore[union-attr]
-
-
-def events_key(connection_id: str, day: str) -> dg.MultiPartitionKey:
-    return dg.MultiPartitionKey({CONNECTION: connection_id, DAY: day})
 
 
 def table(name: str, connection_id: str) -> pd.DataFrame:
