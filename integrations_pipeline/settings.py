@@ -44,6 +44,14 @@ class ProviderApp(BaseModel):
     rate_window_s: float | None = Field(
         default=None, gt=0, description="seconds of that rolling window, instead of the provider's default"
     )
+    app_id: int | None = Field(
+        default=None, ge=1, description="HubSpot only: the app's id, to set its webhook target URL and subscriptions"
+    )
+    developer_api_key: SecretStr | None = Field(
+        default=None,
+        min_length=1,
+        description="HubSpot only: the developer account's API key (hapikey) that HubSpot's webhooks API requires",
+    )
 
 
 SOURCE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -141,7 +149,7 @@ class Settings(BaseSettings):
     )
     webhook_allowed_networks: list[IPvAnyNetwork] = Field(
         default_factory=list,
-        description="addresses or networks (JSON list, e.g. [\"127.0.0.1\"]) outgoing webhooks may reach although "
+        description='addresses or networks (JSON list, e.g. ["127.0.0.1"]) outgoing webhooks may reach although '
         "they are loopback, private or link-local; empty: public addresses only",
     )
     hubspot: ProviderApp | None = None

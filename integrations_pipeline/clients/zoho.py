@@ -434,6 +434,7 @@ SPEC = ProviderSpec(
         "ZohoCRM.modules.contacts.READ",
         "ZohoCRM.modules.events.READ",
         "ZohoSearch.securesearch.READ",
+        "ZohoCRM.notifications.ALL",  # push: watch channels (clients/push.py)
     ),
     sandbox_authorize_path="/oauth/v2/auth",
     sandbox_token_path="/oauth/v2/token",

@@ -113,12 +113,12 @@ class GooglePush:
 
     def __init__(self, *, lock: threading.RLock, clock: Clock, time_scale: float) -> None:
         self._lock = lock
-        self._clock = clock
+        self.clock = clock
         self.engine = DeliveryEngine(time_scale=time_scale)
         self._channels: dict[str, _Channel] = {}
 
     def _now_ms(self) -> int:
-        return int(self._clock() * 1000)
+        return int(self.clock() * 1000)
 
     def _live(self, api: str | None = None) -> list[_Channel]:
         now_ms = self._now_ms()

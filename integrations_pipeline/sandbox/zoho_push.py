@@ -95,14 +95,14 @@ class ZohoPush:
         self, *, lock: threading.RLock, clock: Clock, org_timezone: timezone, api_origin: str, time_scale: float
     ) -> None:
         self._lock = lock
-        self._clock = clock
+        self.clock = clock
         self._timezone = org_timezone
         self.api_origin = api_origin
         self.engine = DeliveryEngine(time_scale=time_scale)
         self._channels: dict[int, _Channel] = {}
 
     def _now_s(self) -> int:
-        return int(self._clock())
+        return int(self.clock())
 
     def _iso(self, epoch_s: int) -> str:
         return datetime.fromtimestamp(epoch_s, self._timezone).isoformat()

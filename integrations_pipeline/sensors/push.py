@@ -16,7 +16,16 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from integrations_pipeline.clients.errors import NeedsReauth, ProviderError
-from integrations_pipeline.clients.push import PUSH_APIS, PushApi, PushRefused
+from integrations_pipeline.clients.http import ApiClient
+from integrations_pipeline.clients.providers import PROVIDERS
+from integrations_pipeline.clients.push import (
+    PUSH_APIS,
+    NewSubscription,
+    PushApi,
+    PushRefused,
+    ensure_hubspot_app_webhooks,
+    notification_url,
+)
 from integrations_pipeline.resources import IntegrationsResource
 from integrations_pipeline.settings import SettingsError
 from integrations_pipeline.store import ConnectionStatus
@@ -24,6 +33,8 @@ from integrations_pipeline.store.inbox import WebhookInbox
 from integrations_pipeline.store.push import PushStatus, PushSubscription, PushSubscriptions
 
 PUSH_SENSOR_INTERVAL_S = 60
+# HubSpot apps whose webhook settings this process has already made right: (API origin, app id, target URL).
+_HUBSPOT_APPS_CONFIGURED: set[tuple[str, int, str]] = set()
 MAX_PROVIDER_CALLS = 50  # per tick: a slow provider cannot time the tick out
 LIFECYCLE_BATCH = 100
 BLOCKING = (PushStatus.ACTIVE, PushStatus.FAILED)  # a row in these states means "nothing to create"
@@ -60,6 +71,7 @@ class PushLifecycle:
 
     def run(self) -> PushReport:
         self._handle_lifecycle_events()
+        self._hubspot_app_webhooks()
         for provider, push_api in sorted(PUSH_APIS.items()):
             try:
                 self.integrations.settings.provider_app(provider)
@@ -106,9 +118,44 @@ class PushLifecycle:
                 if (connection_id, entity) not in covered:
                     self._create(provider, push_api, connection_id, entity, resource)
 
-    def _create(self, provider: str, push_api: PushApi, connection_id: str, entity: str, resource: str) -> None:
-        if self.report.calls_left <= 0:
+    def _hubspot_app_webhooks(self) -> None:
+        """HubSpot's webhooks belong to the app: set its target URL and subscriptions once per app and process
+        (idempotent: only differences are written), when the app has an id and a developer API key and some portal
+        is connected. Each event names its portalId; the gateway maps it to the connection."""
+        try:
+            app = self.integrations.settings.provider_app("hubspot")
+        except SettingsError:
             return
+        if app.app_id is None or app.developer_api_key is None:
+            return
+        target_url = notification_url(str(self.integrations.settings.public_url), "hubspot")
+        origin = PROVIDERS["hubspot"].api_origin(app)
+        done_key = (origin, app.app_id, target_url)
+        if done_key in _HUBSPOT_APPS_CONFIGURED or self.report.calls_left <= 0:
+            return
+        if not self.integrations.store.list_connections(provider="hubspot", statuses=(ConnectionStatus.ACTIVE,)):
+            return
+        self.report.calls_left -= 1
+        api = ApiClient(origin)
+        try:
+            changes = ensure_hubspot_app_webhooks(
+                api,
+                app_id=app.app_id,
+                developer_api_key=app.developer_api_key.get_secret_value(),
+                target_url=target_url,
+            )
+        except (PushRefused, ProviderError) as error:
+            self.report.problems.append(str(error))
+            return
+        finally:
+            api.close()
+        _HUBSPOT_APPS_CONFIGURED.add(done_key)
+        self.report.created += changes
+
+    def _create(self, provider: str, push_api: PushApi, connection_id: str, entity: str, resource: str) -> bool:
+        """Whether the provider granted a new subscription."""
+        if self.report.calls_left <= 0:
+            return False
         # The row first: its fresh secret is what the provider will echo back with every notification.
         row, secret = self.subscriptions.create(
             connection_id=connection_id, provider=provider, entity=entity, resource=resource, expires_at=self.now
@@ -116,24 +163,36 @@ class PushLifecycle:
         granted = None
         with self._call(row, f"creating {provider} {entity} push for {connection_id}") as allowed:
             if allowed:
+                new = NewSubscription(
+                    subscription_id=row.id,
+                    resource=resource,
+                    public_url=str(self.integrations.settings.public_url),
+                    secret=secret,
+                    now=self.now,
+                    sandbox=self.integrations.settings.provider_app(provider).base_url is not None,
+                )
                 with self.integrations.connector(provider, connection_id) as api:
-                    granted = push_api.create(
-                        api,
-                        resource=resource,
-                        public_url=str(self.integrations.settings.public_url),
-                        secret=secret,
-                        now=self.now,
-                    )
+                    granted = push_api.create(api, new)
         if granted is not None:
             self.subscriptions.renewed(row.id, expires_at=granted.expires_at, external_id=granted.external_id)
             self.report.created += 1
-        elif self.subscriptions.get(row.id).status == PushStatus.ACTIVE:  # type: ignore[union-attr]
+            return True
+        if self.subscriptions.get(row.id).status == PushStatus.ACTIVE:  # type: ignore[union-attr]
             # Not refused, just not done (an outage, the call budget): let the next tick try again.
             self.subscriptions.set_status(row.id, PushStatus.REMOVED, "creation did not complete; retried")
+        return False
 
     def _renew(self, provider: str, push_api: PushApi, row: PushSubscription) -> None:
         if row.external_id is None:
             self.subscriptions.set_status(row.id, PushStatus.REMOVED, "no provider id to renew; recreated")
+            return
+        if push_api.renew_by_replacing:
+            # A new channel first (with a fresh secret), then the old one stops: no gap in notifications.
+            if self._create(provider, push_api, row.connection_id, row.entity, row.resource):
+                self._stop(provider, push_api, row, "replaced by a new channel")
+                self.report.stopped -= 1  # a replacement, counted as the renewal it is
+                self.report.created -= 1
+                self.report.renewed += 1
             return
         with self._call(row, f"renewing {provider} push {row.id}") as allowed:
             if allowed:
@@ -142,13 +201,14 @@ class PushLifecycle:
                 self.subscriptions.renewed(row.id, expires_at=granted.expires_at)
                 self.report.renewed += 1
 
-    def _stop(self, provider: str, push_api: PushApi, row: PushSubscription) -> None:
-        reason = "connection no longer active"
+    def _stop(
+        self, provider: str, push_api: PushApi, row: PushSubscription, reason: str = "connection no longer active"
+    ) -> None:
         if row.external_id is not None and self.report.calls_left > 0:
             self.report.calls_left -= 1
             try:
                 with self.integrations.connector(provider, row.connection_id) as api:
-                    push_api.stop(api, external_id=row.external_id)
+                    push_api.stop(api, external_id=row.external_id, subscription_id=row.id, resource=row.resource)
             except Exception:
                 reason += "; left to expire at the provider"
         self.subscriptions.set_status(row.id, PushStatus.REMOVED, reason)
