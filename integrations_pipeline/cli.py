@@ -125,6 +125,41 @@ def connections_list() -> None:
         click.echo(f"{connection.id}\t{connection.status.value}\ttoken expires {expires}")
 
 
+@main.command(
+    "salesforce-endpoint",
+    help="For a real Salesforce org: issue the outbound-message endpoint URL (with a fresh token) an administrator "
+    "configures for CONNECTION_ID; it replaces the previous one. Printed here once, never logged or stored.",
+)
+@click.argument("connection_id")
+@friendly_errors
+def salesforce_endpoint(connection_id: str) -> None:
+    from integrations_pipeline.clients.push import (
+        MANUAL_SETUP,
+        SALESFORCE_RECORDED_LIFE,
+        SALESFORCE_RESOURCES,
+        salesforce_endpoint_url,
+    )
+    from integrations_pipeline.store.push import PushStatus, PushSubscriptions
+
+    settings = load_settings()
+    store = open_store(settings)
+    connection = store.get_connection(connection_id)
+    if connection is None or connection.provider != "salesforce":
+        raise click.ClickException(f"no Salesforce connection {connection_id!r}")
+    subscriptions = PushSubscriptions(store)
+    for previous in subscriptions.list(connection_id=connection_id, provider="salesforce"):
+        subscriptions.set_status(previous.id, PushStatus.REMOVED, "replaced by a new endpoint URL")
+    row, secret = subscriptions.create(
+        connection_id=connection_id,
+        provider="salesforce",
+        entity="contacts",
+        resource=SALESFORCE_RESOURCES["contacts"],
+        expires_at=datetime.now(UTC) + SALESFORCE_RECORDED_LIFE,
+        external_id=MANUAL_SETUP,
+    )
+    click.echo(salesforce_endpoint_url(str(settings.public_url), row.id, secret))
+
+
 @main.group(help="The hash-chained audit log of what was done to connections, keys and mappings.")
 def audit() -> None:
     pass

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import httpx
 import pytest
 
 from integrations_pipeline.resources import IntegrationsResource
@@ -161,3 +162,23 @@ def test_hubspot_app_webhooks_set_once_and_events_mapped_by_portal(
         assert events and {event.connection_id for event in events} == {connection_id}
         assert {event.entity for event in events} == {"contacts"}
         assert any(event.payload["source_ids"] == [str(contact_id)] for event in events)
+
+
+def test_salesforce_endpoint_command_prints_a_verifiable_url_once(stack: Stack) -> None:
+    from click.testing import CliRunner
+
+    from integrations_pipeline.cli import main
+
+    connection_id = stack.connect("acme", "salesforce")
+    runner = CliRunner()
+    first = runner.invoke(main, ["salesforce-endpoint", connection_id])
+    second = runner.invoke(main, ["salesforce-endpoint", connection_id])
+    assert first.exit_code == second.exit_code == 0, first.output
+    url = httpx.URL(second.output.strip())
+    assert url.path == "/webhooks/salesforce"
+    subscriptions = PushSubscriptions(stack.store)
+    assert subscriptions.verify_secret(url.params["subscription"], url.params["token"]) is not None
+    old = httpx.URL(first.output.strip())
+    assert subscriptions.verify_secret(old.params["subscription"], old.params["token"]) is None  # replaced
+    unknown = runner.invoke(main, ["salesforce-endpoint", "nope"])
+    assert unknown.exit_code == 1 and "no Salesforce connection" in unknown.output
