@@ -8,7 +8,6 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import dagster as dg
 import pandas as pd
@@ -74,7 +73,8 @@ def test_postgres_profile_ends_with_the_embedded_defaults_tables(
     embedded = flow(f"sqlite:///{tmp_path / 'state.db'}", key_spec, monkeypatch, tmp_path / "embedded", {})
 
     monkeypatch.setenv("INTEGRATIONS_WAREHOUSE_URL", fresh_postgres_url(postgres_server))
-    instance_storage = {"storage": {"postgres": {"postgres_url": fresh_postgres_url(postgres_server)}}}
+    dagster_url = fresh_postgres_url(postgres_server).replace("postgresql://", "postgresql+psycopg2://", 1)
+    instance_storage = {"storage": {"postgres": {"postgres_url": dagster_url}}}
     on_postgres = flow(fresh_postgres_url(postgres_server), key_spec, monkeypatch, tmp_path / "pg", instance_storage)
 
     assert IntegrationsResource().warehouse.kind == "postgres"
@@ -106,16 +106,9 @@ def test_copy_text_escapes_what_copy_would_misread(postgres_server: object) -> N
 def test_the_deploy_profile_opens_an_instance_on_postgres(
     postgres_server: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """deploy/dagster.yaml as shipped: storage from DAGSTER_PG_* variables, runs queued with per-provider limits."""
-    url = urlsplit(fresh_postgres_url(postgres_server))
-    for name, value in {
-        "HOST": url.hostname,
-        "PORT": str(url.port),
-        "DB": url.path.lstrip("/"),
-        "USER": url.username,
-        "PASSWORD": url.password or "",
-    }.items():
-        monkeypatch.setenv(f"DAGSTER_PG_{name}", str(value))
+    """deploy/dagster.yaml as shipped: storage from DAGSTER_POSTGRES_URL, runs queued with per-provider limits."""
+    url = fresh_postgres_url(postgres_server).replace("postgresql://", "postgresql+psycopg2://", 1)
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", url)
     shutil.copyfile(PROJECT_ROOT / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
