@@ -114,6 +114,7 @@ def materialized_sandbox_partition(url: str) -> tuple[str, str] | None:
     return None
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # the UI is the subject, not the store
 def test_the_dagster_ui_shows_groups_automation_and_a_synced_partition(dagster_ui: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 
