@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
@@ -59,12 +60,10 @@ def _shared_strings(values: pd.Series) -> pd.Series:
     """Text as objects, missing values as None, and equal strings as one object. CRM columns repeat a lot (owners,
     companies, job titles, first names, stages), and each string parsed from JSON is an object of its own at about
     50 bytes plus its text: sharing them halves a contacts frame (docs/benchmarks.md)."""
-    seen: dict[str, str] = {}
-    shared = [
-        (seen.setdefault(value, value) if isinstance(value, str) else value) if present else None
-        for value, present in zip(values, values.notna(), strict=True)
-    ]
-    return pd.Series(shared, index=values.index, dtype=object)
+    codes, uniques = pd.factorize(values.astype(object), use_na_sentinel=True)  # hashes in C; first-seen objects
+    pool = np.empty(len(uniques) + 1, dtype=object)  # code -1 (missing) takes the last entry: None
+    pool[:-1] = uniques
+    return pd.Series(pool.take(codes), index=values.index, dtype=object)
 
 
 def _sorted(frame: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:

@@ -27,6 +27,12 @@ def test_text_is_objects_with_none_for_missing_and_one_object_per_distinct_strin
     assert frame["modified_at"].isna().tolist() == [True, True, True, True, False]
 
 
+def test_a_column_with_no_value_at_all_is_none_throughout() -> None:
+    frame = to_frame([{"connection_id": "c", "source_id": "1"}, {"connection_id": "c", "source_id": "2"}], COLUMNS)
+    assert list(frame["company"]) == [None, None]
+    assert to_frame([], COLUMNS).empty
+
+
 def test_the_same_records_make_equal_frames() -> None:
     records = [{"connection_id": "c", "source_id": str(i), "company": f"Co {i % 3}"} for i in range(10)]
     assert to_frame(records, COLUMNS).equals(to_frame([dict(r) for r in records], COLUMNS))

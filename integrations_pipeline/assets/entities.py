@@ -10,6 +10,7 @@ import pandas as pd
 
 from integrations_pipeline.clients.errors import CursorExpired, NeedsReauth, ProviderError, RateLimited
 from integrations_pipeline.clients.http import ApiClient, CallStats
+from integrations_pipeline.clients.pagination import read_ahead
 from integrations_pipeline.clients.spec import EntitySpec, Page, SyncRequest
 from integrations_pipeline.frames import concat, markdown_preview, replace_all, to_frame, upsert
 from integrations_pipeline.partitions import (
@@ -84,7 +85,7 @@ def _collect(pages: Iterable[Page], spec: EntitySpec) -> tuple[pd.DataFrame, str
     cursor: str | None = None
     frames: list[pd.DataFrame] = []
     buffer: list[Any] = []
-    for page in pages:
+    for page in read_ahead(iter(pages)):
         cursor = page.cursor or cursor
         buffer.extend(page.records)
         if len(buffer) >= CHUNK_ROWS:

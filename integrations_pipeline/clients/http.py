@@ -4,8 +4,10 @@ call, and a tally of calls and rate-limit headroom."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +30,13 @@ ERROR_EXCERPT_CHARS = 300
 # introspection and revocation): whoever turns INFO logging on must not turn on a token leak with it.
 for _logger_name in ("httpx", "httpcore"):
     logging.getLogger(_logger_name).setLevel(logging.WARNING)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: loading the CA bundle costs tens of milliseconds per client, and a
+    sync builds a few clients per connection. SSLContext is safe to share between clients and threads."""
+    return httpx.create_ssl_context()
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,9 @@ class ApiClient:
         sleep: Callable[[float], None] = time.sleep,
         limiter: RateLimiter | None = None,
     ) -> None:
-        self.http = httpx.Client(base_url=base_url, auth=auth, timeout=TIMEOUT, headers=dict(headers or {}))
+        self.http = httpx.Client(
+            base_url=base_url, auth=auth, timeout=TIMEOUT, headers=dict(headers or {}), verify=_tls_context()
+        )
         self.retry = retry or RetryPolicy()
         self.stats = CallStats()
         self._sleep = sleep

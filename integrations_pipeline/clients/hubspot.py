@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from typing_extensions import TypedDict
 
 from integrations_pipeline.clients.cursors import modified_since, timestamp_cursor
 from integrations_pipeline.clients.errors import CursorExpired, ProviderError
@@ -118,8 +119,20 @@ class HubSpotOwner(BaseModel):
     teams: list[dict[str, Any]] = Field(default_factory=list)
 
 
-_OBJECTS = TypeAdapter(list[HubSpotObject])
-_OWNERS = TypeAdapter(list[HubSpotOwner])
+class _ObjectsPage(TypedDict, total=False):
+    results: list[HubSpotObject]
+    total: int
+    paging: dict[str, Any]
+
+
+class _OwnersPage(TypedDict, total=False):
+    results: list[HubSpotOwner]
+    paging: dict[str, Any]
+
+
+# Pages are parsed and validated from the raw body in one pass (twice as fast as json.loads, then validation).
+_OBJECTS_PAGE = TypeAdapter(_ObjectsPage)
+_OWNERS_PAGE = TypeAdapter(_OwnersPage)
 
 
 def parse_instant(value: str | None) -> datetime | None:
@@ -221,8 +234,10 @@ class HubSpotClient(ApiClient):
         """Every live (or every archived) object of the type, a page at a time."""
         params = [("limit", PAGE_LIMIT), ("archived", "true" if archived else "false")]
         params += [("properties", name) for name in object_type.properties]
-        for page in LIST_PAGINATOR.pages(self, "GET", object_type.path, params=params):
-            yield _OBJECTS.validate_python(page.get("results", []))
+        for page in LIST_PAGINATOR.pages(
+            self, "GET", object_type.path, params=params, parse=_OBJECTS_PAGE.validate_json
+        ):
+            yield page.get("results", [])
 
     def iter_search(
         self,
@@ -236,7 +251,9 @@ class HubSpotClient(ApiClient):
         """Live objects with low <= split_property < high (and `filters`), sorted by split_property. Wherever a
         query would exceed the search API's 10,000-result cap, the range is halved and each half read in turn."""
         body = self._search_body(object_type, split_property, low, high, filters)
-        pages = SEARCH_PAGINATOR.pages(self, "POST", f"{object_type.path}/search", json=body)
+        pages = SEARCH_PAGINATOR.pages(
+            self, "POST", f"{object_type.path}/search", json=body, parse=_OBJECTS_PAGE.validate_json
+        )
         first = next(pages)
         if first.get("total", 0) > SEARCH_RESULT_CAP and high - low > timedelta(milliseconds=1):
             pages.close()
@@ -249,7 +266,7 @@ class HubSpotClient(ApiClient):
             )
             return
         for page in itertools.chain([first], pages):
-            yield _OBJECTS.validate_python(page.get("results", []))
+            yield page.get("results", [])
 
     def iter_archived_since(self, object_type: CrmObjectType, since: datetime) -> Iterator[list[HubSpotObject]]:
         """Objects archived at or after `since` (the list endpoint has no server-side filter for it)."""
@@ -278,8 +295,8 @@ class HubSpotClient(ApiClient):
     def iter_owners(self, *, archived: bool = False) -> Iterator[list[HubSpotOwner]]:
         """Every active (or every archived) owner, a page at a time; the API has no modified filter."""
         params = [("limit", OWNER_PAGE_LIMIT), ("archived", "true" if archived else "false")]
-        for page in LIST_PAGINATOR.pages(self, "GET", OWNERS_PATH, params=params):
-            yield _OWNERS.validate_python(page.get("results", []))
+        for page in LIST_PAGINATOR.pages(self, "GET", OWNERS_PATH, params=params, parse=_OWNERS_PAGE.validate_json):
+            yield page.get("results", [])
 
     def owner_emails(self) -> dict[str, str]:
         """Owner id -> email for every owner, archived ones included (old meetings keep their owner)."""

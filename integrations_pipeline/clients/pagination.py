@@ -1,12 +1,18 @@
-"""Pagination strategies shared by every connector: small objects that know where the next cursor is."""
+"""Pagination strategies shared by every connector: small objects that know where the next cursor is; and
+`read_ahead`, which fetches the next pages while the caller works on the current one."""
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from integrations_pipeline.clients.http import ApiClient
+
+T = TypeVar("T")
 
 
 def dig(document: Mapping[str, Any], path: tuple[str, ...]) -> Any:
@@ -36,7 +42,10 @@ class CursorPaginator:
         *,
         params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
         json: Mapping[str, Any] | None = None,
-    ) -> Generator[dict[str, Any], None, None]:
+        parse: Callable[[bytes], Mapping[str, Any]] | None = None,
+    ) -> Generator[Mapping[str, Any], None, None]:
+        """Each page as a document: `parse` turns the raw body into one (a pydantic `validate_json`, which parses
+        and validates in one pass), else plain JSON."""
         cursor: Any = None
         while True:
             query: list[tuple[str, Any]] = list(params.items() if isinstance(params, Mapping) else params or [])
@@ -46,7 +55,8 @@ class CursorPaginator:
                     body[self.param] = cursor
                 else:
                     query.append((self.param, cursor))
-            page: dict[str, Any] = api.request(method, url, params=query, json=body).json()
+            response = api.request(method, url, params=query, json=body)
+            page: Mapping[str, Any] = parse(response.content) if parse is not None else response.json()
             yield page
             cursor = dig(page, self.path)
             if not cursor:
@@ -75,3 +85,51 @@ class NextLinkPaginator:
             page: dict[str, Any] = api.request("GET", next_url, params=query, headers=headers).json()
             yield page
             next_url, query = dig(page, self.path), None
+
+
+_DONE = object()
+
+
+def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """`items`, produced on a worker thread up to `depth` ahead of the consumer, so the provider's response time
+    overlaps with the caller's work on earlier pages (framing, writing) instead of adding to it. Memory stays
+    bounded by `depth` items; an exception in the producer is raised to the consumer at the same place in the
+    sequence; a consumer that stops early stops the producer (after at most the item it is producing)."""
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stopped = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stopped.is_set():
+                    try:
+                        handoff.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stopped.is_set():
+                    return
+            handoff.put((_DONE, None))
+        except BaseException as error:
+            handoff.put((_DONE, error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if item is _DONE:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stopped.set()
+        while worker.is_alive():  # drain so a producer blocked on a full queue sees `stopped`
+            with contextlib.suppress(queue.Empty):
+                handoff.get(timeout=0.1)
+        worker.join()

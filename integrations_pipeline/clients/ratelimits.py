@@ -10,12 +10,13 @@ advertise none: an operator sets theirs (INTEGRATIONS_<PROVIDER>__RATE_LIMIT, __
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 
 import httpx
 
 from integrations_pipeline.clients.http import parse_retry_after
-from integrations_pipeline.store.budget import LIVE_SHARE, Observation, RateBudgets, Window
+from integrations_pipeline.store.budget import LEASE_TTL_S, LIVE_SHARE, Observation, RateBudgets, Window
 
 BURST, WINDOW, DAILY = "burst", "window", "daily"
 DAY_S = 86_400.0
@@ -32,6 +33,10 @@ DEFAULT_WINDOWS: dict[str, tuple[Window, ...]] = {
     # Credits per day per org; X-RATELIMIT-LIMIT / X-RATELIMIT-REMAINING report them.
     "zoho": (Window(DAILY, 5_000, DAY_S),),
 }
+
+# Calls taken from the budget per transaction: a sync paging as fast as it can makes one store round trip per
+# LEASE_CALLS requests instead of one per request; parallel runs still share each window, since leased calls count.
+LEASE_CALLS = 50
 
 _SFORCE_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
 
@@ -126,8 +131,9 @@ def read_signals(provider: str, response: httpx.Response, *, refused: bool) -> l
 class BudgetLimiter:
     """ApiClient's RateLimiter over the shared budget of one (connection, provider).
 
-    A refusal is written at once, so other runs stop before their next call; ordinary headers ride along with
-    the next acquire (one transaction per call), and only the latest counts, since older ones are staler."""
+    Calls are leased LEASE_CALLS at a time and spent within LEASE_TTL_S, or forfeited. A refusal is written at
+    once and ends the lease, so other runs stop before their next call; ordinary headers ride along with the next
+    lease, and only the latest counts, since older ones are staler."""
 
     def __init__(
         self,
@@ -146,18 +152,27 @@ class BudgetLimiter:
         self.windows = windows
         self.share = share
         self._pending: list[Observation] = []
+        self._leased = 0
+        self._lease_ends = 0.0
 
     def acquire(self) -> float:
+        if self._leased > 0 and time.monotonic() < self._lease_ends:
+            self._leased -= 1
+            return 0.0
         pending, self._pending = self._pending, []
         if self.pinned is not None:
             pending.append(self.pinned)  # last, so it wins over what the headers said
-        return self.budgets.acquire(
-            self.connection_id, self.provider, self.windows, share=self.share, observations=pending
+        granted, wait = self.budgets.lease(
+            self.connection_id, self.provider, self.windows, up_to=LEASE_CALLS, share=self.share, observations=pending
         )
+        if granted:
+            self._leased, self._lease_ends = granted - 1, time.monotonic() + LEASE_TTL_S
+        return wait
 
     def observe(self, response: httpx.Response, *, refused: bool) -> None:
         observations = read_signals(self.provider, response, refused=refused)
         if refused:
+            self._leased = 0
             self.budgets.observe(self.connection_id, self.provider, self.windows, observations)
         else:
             self._pending = observations

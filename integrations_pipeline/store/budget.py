@@ -11,7 +11,9 @@ our own count (another app, another instance, a tighter limit) is added to the c
 or an exhausted quota blocks every caller until it passes. Backfills see only `BACKFILL_SHARE` of each limit, so
 the rest stays for scheduled and webhook-driven runs.
 
-One short locked transaction per call: BEGIN IMMEDIATE on SQLite, an advisory lock per budget on PostgreSQL.
+One short locked transaction per grant: BEGIN IMMEDIATE on SQLite, an advisory lock per budget on PostgreSQL. A grant
+may be a lease of several calls (`lease`), counted at once; the caller must spend them within LEASE_TTL_S, inside
+the safety margin, so the provider still never sees more calls in a window than were counted in it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ SAFETY_MARGIN_S = 0.5
 LIVE_SHARE = 1.0
 BACKFILL_SHARE = 0.5
 """A backfill may not take the last half of any window: scheduled and webhook-driven runs keep it."""
+LEASE_ROOM_DIVISOR = 4
+LEASE_TTL_S = 0.4
+"""How long leased calls stay spendable: less than SAFETY_MARGIN_S, which covers a grant's way to the provider."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,12 @@ class _Bucket:
             self.slots.append([start, calls])
         self.changed = True
 
+    def room(self, now: float, capacity: int) -> int:
+        """How many more calls fit under `capacity` now (0 while blocked)."""
+        if self.blocked_until is not None and self.blocked_until > now:
+            return 0
+        return max(capacity - self.used(), 0)
+
     def seconds_until_room(self, now: float, capacity: int) -> float:
         """0 when one more call fits under `capacity`, else the wait until enough old slots leave the window."""
         if self.blocked_until is not None and self.blocked_until > now:
@@ -149,21 +160,41 @@ class RateBudgets:
     ) -> float:
         """Apply `observations`, then take one call from every bucket if all have room within `share` of their
         limit: 0.0. Otherwise take nothing and return the seconds to wait before asking again."""
+        return self.lease(connection_id, provider, windows, share=share, observations=observations)[1]
+
+    def lease(
+        self,
+        connection_id: str,
+        provider: str,
+        windows: Sequence[Window],
+        *,
+        up_to: int = 1,
+        share: float = LIVE_SHARE,
+        observations: Sequence[Observation] = (),
+    ) -> tuple[int, float]:
+        """Like `acquire`, but take as many calls as every bucket has room for, up to `up_to`, in one transaction:
+        (calls granted, 0.0), or (0, seconds to wait). Granted calls are counted now, whether spent or not."""
         with self._transaction(connection_id, provider) as conn:
             now = self.clock()
             buckets = self._load(conn, connection_id, provider, windows)
             for observation in observations:
                 if observation.bucket in buckets:
                     buckets[observation.bucket].apply(observation, now)
-            wait = 0.0
             for bucket in buckets.values():
                 bucket.forget_old(now)
-                wait = max(wait, bucket.seconds_until_room(now, math.floor(bucket.limit * share)))
-            if wait == 0.0:
+            capacities = {name: math.floor(bucket.limit * share) for name, bucket in buckets.items()}
+            room = min(bucket.room(now, capacities[name]) for name, bucket in buckets.items())
+            # A lease never takes more than a quarter of what is left, so parallel runs under a tight limit still
+            # get calls one by one rather than one run holding the window.
+            granted = min(up_to, room // LEASE_ROOM_DIVISOR or room)
+            wait = 0.0
+            if granted > 0:
                 for bucket in buckets.values():
-                    bucket.add(now, 1)
+                    bucket.add(now, granted)
+            else:
+                wait = max(bucket.seconds_until_room(now, capacities[name]) for name, bucket in buckets.items())
             self._save(conn, connection_id, provider, buckets.values())
-            return wait
+            return granted, wait
 
     def observe(
         self, connection_id: str, provider: str, windows: Sequence[Window], observations: Sequence[Observation]
