@@ -174,12 +174,7 @@ class RateBudgets:
     ) -> tuple[int, float]:
         """Like `acquire`, but take as many calls as every bucket has room for, up to `up_to`, in one transaction:
         (calls granted, 0.0), or (0, seconds to wait). Granted calls are counted now, whether spent or not."""
-        with self._transaction(connection_id, provider) as conn:
-            now = self.clock()
-            buckets = self._load(conn, connection_id, provider, windows)
-            for observation in observations:
-                if observation.bucket in buckets:
-                    buckets[observation.bucket].apply(observation, now)
+        with self._buckets(connection_id, provider, windows, observations) as (buckets, now):
             for bucket in buckets.values():
                 bucket.forget_old(now)
             capacities = {name: math.floor(bucket.limit * share) for name, bucket in buckets.items()}
@@ -193,19 +188,27 @@ class RateBudgets:
                     bucket.add(now, granted)
             else:
                 wait = max(bucket.seconds_until_room(now, capacities[name]) for name, bucket in buckets.items())
-            self._save(conn, connection_id, provider, buckets.values())
-            return granted, wait
+        return granted, wait
 
     def observe(
         self, connection_id: str, provider: str, windows: Sequence[Window], observations: Sequence[Observation]
     ) -> None:
         """Apply what a response said, at once (a refusal must stop the other runs before their next call)."""
+        with self._buckets(connection_id, provider, windows, observations):
+            pass
+
+    @contextmanager
+    def _buckets(
+        self, connection_id: str, provider: str, windows: Sequence[Window], observations: Sequence[Observation]
+    ) -> Iterator[tuple[dict[str, _Bucket], float]]:
+        """The budget's buckets inside its lock, with `observations` applied; what the caller changes is saved."""
         with self._transaction(connection_id, provider) as conn:
             now = self.clock()
             buckets = self._load(conn, connection_id, provider, windows)
             for observation in observations:
                 if observation.bucket in buckets:
                     buckets[observation.bucket].apply(observation, now)
+            yield buckets, now
             self._save(conn, connection_id, provider, buckets.values())
 
     def state(self, connection_id: str, provider: str) -> list[BucketState]:
