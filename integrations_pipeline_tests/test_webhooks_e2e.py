@@ -83,3 +83,62 @@ def test_microsoft_contact_created_reaches_the_table(stack: Stack, instance: dg.
 
     deliver_through_the_sensor(stack, instance, connection_id, "contacts")
     assert new_id in table_ids(stack, "microsoft.contacts", connection_id)
+
+
+def subscribe(instance: dg.DagsterInstance) -> None:
+    """One push-subscriptions tick: subscribes every active connection at its provider, through the gateway."""
+    with dg.build_sensor_context(instance=instance, resources={"integrations": IntegrationsResource()}) as context:
+        build_push_subscriptions_sensor()(context)
+
+
+def test_google_directory_user_change_reaches_the_table(stack: Stack, instance: dg.DagsterInstance) -> None:
+    google = stack.emulators["google"]
+    connection_id = stack.connect("acme", "google")
+    instance.add_dynamic_partitions(str(connection_partitions("google").name), [connection_id])
+    subscribe(instance)
+
+    user_id = str(google.user_records()[0]["id"])
+    google.update_user(user_id, title="Head of Push")
+    google.push.engine.settle()
+    (event,) = [e for e in WebhookInbox(stack.store).pending(limit=10) if e.entity == "users"]
+    assert event.connection_id == connection_id
+
+    deliver_through_the_sensor(stack, instance, connection_id, "users")
+    with duckdb.connect(str(stack.settings.warehouse_path)) as connection:
+        (title,) = connection.execute(
+            "SELECT title FROM google.users WHERE connection_id = ? AND source_id = ?", [connection_id, user_id]
+        ).fetchone() or (None,)
+    assert title == "Head of Push"
+
+
+def test_zoho_contact_created_reaches_the_table(stack: Stack, instance: dg.DagsterInstance) -> None:
+    zoho = stack.emulators["zoho"]
+    connection_id = stack.connect("acme", "zoho")
+    instance.add_dynamic_partitions(str(connection_partitions("zoho").name), [connection_id])
+    subscribe(instance)
+
+    new_id = zoho.create_contact({"Last_Name": "Pushed", "Email": "pushed@example.com"})
+    zoho.push.engine.settle()
+    events = WebhookInbox(stack.store).pending(limit=10)
+    assert [(e.connection_id, e.entity) for e in events] == [(connection_id, "contacts")]
+    assert "token" not in events[0].payload
+
+    deliver_through_the_sensor(stack, instance, connection_id, "contacts")
+    assert new_id in table_ids(stack, "zoho.contacts", connection_id)
+
+
+def test_salesforce_contact_created_reaches_the_table(stack: Stack, instance: dg.DagsterInstance) -> None:
+    org = stack.emulators["salesforce"]
+    connection_id = stack.connect("acme", "salesforce")
+    instance.add_dynamic_partitions(str(connection_partitions("salesforce").name), [connection_id])
+    subscribe(instance)
+
+    new_id = org.create_contact({"LastName": "Pushed", "Email": "pushed@example.com"})
+    org.push.engine.settle()
+    events = WebhookInbox(stack.store).pending(limit=10)
+    assert [(e.connection_id, e.entity, e.payload["source_ids"]) for e in events] == [
+        (connection_id, "contacts", [new_id])
+    ]
+
+    deliver_through_the_sensor(stack, instance, connection_id, "contacts")
+    assert new_id in table_ids(stack, "salesforce.contacts", connection_id)
