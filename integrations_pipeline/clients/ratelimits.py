@@ -131,9 +131,10 @@ def read_signals(provider: str, response: httpx.Response, *, refused: bool) -> l
 class BudgetLimiter:
     """ApiClient's RateLimiter over the shared budget of one (connection, provider).
 
-    Calls are leased LEASE_CALLS at a time and spent within LEASE_TTL_S, or forfeited. A refusal is written at
+    Calls are leased up to LEASE_CALLS at a time and spent within LEASE_TTL_S, or forfeited. A refusal is written at
     once and ends the lease, so other runs stop before their next call; ordinary headers ride along with the next
-    lease, and only the latest counts, since older ones are staler."""
+    lease (only the latest counts, since older ones are staler), and a lease ends early when the provider reports
+    less room than it holds, so what the headers say reaches the budget before the lease is spent."""
 
     def __init__(
         self,
@@ -174,5 +175,7 @@ class BudgetLimiter:
         if refused:
             self._leased = 0
             self.budgets.observe(self.connection_id, self.provider, self.windows, observations)
-        else:
-            self._pending = observations
+            return
+        self._pending = observations
+        if any(o.limit is not None and o.used is not None and o.limit - o.used <= self._leased for o in observations):
+            self._leased = 0  # the provider has less room than this lease assumed: the next call asks the budget

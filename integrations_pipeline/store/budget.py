@@ -37,8 +37,8 @@ SAFETY_MARGIN_S = 0.5
 LIVE_SHARE = 1.0
 BACKFILL_SHARE = 0.5
 """A backfill may not take the last half of any window: scheduled and webhook-driven runs keep it."""
-LEASE_ROOM_DIVISOR = 4
-LEASE_TTL_S = 0.4
+LEASE_ROOM_DIVISOR = 8
+LEASE_TTL_S = 0.1
 """How long leased calls stay spendable: less than SAFETY_MARGIN_S, which covers a grant's way to the provider."""
 
 
@@ -179,9 +179,9 @@ class RateBudgets:
                 bucket.forget_old(now)
             capacities = {name: math.floor(bucket.limit * share) for name, bucket in buckets.items()}
             room = min(bucket.room(now, capacities[name]) for name, bucket in buckets.items())
-            # A lease never takes more than a quarter of what is left, so parallel runs under a tight limit still
+            # A lease never takes more than an eighth of what is left, so parallel runs under a tight limit still
             # get calls one by one rather than one run holding the window.
-            granted = min(up_to, room // LEASE_ROOM_DIVISOR or room)
+            granted = min(up_to, max(room // LEASE_ROOM_DIVISOR, 1)) if room > 0 else 0
             wait = 0.0
             if granted > 0:
                 for bucket in buckets.values():
