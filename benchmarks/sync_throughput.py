@@ -49,6 +49,9 @@ CONTENDER_MODULES = {
 GOALS = {"wall": 1.5, "peak RSS": 1.3}
 """Project / lean ceilings."""
 ARCHIVED_EVERY = 100
+# Far above any sync's call rate, and enforced, so the emulator's rate-limit headers say what it does: the project's
+# budget learns the limit from them as it would at HubSpot, and throttling never dominates either contender.
+BURST_LIMIT = 1_000_000
 """Archive every 100th emulator contact, so both contenders also page real archived records."""
 CLIENT_ID = "bench-hubspot-app"
 REDIRECT_URI = "http://127.0.0.1/lean-callback"
@@ -264,9 +267,6 @@ def configure_environment(workdir: Path, sandbox_url: str, gateway_url: str, cli
             "INTEGRATIONS_HUBSPOT__CLIENT_ID": CLIENT_ID,
             "INTEGRATIONS_HUBSPOT__CLIENT_SECRET": client_secret,
             "INTEGRATIONS_HUBSPOT__BASE_URL": sandbox_url,
-            # The emulator enforces no rate limit here (it still advertises HubSpot's 100 per 10 s), so the operator
-            # override tells the project's budget the same; its bookkeeping stays in the timed path.
-            "INTEGRATIONS_HUBSPOT__RATE_LIMIT": "1000000",
         }
     )
     return api_key
@@ -285,7 +285,11 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, ContenderFigur
 
     emulator_secret = secrets.token_urlsafe(24)
     emulator = HubSpotEmulator(
-        client_id=CLIENT_ID, client_secret=emulator_secret, contacts=args.contacts, burst_limit=None, daily_limit=10**9
+        client_id=CLIENT_ID,
+        client_secret=emulator_secret,
+        contacts=args.contacts,
+        burst_limit=BURST_LIMIT,
+        daily_limit=10**9,
     )
     for contact_id in range(ARCHIVED_EVERY, args.contacts + 1, ARCHIVED_EVERY):
         emulator.archive_contact(str(contact_id))
