@@ -10,6 +10,7 @@ from integrations_pipeline import metrics
 from integrations_pipeline.gateway import create_app
 from integrations_pipeline.httpserver import BackgroundServer
 from integrations_pipeline.store import ConnectionStatus, schema
+from integrations_pipeline.store.budget import Observation, RateBudgets, Window
 from integrations_pipeline.store.inbox import NewEvent, WebhookInbox
 from integrations_pipeline.store.push import PushSubscriptions
 from integrations_pipeline.store.repository import utcnow
@@ -142,3 +143,16 @@ def test_two_gateway_processes_report_the_same_state(stack: Stack) -> None:
         assert {k: v for k, v in first_figures.items() if k[0] == name} == {
             k: v for k, v in second_figures.items() if k[0] == name
         }
+
+
+def test_health_reports_the_recent_429_rate_from_the_budget_counts(stack: Stack) -> None:
+    connection_id = stack.connect("acme", "hubspot")
+    budgets, window = RateBudgets(stack.store), Window("burst", limit=100, window_s=10.0)
+    calls = sum(budgets.lease(connection_id, "hubspot", [window], up_to=5)[0] for _ in range(4))
+    refusal = [Observation("burst", retry_after_s=0.001)]
+    for _ in range(2):
+        budgets.observe(connection_id, "hubspot", [window], refusal, refused=True)
+    with stack.api() as api:
+        [item] = api.get("/health/integrations").json()["connections"]
+    assert calls == 20 and item["recent_429_rate"] == pytest.approx(2 / 20)
+    assert "10% of recent provider calls were rate limited (429)" in item["problems"]

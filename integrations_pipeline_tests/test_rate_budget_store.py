@@ -130,3 +130,13 @@ def test_a_lease_takes_an_eighth_of_the_room_at_most_and_counts_at_once(budgets:
     assert budgets.state(CONNECTION, "hubspot")[0].used == 100
     granted, wait = budgets.lease(CONNECTION, "hubspot", [window], up_to=50)
     assert granted == 0 and wait > 0
+
+
+def test_calls_and_refusals_are_counted_per_hour_for_the_recent_429_rate(budgets: RateBudgets, clock: Clock) -> None:
+    window = Window("burst", limit=100, window_s=10.0)
+    granted = sum(budgets.lease(CONNECTION, "hubspot", [window], up_to=50)[0] for _ in range(4))
+    budgets.observe(CONNECTION, "hubspot", [window], [Observation("burst", retry_after_s=1.0)], refused=True)
+    budgets.observe(CONNECTION, "hubspot", [window], [Observation("burst", used=40)])  # not a refusal
+    assert budgets.recent_calls(CONNECTION, "hubspot") == (granted, 1)
+    clock.now += 2 * 3600  # two hours on: the counts are no longer recent
+    assert budgets.recent_calls(CONNECTION, "hubspot") == (0, 0)

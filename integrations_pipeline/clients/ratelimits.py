@@ -174,7 +174,7 @@ class BudgetLimiter:
         observations = read_signals(self.provider, response, refused=refused)
         if refused:
             self._leased = 0
-            self.budgets.observe(self.connection_id, self.provider, self.windows, observations)
+            self.budgets.observe(self.connection_id, self.provider, self.windows, observations, refused=True)
             return
         self._pending = observations
         if any(o.limit is not None and o.used is not None and o.limit - o.used <= self._leased for o in observations):

@@ -28,7 +28,9 @@ class IntegrationHealthView(BaseModel):
     token_expires_at: datetime | None = Field(description="the access token's expiry; refreshed before use")
     last_successful_sync_at: datetime | None
     lag_seconds: float | None = Field(description="seconds since the last successful sync")
-    recent_429_rate: float | None = Field(description="share of recent provider calls answered 429, when recorded")
+    recent_429_rate: float | None = Field(
+        description="share of calls refused for a rate limit, this and the previous UTC hour; null without calls"
+    )
     rate_limited_until: datetime | None = Field(description="a provider's Retry-After or spent quota, for all runs")
     dead_letters: int = Field(description="webhook events that failed five times and are not replayed yet")
     inbox_pending: int = Field(description="webhook events received and not yet synced")

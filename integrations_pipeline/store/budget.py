@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,6 +38,7 @@ SAFETY_MARGIN_S = 1.0
 LIVE_SHARE = 1.0
 BACKFILL_SHARE = 0.5
 """A backfill may not take the last half of any window: scheduled and webhook-driven runs keep it."""
+CALL_COUNT_RETENTION = timedelta(days=2)
 LEASE_ROOM_DIVISOR = 8
 LEASE_TTL_S = 0.1
 """How long leased calls stay spendable: less than SAFETY_MARGIN_S, which covers a grant's way to the provider."""
@@ -175,7 +176,7 @@ class RateBudgets:
     ) -> tuple[int, float]:
         """Like `acquire`, but take as many calls as every bucket has room for, up to `up_to`, in one transaction:
         (calls granted, 0.0), or (0, seconds to wait). Granted calls are counted now, whether spent or not."""
-        with self._buckets(connection_id, provider, windows, observations) as (buckets, now):
+        with self._buckets(connection_id, provider, windows, observations) as (conn, buckets, now):
             for bucket in buckets.values():
                 bucket.forget_old(now)
             capacities = {name: math.floor(bucket.limit * share) for name, bucket in buckets.items()}
@@ -187,21 +188,30 @@ class RateBudgets:
             if granted > 0:
                 for bucket in buckets.values():
                     bucket.add(now, granted)
+                self._count(conn, connection_id, provider, now, calls=granted)
             else:
                 wait = max(bucket.seconds_until_room(now, capacities[name]) for name, bucket in buckets.items())
         return granted, wait
 
     def observe(
-        self, connection_id: str, provider: str, windows: Sequence[Window], observations: Sequence[Observation]
+        self,
+        connection_id: str,
+        provider: str,
+        windows: Sequence[Window],
+        observations: Sequence[Observation],
+        *,
+        refused: bool = False,
     ) -> None:
-        """Apply what a response said, at once (a refusal must stop the other runs before their next call)."""
-        with self._buckets(connection_id, provider, windows, observations):
-            pass
+        """Apply what a response said, at once (a refusal must stop the other runs before their next call);
+        `refused` counts it toward the connection's recent 429 rate."""
+        with self._buckets(connection_id, provider, windows, observations) as (conn, _, now):
+            if refused:
+                self._count(conn, connection_id, provider, now, refused=1)
 
     @contextmanager
     def _buckets(
         self, connection_id: str, provider: str, windows: Sequence[Window], observations: Sequence[Observation]
-    ) -> Iterator[tuple[dict[str, _Bucket], float]]:
+    ) -> Iterator[tuple[sa.Connection, dict[str, _Bucket], float]]:
         """The budget's buckets inside its lock, with `observations` applied; what the caller changes is saved."""
         with self._transaction(connection_id, provider) as conn:
             now = self.clock()
@@ -209,8 +219,37 @@ class RateBudgets:
             for observation in observations:
                 if observation.bucket in buckets:
                     buckets[observation.bucket].apply(observation, now)
-            yield buckets, now
+            yield conn, buckets, now
             self._save(conn, connection_id, provider, buckets.values())
+
+    @staticmethod
+    def _count(
+        conn: sa.Connection, connection_id: str, provider: str, now: float, *, calls: int = 0, refused: int = 0
+    ) -> None:
+        """Add to this hour's call counts (inside the budget's lock, so a read-then-write is safe)."""
+        table = schema.rate_call_counts
+        hour = datetime.fromtimestamp(now - now % 3600, UTC)
+        key = (table.c.connection_id == connection_id) & (table.c.provider == provider) & (table.c.hour == hour)
+        updated = conn.execute(
+            table.update().where(key).values(calls=table.c.calls + calls, refused=table.c.refused + refused)
+        )
+        if updated.rowcount == 0:
+            conn.execute(
+                table.delete().where(
+                    (table.c.connection_id == connection_id)
+                    & (table.c.provider == provider)
+                    & (table.c.hour < hour - CALL_COUNT_RETENTION)
+                )
+            )
+            conn.execute(
+                table.insert().values(
+                    connection_id=connection_id, provider=provider, hour=hour, calls=calls, refused=refused
+                )
+            )
+
+    def recent_calls(self, connection_id: str, provider: str) -> tuple[int, int]:
+        """(calls, refused) in the current and the previous UTC hour."""
+        return recent_call_counts(self.store.engine, self.clock()).get((connection_id, provider), (0, 0))
 
     def state(self, connection_id: str, provider: str) -> list[BucketState]:
         """Each bucket as it stands now, for operators and tests."""
@@ -298,3 +337,20 @@ def _lock_name(connection_id: str, provider: str) -> str:
 def _from_row(row: sa.Row[Any]) -> _Bucket:
     blocked = row.blocked_until.timestamp() if row.blocked_until is not None else None
     return _Bucket(row.bucket, row.call_limit, row.window_s, [list(slot) for slot in row.slots], blocked, exists=True)
+
+
+def recent_call_counts(engine_or_conn: sa.Engine | sa.Connection, now: float) -> dict[tuple[str, str], tuple[int, int]]:
+    """(calls, refused) per (connection, provider) over the current and the previous UTC hour."""
+    table = schema.rate_call_counts
+    since = datetime.fromtimestamp(now - now % 3600 - 3600, UTC)
+    query = (
+        sa.select(table.c.connection_id, table.c.provider, sa.func.sum(table.c.calls), sa.func.sum(table.c.refused))
+        .where(table.c.hour >= since)
+        .group_by(table.c.connection_id, table.c.provider)
+    )
+    if isinstance(engine_or_conn, sa.Engine):
+        with engine_or_conn.connect() as conn:
+            rows = conn.execute(query).all()
+    else:
+        rows = engine_or_conn.execute(query).all()
+    return {(row[0], row[1]): (int(row[2] or 0), int(row[3] or 0)) for row in rows}

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from integrations_pipeline.store import schema
+from integrations_pipeline.store.budget import recent_call_counts
 from integrations_pipeline.store.models import Connection, ConnectionStatus
 from integrations_pipeline.store.repository import utcnow
 
@@ -43,7 +44,7 @@ class ConnectionHealth:
     token_expires_at: datetime | None
     last_sync_at: datetime | None
     lag_seconds: float | None  # since the last successful sync; None before the first
-    recent_429_rate: float | None  # share of recent provider calls answered 429; None: no count is stored yet
+    recent_429_rate: float | None  # share of calls refused for a rate limit this hour and last; None: no calls
     rate_limited_until: datetime | None  # a provider's Retry-After or exhausted quota, shared by every run
     dead_letters: int  # not yet replayed
     inbox_pending: int  # received, not yet synced
@@ -182,9 +183,13 @@ def connection_health(conn: sa.Connection, now: datetime) -> list[ConnectionHeal
 
 
 def recent_429_rates(conn: sa.Connection, now: datetime) -> dict[str, float]:
-    """Share of recent provider calls answered 429, per connection. The rate budgets keep calls granted and the
-    block a 429 set (`rate_limited_until`), not a count of 429s: until one is stored, there is no rate to give."""
-    return {}
+    """Share of provider calls refused for a rate limit (429, or the provider's equivalent) in the current and the
+    previous UTC hour, per connection, from the counts the rate budget keeps; absent where no call was made."""
+    rates: dict[str, float] = {}
+    for (connection_id, _), (calls, refused) in recent_call_counts(conn, now.timestamp()).items():
+        if calls:
+            rates[connection_id] = refused / calls
+    return rates
 
 
 def state_figures(engine: sa.Engine, now: datetime | None = None) -> StateFigures:

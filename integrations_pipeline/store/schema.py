@@ -213,6 +213,19 @@ rate_budgets = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# Calls granted and calls the provider refused for its rate limit, per connection and UTC hour (migration 0007): the
+# "recent 429 rate" of /health/integrations. Written in the budget's own transactions; rows older than
+# CALL_COUNT_RETENTION are dropped as new hours begin.
+rate_call_counts = sa.Table(
+    "rate_call_counts",
+    metadata,
+    sa.Column("connection_id", sa.String(160), primary_key=True),
+    sa.Column("provider", sa.String(32), primary_key=True),
+    sa.Column("hour", UTCDateTime, primary_key=True),
+    sa.Column("calls", sa.Integer, nullable=False),
+    sa.Column("refused", sa.Integer, nullable=False),
+)
+
 # -- 0005: webhooks out ------------------------------------------------------------------------------------------
 
 # A receiver of our signed events. Its `whsec_` secret is needed again to sign, so it is kept encrypted under the
