@@ -49,7 +49,7 @@ from integrations_pipeline.gateway.subscriptions import (
     SubscriptionService,
     SubscriptionView,
 )
-from integrations_pipeline.gateway.webhooks import WebhookReceiver
+from integrations_pipeline.gateway.webhooks import WebhookReceiver, read_limited
 from integrations_pipeline.mapping import MappingUpdate
 from integrations_pipeline.settings import Settings
 from integrations_pipeline.store import StateStore, create_store_engine
@@ -74,16 +74,9 @@ def _json(model: BaseModel, status: int = 200) -> JSONResponse:
 
 
 async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_JSON_BODY_BYTES):
-        raise GatewayError(413, "body_too_large", f"the body must be at most {MAX_JSON_BODY_BYTES} bytes")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_JSON_BODY_BYTES:
-            raise GatewayError(413, "body_too_large", f"the body must be at most {MAX_JSON_BODY_BYTES} bytes")
+    raw = await read_limited(request, MAX_JSON_BODY_BYTES)
     try:
-        return model.model_validate_json(bytes(raw) or b"null")
+        return model.model_validate_json(raw or b"null")
     except ValidationError as invalid:
         fields = {}
         for issue in invalid.errors(include_url=False, include_input=False):

@@ -87,12 +87,12 @@ async def read_limited(request: Request, limit: int) -> bytes:
         if not declared.isascii() or not declared.isdigit():
             raise GatewayError(400, "malformed_header", "Content-Length must be a non-negative integer")
         if int(declared) > limit:
-            raise GatewayError(413, "body_too_large", f"webhook bodies must be at most {limit} bytes")
+            raise GatewayError(413, "body_too_large", f"the body must be at most {limit} bytes")
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > limit:
-            raise GatewayError(413, "body_too_large", f"webhook bodies must be at most {limit} bytes")
+            raise GatewayError(413, "body_too_large", f"the body must be at most {limit} bytes")
     return bytes(raw)
 
 
