@@ -1,6 +1,7 @@
 """HubSpot contacts end to end: OAuth connect through the gateway, Dagster runs the real job, DuckDB holds
 exactly the emulator's contacts; changes at the emulator arrive incrementally."""
 
+import gc
 from collections.abc import Iterator
 
 import dagster as dg
@@ -81,6 +82,7 @@ def test_connect_sync_change_and_sync_again(stack: Stack, instance: dg.DagsterIn
     assert "x-hubspot-ratelimit-remaining" in metadata["rate_limit_remaining"].value
     assert stack.store.get_cursor(connection_id, "contacts") == metadata["cursor"].value
     assert "modified_since" in metadata["cursor"].value
+    assert gc.get_freeze_count() == 0  # the heap, frozen while pages were read, is back under the collector
 
     changed_ids = ["3", "17", "120"]
     for contact_id in changed_ids:

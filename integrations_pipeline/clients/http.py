@@ -8,6 +8,7 @@ import functools
 import logging
 import random
 import ssl
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -109,6 +110,8 @@ class ApiClient:
         )
         self.retry = retry or RetryPolicy()
         self.stats = CallStats()
+        # A paginator's worker thread and its caller may both send calls: stats and the limiter's lease are shared.
+        self._bookkeeping = threading.Lock()
         self._sleep = sleep
         # Provider clients are built by their spec's factory; whoever runs the sync may set a limiter afterwards.
         self.limiter = limiter
@@ -130,7 +133,8 @@ class ApiClient:
             last_attempt = attempt == self.retry.max_attempts - 1
             self._wait_for_budget(method, url)
             try:
-                self.stats.api_calls += 1
+                with self._bookkeeping:
+                    self.stats.api_calls += 1
                 response = self.http.request(method, url, **kwargs)
             except RETRYABLE_TRANSPORT_ERRORS as error:
                 if last_attempt:
@@ -139,10 +143,11 @@ class ApiClient:
                     ) from None
                 self._pause(self.retry.backoff(attempt))
                 continue
-            self._remember_rate_limits(response)
             refused = response.status_code == 429 or self.is_rate_limited(response)
-            if self.limiter is not None:
-                self.limiter.observe(response, refused=refused)
+            with self._bookkeeping:
+                self._remember_rate_limits(response)
+                if self.limiter is not None:
+                    self.limiter.observe(response, refused=refused)
             if response.status_code not in RETRYABLE_STATUS and not refused:
                 return self.raise_for_status(response) if check_status else response
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -186,7 +191,7 @@ class ApiClient:
         if self.limiter is None:
             return
         waited = 0.0
-        while (wait := self.limiter.acquire()) > 0:
+        while (wait := self._acquire(self.limiter)) > 0:
             if waited + wait > self.retry.max_retry_after_s:
                 raise RateLimited(
                     f"{method} {url}: the rate-limit budget shared by this connection's runs is spent "
@@ -195,10 +200,16 @@ class ApiClient:
                 )
             self._sleep(wait)
             waited += wait
-            self.stats.budget_wait_s += wait
+            with self._bookkeeping:
+                self.stats.budget_wait_s += wait
+
+    def _acquire(self, limiter: RateLimiter) -> float:
+        with self._bookkeeping:
+            return limiter.acquire()
 
     def _pause(self, seconds: float) -> None:
-        self.stats.retries += 1
+        with self._bookkeeping:
+            self.stats.retries += 1
         self._sleep(seconds)
 
     def _remember_rate_limits(self, response: httpx.Response) -> None:

@@ -9,6 +9,7 @@ offset and are converted to UTC here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 from integrations_pipeline.clients.cursors import modified_since, timestamp_cursor
 from integrations_pipeline.clients.errors import CursorExpired, NeedsReauth, ProviderError
 from integrations_pipeline.clients.http import ApiClient
-from integrations_pipeline.clients.pagination import dig
+from integrations_pipeline.clients.pagination import dig, fetched_ahead, peek
 from integrations_pipeline.clients.spec import (
     AccountInfo,
     EntitySpec,
@@ -215,16 +216,22 @@ class PageTokenPaginator:
     def pages(
         self, api: ApiClient, url: str, *, params: Mapping[str, Any], headers: Mapping[str, str] | None = None
     ) -> Generator[dict[str, Any], None, None]:
+        """Each page as a JSON document (fetched ahead)."""
+        return fetched_ahead(self._bodies(api, url, params, headers), json.loads)
+
+    def _bodies(
+        self, api: ApiClient, url: str, params: Mapping[str, Any], headers: Mapping[str, str] | None
+    ) -> Iterator[bytes]:
         token: str | None = None
         while True:
             query = dict(params) | ({"page_token": token} if token else {})
             response = api.request("GET", url, params=query, headers=headers)
             if response.status_code in EMPTY_STATUSES:
                 return
-            page: dict[str, Any] = response.json()
-            yield page
-            token = dig(page, ("info", "next_page_token"))
-            if not dig(page, ("info", "more_records")) or not token:
+            yield response.content
+            info = peek(response.content, ("info",)) or {}
+            token = info.get("next_page_token")
+            if not info.get("more_records") or not token:
                 return
 
 
@@ -237,14 +244,19 @@ class PageNumberPaginator:
     def pages(
         self, api: ApiClient, url: str, *, params: Mapping[str, Any], headers: Mapping[str, str] | None = None
     ) -> Generator[dict[str, Any], None, None]:
+        """Each page as a JSON document (fetched ahead)."""
+        return fetched_ahead(self._bodies(api, url, params, headers), json.loads)
+
+    def _bodies(
+        self, api: ApiClient, url: str, params: Mapping[str, Any], headers: Mapping[str, str] | None
+    ) -> Iterator[bytes]:
         page_number = 1
         while self.max_pages is None or page_number <= self.max_pages:
             response = api.request("GET", url, params=dict(params) | {"page": page_number}, headers=headers)
             if response.status_code in EMPTY_STATUSES:
                 return
-            page: dict[str, Any] = response.json()
-            yield page
-            if not dig(page, ("info", "more_records")):
+            yield response.content
+            if not peek(response.content, ("info", "more_records")):
                 return
             page_number += 1
 
@@ -320,8 +332,10 @@ class ZohoClient(ApiClient):
             criteria = f"({criteria}and(Modified_Time:greater_equal:{zoho_instant(since)}))"
         params = {"criteria": criteria, "fields": ",".join(EVENT_FIELDS), "per_page": PER_PAGE}
         url = f"{API_VERSION_PATH}/Events/search"
-        for number, page in enumerate(NUMBERED_PAGES.pages(self, url, params=params), start=1):
+        pages = NUMBERED_PAGES.pages(self, url, params=params)
+        for number, page in enumerate(pages, start=1):
             if number == SEARCH_PAGE_CAP and dig(page, ("info", "more_records")) and high - low > timedelta(seconds=1):
+                pages.close()  # stop its read-ahead before the halves are read
                 middle = low + (high - low) / 2
                 yield from self.iter_events_starting(low, middle, since)
                 yield from self.iter_events_starting(middle, high, since)
