@@ -15,19 +15,20 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import duckdb
 import pandas as pd
-import psycopg2
 from dagster._core.definitions.metadata import TableMetadataSet
 from dagster._core.storage.db_io_manager import DbClient, DbTypeHandler, TablePartitionDimension, TableSlice
 from dagster._utils.backoff import backoff
-from psycopg2.extensions import connection as PgConnection
 
 from integrations_pipeline.frames import TIMESTAMP_DTYPE
 from integrations_pipeline.settings import Settings
+
+if TYPE_CHECKING:  # psycopg2 is imported where PostgreSQL is used: a DuckDB run process never loads it (5 MiB)
+    from psycopg2.extensions import connection as PgConnection
 
 WAREHOUSE_LOCK_RETRIES = 10  # about 100 s of exponential backoff, as Dagster's DuckDB I/O manager waits
 
@@ -251,13 +252,17 @@ class PostgresWarehouse(Warehouse):
     kind = "postgres"
 
     def __init__(self, url: str) -> None:
+        import psycopg2.extensions
+
         self.url = url.replace("postgresql+psycopg2://", "postgresql://", 1)
         parameters = psycopg2.extensions.parse_dsn(self.url)
         self.name = parameters.get("dbname", "postgres")
 
     @contextmanager
-    def connect(self) -> Iterator[PgConnection]:
+    def connect(self) -> Iterator["PgConnection"]:
         """One transaction: committed when the block ends, rolled back (both DELETE and COPY) if it raises."""
+        import psycopg2
+
         connection = psycopg2.connect(self.url, options="-c TimeZone=UTC")
         try:
             with connection:  # psycopg2: commit on success, rollback on error (does not close)
@@ -289,18 +294,18 @@ class _PostgresClient(DbClient):
         self.warehouse = warehouse
 
     @contextmanager
-    def connect(self, context: Any, table_slice: TableSlice) -> Iterator[PgConnection]:  # type: ignore[override]
+    def connect(self, context: Any, table_slice: TableSlice) -> Iterator["PgConnection"]:  # type: ignore[override]
         with self.warehouse.connect() as connection:
             yield connection
 
-    def ensure_schema_exists(self, context: Any, table_slice: TableSlice, connection: PgConnection) -> None:  # type: ignore[override]
+    def ensure_schema_exists(self, context: Any, table_slice: TableSlice, connection: "PgConnection") -> None:  # type: ignore[override]
         with connection.cursor() as cursor:
             # Concurrent first writes would race on CREATE ... IF NOT EXISTS (a unique violation in the
             # catalog): writers of one table take turns for the length of their transaction.
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [_table_name(table_slice)])
             cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {_quoted(table_slice.schema)}")
 
-    def delete_table_slice(self, context: Any, table_slice: TableSlice, connection: PgConnection) -> None:  # type: ignore[override]
+    def delete_table_slice(self, context: Any, table_slice: TableSlice, connection: "PgConnection") -> None:  # type: ignore[override]
         with connection.cursor() as cursor:
             cursor.execute("SELECT to_regclass(%s)", [_qualified(_table_name(table_slice))])
             if cursor.fetchone() == (None,):
@@ -344,7 +349,7 @@ class _PostgresFrameHandler(DbTypeHandler[pd.DataFrame]):
     """Writes a frame with COPY ... FROM STDIN (text format), the fast bulk path, inside the client's transaction."""
 
     def handle_output(
-        self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection: PgConnection
+        self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection: "PgConnection"
     ) -> dict[str, Any]:
         if not obj.empty:
             table = _qualified(_table_name(table_slice))
@@ -356,7 +361,7 @@ class _PostgresFrameHandler(DbTypeHandler[pd.DataFrame]):
                 cursor.copy_expert(f"COPY {table} ({names}) FROM STDIN", buffer)
         return _output_metadata(context, obj, "postgres")
 
-    def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection: PgConnection) -> pd.DataFrame:
+    def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection: "PgConnection") -> pd.DataFrame:
         where, parameters = _slice_filter(table_slice.partition_dimensions, "%s")
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT * FROM {_qualified(_table_name(table_slice))} WHERE {where}", parameters)
