@@ -102,8 +102,9 @@ def profiled(profile_path: Path | None) -> Iterator[None]:
 
 
 def sync_with_project(connection_id: str, profile_path: Path | None) -> float:
-    """The production path: the `hubspot_sync` job executed in process against the DAGSTER_HOME instance, with
-    the connection's partition registered as the connections sensor would."""
+    """The production path: the `hubspot_sync` job, restricted to the contacts asset (its owners are not the
+    lean loop's work), executed in process against the DAGSTER_HOME instance, with the connection's partition
+    registered as the connections sensor would."""
     import dagster as dg
 
     from integrations_pipeline.definitions import build_definitions
@@ -118,7 +119,9 @@ def sync_with_project(connection_id: str, profile_path: Path | None) -> float:
         result = (
             build_definitions()
             .resolve_job_def("hubspot_sync")
-            .execute_in_process(partition_key=connection_id, instance=instance)
+            .execute_in_process(
+                partition_key=connection_id, instance=instance, asset_selection=[dg.AssetKey("hubspot_contacts")]
+            )
         )
     elapsed = time.perf_counter() - started
     if not result.success:
