@@ -1241,10 +1241,15 @@ class ZohoEmulator:
 
         def module_scoped(handler: Callable[[Request], Awaitable[Response]], *extra: str) -> Callable[..., Any]:
             """Resolve `{module}` (only Contacts and Events hold records here) and require its read scope."""
-            endpoints = {
-                module: self._crm_endpoint(handler, f"ZohoCRM.modules.{module.lower()}.READ", *extra)
-                for module in RECORD_MODULES
-            }
+            return by_module(
+                {
+                    module: self._crm_endpoint(handler, f"ZohoCRM.modules.{module.lower()}.READ", *extra)
+                    for module in RECORD_MODULES
+                }
+            )
+
+        def by_module(endpoints: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
+            """Dispatch on `{module}`: Zoho's INVALID_MODULE for a module that holds no records here."""
 
             async def endpoint(request: Request) -> Response:
                 module = request.path_params["module"]
@@ -1262,16 +1267,7 @@ class ZohoEmulator:
                 module: self._crm_endpoint(write_handler(self), f"ZohoCRM.modules.{module.lower()}.{operation}")
                 for module in RECORD_MODULES
             }
-
-            async def endpoint(request: Request) -> Response:
-                module = request.path_params["module"]
-                if module not in endpoints:
-                    return ZohoApiError(
-                        400, "INVALID_MODULE", "the module name given seems to be invalid", {"module": module}
-                    ).response()
-                return await endpoints[module](request)
-
-            return Route("/crm/v8/{module}", endpoint, methods=[method])
+            return Route("/crm/v8/{module}", by_module(endpoints), methods=[method])
 
         routes = [
             *push_routes(self.push, self._crm_endpoint),
