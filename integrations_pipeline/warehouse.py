@@ -86,7 +86,8 @@ class PartitionSlice:
 
     def where(self, placeholder: str, alias: str = "") -> tuple[str, list[Any]]:
         prefix = f"{alias}." if alias else ""
-        clause, parameters = f"{prefix}{_quoted(self.owner_column)} = {placeholder}", [self.connection_id]
+        clause = f"{prefix}{_quoted(self.owner_column)} = {placeholder}"
+        parameters: list[Any] = [self.connection_id]
         if self.window is not None:
             column = prefix + _quoted(self.day_column)
             clause += f" AND {column} >= {placeholder} AND {column} < {placeholder}"

@@ -362,7 +362,7 @@ def unified_materialization(
 ) -> dg.AssetMaterialization | None:
     """The tenant's unified partition changed in the same transaction: record it, so the UI stays truthful
     (only for tenants Dagster knows as partitions)."""
-    if synced.tenant is None or not instance.has_dynamic_partition(TENANTS.name, synced.tenant):
+    if synced.tenant is None or not instance.has_dynamic_partition(TENANTS.name or "", synced.tenant):
         return None
     day = synced.scope.cursor_key
     partition = dg.MultiPartitionKey({TENANT: synced.tenant, DAY: day}) if spec.partitioned_by_day else synced.tenant
