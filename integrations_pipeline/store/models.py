@@ -73,3 +73,5 @@ class AuditEntry(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
     prev_hash: str
     entry_hash: str
+    mac_key_id: str | None = None
+    mac: str | None = None

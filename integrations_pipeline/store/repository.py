@@ -28,6 +28,7 @@ from integrations_pipeline.store.models import (
 OAUTH_STATE_TTL = timedelta(minutes=10)
 STATE_BYTES = 32  # 256 bits, above the 128 the design asks for
 GENESIS_HASH = "0" * 64
+AUDIT_MAC_PURPOSE = "integrations-pipeline audit chain v1"  # the HKDF label of the audit chain's MAC subkey
 ACCESS_TOKEN = "access_token"
 REFRESH_TOKEN = "refresh_token"
 LIVE_PARTITION = ""  # the partition_key of a connection's live incremental cursor
@@ -394,6 +395,8 @@ class StateStore:
     ) -> None:
         """Append a hash-chained entry inside `conn`'s transaction and move the chain's head with it.
 
+        The entry's hash is MACed under the primary key's audit subkey: without the key, no one can append an entry
+        that verifies, and since every hash covers the one before it, the newest MAC vouches for the whole chain.
         Callers pass facts, never secrets; detail keys that name a secret are redacted all the same.
         """
         if self.engine.dialect.name != "sqlite":
@@ -411,7 +414,10 @@ class StateStore:
             "prev_hash": prev_hash or GENESIS_HASH,
         }
         entry_hash = audit_hash(entry)
-        inserted = conn.execute(table.insert().values(**entry, entry_hash=entry_hash)).inserted_primary_key
+        mac_key_id, mac = self.keyring.mac(entry_hash, purpose=AUDIT_MAC_PURPOSE)
+        inserted = conn.execute(
+            table.insert().values(**entry, entry_hash=entry_hash, mac_key_id=mac_key_id, mac=mac)
+        ).inserted_primary_key
         assert inserted is not None
         entry_id = inserted[0]
         anchor = {"last_id": entry_id, "entry_hash": entry_hash, "updated_at": entry["occurred_at"]}

@@ -114,6 +114,9 @@ audit_log = sa.Table(
     sa.Column("detail", sa.JSON, nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("entry_hash", sa.String(64), nullable=False, unique=True),
+    # 0009: HMAC-SHA256 of entry_hash under a subkey of keyring key `mac_key_id`; NULL on entries written before.
+    sa.Column("mac_key_id", sa.String(32), nullable=True),
+    sa.Column("mac", sa.String(64), nullable=True),
 )
 
 # A tenant's field mapping, one row per (provider, entity, target column). Tenants, not connections: a mapping
