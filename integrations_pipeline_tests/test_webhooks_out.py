@@ -315,7 +315,7 @@ def test_key_rotation_reencrypts_subscription_secrets(store: StateStore, key_spe
     rotated = StateStore(store.engine, Keyring.from_spec(f"{generate_key_entry('k2')},{key_spec}"))
     assert rotated.key_usage()[old_key] >= 2
 
-    assert rotated.rotate_keys() >= 2
+    assert rotated.rotate_keys().moved >= 2
     assert rotated.key_usage() == {"k2": 2}
     with store.engine.connect() as conn:
         stored = conn.execute(
