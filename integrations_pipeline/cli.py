@@ -26,6 +26,7 @@ from integrations_pipeline.store import audit as audit_log
 from integrations_pipeline.store import migrate as migrations
 from integrations_pipeline.store.dead_letters import replay_dead_letters
 from integrations_pipeline.store.inbox import WebhookInbox
+from integrations_pipeline.store.repository import unreadable_secrets
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -104,9 +105,7 @@ def keys_rotate() -> None:
     click.echo(f"re-encrypted {rotation.moved} secrets under key {primary}")
     _print_key_usage(store)
     if rotation.unreadable:
-        # Every other secret moved; these stay as they were, under their old key id, until dealt with.
-        for secret in rotation.unreadable:
-            click.echo(f"NOT MOVED: {secret.describe()}", err=True)
+        # Every other secret moved; these (listed above as UNREADABLE) stay as they were until dealt with.
         unreadable = len(rotation.unreadable)
         raise click.ClickException(f"{unreadable} secrets could not be decrypted and were left as they were")
 
@@ -119,10 +118,17 @@ def keys_status() -> None:
 
 def _print_key_usage(store: StateStore) -> None:
     usage = store.key_usage()
+    with store.engine.connect() as conn:
+        unreadable = unreadable_secrets(conn, store.keyring)
     for key_id in sorted(store.keyring.key_ids | set(usage)):
         role = "primary" if key_id == store.keyring.primary_key_id else "secondary"
         known = "" if key_id in store.keyring.key_ids else " (NOT IN KEYRING: these rows cannot be read)"
+        failing = sum(1 for secret in unreadable if secret.key_id == key_id)
+        if failing and not known:
+            known = f" ({failing} CANNOT BE DECRYPTED: this key is not the one that encrypted them)"
         click.echo(f"{key_id}\t{role}\t{usage.get(key_id, 0)} secrets{known}")
+    for secret in unreadable:
+        click.echo(f"UNREADABLE: {secret.describe()}")
 
 
 @main.group(help="Connections of tenants' accounts.")
@@ -133,9 +139,14 @@ def connections() -> None:
 @connections.command("list", help="Every connection with its status (never a secret).")
 @friendly_errors
 def connections_list() -> None:
-    for connection in open_store(load_settings()).list_connections():
+    store = open_store(load_settings())
+    with store.engine.connect() as conn:
+        unreadable = {secret.connection_id for secret in unreadable_secrets(conn, store.keyring, credentials_only=True)}
+    for connection in store.list_connections():
         expires = connection.token_expires_at.isoformat() if connection.token_expires_at else "-"
-        click.echo(f"{connection.id}\t{connection.status.value}\ttoken expires {expires}")
+        # Whatever the stored status says, a connection whose tokens cannot be decrypted cannot sync.
+        status = "UNREADABLE (secrets cannot be decrypted: see `keys status`)" if connection.id in unreadable else ""
+        click.echo(f"{connection.id}\t{status or connection.status.value}\ttoken expires {expires}")
 
 
 @main.command(

@@ -116,13 +116,17 @@ def test_keys_rotate_names_an_undecryptable_row_moves_the_rest_and_exits_1(
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output
     assert result.stdout.startswith("re-encrypted 11 secrets under key second\n")
-    assert f"{old_id}\tsecondary\t1 secrets" in result.stdout
-    assert result.stderr == (
-        f"NOT MOVED: credentials: connection hubspot-t3, field refresh_token (under key {old_id!r}) cannot be "
+    assert result.stdout.splitlines()[1:] == [
+        "second\tprimary\t11 secrets",
+        f"{old_id}\tsecondary\t1 secrets (1 CANNOT BE DECRYPTED: this key is not the one that encrypted them)",
+        f"UNREADABLE: credentials: connection hubspot-t3, field refresh_token (under key {old_id!r}) cannot be "
         "decrypted with the keyring: put the key that encrypted it back in INTEGRATIONS_ENCRYPTION_KEYS (as a "
-        "secondary) and rotate again, or reconnect it (POST /connections/<provider>/connect) to store fresh tokens\n"
-        "Error: 1 secrets could not be decrypted and were left as they were\n"
-    )
+        "secondary) and rotate again, or reconnect it (POST /connections/<provider>/connect) to store fresh tokens",
+    ]
+    assert result.stderr == "Error: 1 secrets could not be decrypted and were left as they were\n"
+    # The connection is not shown as active while its tokens cannot be read.
+    listed = dict(line.split("\t")[:2] for line in run("connections", "list")[1].splitlines())
+    assert listed["hubspot-t3"].startswith("UNREADABLE") and listed["hubspot-t2"] == "active"
     (audited,) = store.audit_entries(action="keys.rotated")
     assert audited.detail == {
         "rows": 11,

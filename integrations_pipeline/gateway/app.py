@@ -136,7 +136,7 @@ class Gateway:
 
     async def integrations_health(self, request: Request) -> Response:
         tenant, provider = request.query_params.get("tenant"), request.query_params.get("provider")
-        return _json(await run_in_threadpool(integrations_health, self.store.engine, tenant, provider))
+        return _json(await run_in_threadpool(integrations_health, self.store, tenant, provider))
 
     async def metrics(self, request: Request) -> Response:
         body = await run_in_threadpool(metrics.render, self.metrics_registry)

@@ -506,7 +506,7 @@ class StateStore:
                     if row is None or row.key_id == primary:
                         continue
                     aad = _credential_aad(connection_id, name)
-                    unreadable = UnreadableSecret("credentials", f"connection {connection_id}", name, row.key_id)
+                    unreadable = unreadable_credential(connection_id, name, row.key_id)
                     ciphertext = self._reencrypt(row.ciphertext, aad, unreadable, rotation)
                     if ciphertext is not None:
                         conn.execute(credentials.update().where(where).values(ciphertext=ciphertext, key_id=primary))
@@ -514,9 +514,7 @@ class StateStore:
         with self.write() as conn:
             for row in conn.execute(sa.select(states).where(states.c.key_id != primary)).all():
                 aad = _verifier_aad(row.state_hash)
-                unreadable = UnreadableSecret(
-                    "oauth_states", f"state {row.state_hash[:12]}", "code_verifier", row.key_id
-                )
+                unreadable = unreadable_verifier(row.state_hash, row.key_id)
                 ciphertext = self._reencrypt(row.code_verifier_ciphertext, aad, unreadable, rotation)
                 if ciphertext is not None:
                     conn.execute(
@@ -553,7 +551,7 @@ class StateStore:
                     key_id = getattr(row, key_column)
                     if key_id in (None, primary):
                         continue
-                    unreadable = UnreadableSecret("webhook_subscriptions", f"subscription {row.id}", name, key_id)
+                    unreadable = unreadable_subscription_secret(row.id, name, key_id)
                     ciphertext = self._reencrypt(getattr(row, text_column), aad, unreadable, rotation)
                     if ciphertext is not None:
                         values |= {key_column: primary, text_column: ciphertext}
@@ -577,6 +575,7 @@ class UnreadableSecret:
     row: str
     name: str
     key_id: str
+    connection_id: str | None = None
 
     def describe(self) -> str:
         return (
@@ -584,6 +583,54 @@ class UnreadableSecret:
             "keyring: put the key that encrypted it back in INTEGRATIONS_ENCRYPTION_KEYS (as a secondary) and "
             f"rotate again, or {UNREADABLE_REMEDIES[self.table]}"
         )
+
+
+def unreadable_credential(connection_id: str, name: str, key_id: str) -> UnreadableSecret:
+    return UnreadableSecret("credentials", f"connection {connection_id}", name, key_id, connection_id)
+
+
+def unreadable_verifier(state_hash: str, key_id: str) -> UnreadableSecret:
+    return UnreadableSecret("oauth_states", f"state {state_hash[:12]}", "code_verifier", key_id)
+
+
+def unreadable_subscription_secret(subscription_id: str, name: str, key_id: str) -> UnreadableSecret:
+    return UnreadableSecret("webhook_subscriptions", f"subscription {subscription_id}", name, key_id)
+
+
+def unreadable_secrets(
+    conn: sa.Connection, keyring: Keyring, *, credentials_only: bool = False
+) -> list[UnreadableSecret]:
+    """Every stored secret the keyring cannot decrypt (a key missing, or another key under a reused id): what
+    health, `connections list` and `keys status` report, so a connection is never shown fine while no sync can
+    read its tokens. Decrypting is cheap (AES-GCM on a few hundred bytes per secret)."""
+    found: list[UnreadableSecret] = []
+
+    def readable(ciphertext: str, aad: str) -> bool:
+        try:
+            keyring.decrypt(ciphertext, associated_data=aad)
+        except DecryptionError:
+            return False
+        return True
+
+    credentials = schema.credentials
+    for row in conn.execute(sa.select(credentials).order_by(credentials.c.connection_id, credentials.c.name)):
+        if not readable(row.ciphertext, _credential_aad(row.connection_id, row.name)):
+            found.append(unreadable_credential(row.connection_id, row.name, row.key_id))
+    if credentials_only:
+        return found
+    subscriptions = schema.webhook_subscriptions
+    for row in conn.execute(sa.select(subscriptions).order_by(subscriptions.c.id)):
+        for name, key_id, ciphertext in (
+            ("secret", row.key_id, row.secret_ciphertext),
+            ("previous_secret", row.previous_key_id, row.previous_secret_ciphertext),
+        ):
+            if ciphertext is not None and not readable(ciphertext, subscription_secret_aad(row.id)):
+                found.append(unreadable_subscription_secret(row.id, name, key_id))
+    states = schema.oauth_states
+    for row in conn.execute(sa.select(states).where(states.c.consumed_at.is_(None))):
+        if not readable(row.code_verifier_ciphertext, _verifier_aad(row.state_hash)):
+            found.append(unreadable_verifier(row.state_hash, row.key_id))
+    return found
 
 
 @dataclass
