@@ -145,7 +145,9 @@ class Gateway:
     async def connect(self, request: Request) -> Response:
         provider = request.path_params["provider"]
         body = await parse_body(request, ConnectRequest)
-        started = await run_in_threadpool(self.connections.start, provider, body.tenant, body.return_path, body.scopes)
+        started = await run_in_threadpool(
+            self.connections.start, provider, body.tenant, body.return_path, body.scopes, body.replace_account
+        )
         return _json(ConnectResponse(**started.__dict__))
 
     async def callback(self, request: Request) -> Response:

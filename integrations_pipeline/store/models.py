@@ -58,6 +58,7 @@ class PendingAuthorization(BaseModel):
     return_path: str | None
     scopes: list[str]
     code_verifier: SecretStr
+    replace_account: bool = False  # the tenant confirmed replacing the connection's provider account
 
 
 class AuditEntry(BaseModel):

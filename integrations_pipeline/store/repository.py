@@ -253,6 +253,7 @@ class StateStore:
         return_path: str | None,
         scopes: list[str],
         code_verifier: str,
+        replace_account: bool = False,
     ) -> tuple[str, datetime]:
         """Store a fresh single-use state and return it with its expiry; only its hash is kept."""
         state = secrets.token_urlsafe(STATE_BYTES)
@@ -275,6 +276,7 @@ class StateStore:
                     ),
                     created_at=now,
                     expires_at=expires_at,
+                    replace_account=replace_account,
                 )
             )
         return state, expires_at
@@ -308,6 +310,7 @@ class StateStore:
             return_path=row.return_path,
             scopes=list(row.scopes),
             code_verifier=verifier,
+            replace_account=row.replace_account,
         )
 
     # -- sync cursors -----------------------------------------------------------------------------------------

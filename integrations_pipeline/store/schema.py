@@ -87,6 +87,8 @@ oauth_states = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
     sa.Column("consumed_at", UTCDateTime, nullable=True),
+    # 0009: the tenant confirmed that this authorization may replace the connection's provider account.
+    sa.Column("replace_account", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 # `partition_key` is "" for the live incremental cursor; a backfill of a partition keeps its own row.
