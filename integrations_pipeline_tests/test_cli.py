@@ -70,6 +70,14 @@ def test_dev_env_file_is_written_once_and_respects_the_environment(monkeypatch: 
     assert ensure_env_file(dev_environment(8080, 8101), Path(".env")) == []
     assert Path(".env").read_text() == first  # keys are generated once and kept
     assert oct(Path(".env").stat().st_mode & 0o777) == "0o600"
+    # Deleted and written again, the new key gets a new id: ciphertexts under the old id are never misread.
+    Path(".env").unlink()
+    ensure_env_file(dev_environment(8080, 8101), Path(".env"))
+    key_ids = [
+        next(line for line in text.splitlines() if line.startswith("INTEGRATIONS_ENCRYPTION_KEYS=")).split("=")[1][:11]
+        for text in (first, Path(".env").read_text())
+    ]
+    assert key_ids[0] != key_ids[1] and all(key_id.startswith("k") for key_id in key_ids)
 
 
 def test_mappings_set_show_preview_and_refusals(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
