@@ -182,6 +182,9 @@ def test_a_connection_whose_secrets_cannot_be_decrypted_is_critical(stack: Stack
             conn.execute(table.update().where(where).values(ciphertext=impostor.encrypt("x", associated_data=aad)))
     with stack.api() as api:
         report = api.get("/health/integrations").json()
+        found = samples(api.get("/metrics").text)
+    labels = (("connection_id", unreadable), ("provider", "hubspot"))
+    assert found[("integrations_connection_healthy", labels)] == 0  # /metrics agrees with /health
     by_id = {item["connection_id"]: item for item in report["connections"]}
     assert report["status"] == "critical" and by_id[readable]["health"] == "ok"
     assert by_id[unreadable]["health"] == "critical" and by_id[unreadable]["status"] == "active"

@@ -107,7 +107,7 @@ class Gateway:
         self.connections = ConnectionService(settings, store)
         self.mappings = MappingService(store)
         self.webhooks = WebhookReceiver(settings, store)
-        self.metrics_registry = metrics.metrics_registry(store.engine)
+        self.metrics_registry = metrics.metrics_registry(store.engine, store.keyring)
         self.subscriptions = SubscriptionService(settings, store)
 
     def authorize(self, request: Request) -> None:

@@ -216,7 +216,7 @@ def recent_429_rates(conn: sa.Connection, now: datetime) -> dict[str, float]:
     return rates
 
 
-def state_figures(engine: sa.Engine, now: datetime | None = None) -> StateFigures:
+def state_figures(engine: sa.Engine, now: datetime | None = None, keyring: Keyring | None = None) -> StateFigures:
     """Every figure in one read transaction, so they agree with each other."""
     now = now or utcnow()
     with engine.connect() as conn:
@@ -228,7 +228,7 @@ def state_figures(engine: sa.Engine, now: datetime | None = None) -> StateFigure
             else_="http_error",
         )
         return StateFigures(
-            connections=connection_health(conn, now),
+            connections=connection_health(conn, now, keyring),
             inbox_by_status=_grouped(conn, sa.select(inbox.c.status, sa.func.count()).group_by(inbox.c.status)),
             dead_letters_unreplayed=conn.execute(
                 sa.select(sa.func.count()).select_from(letters).where(letters.c.replayed_at.is_(None))
