@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import sqlalchemy as sa
@@ -218,15 +219,7 @@ class ConnectionService:
                     provider_metadata={**grant.metadata, **account.metadata, **region},
                 )
                 if replaced is not None:
-                    self.store.audit(
-                        conn,
-                        "connection.account_replaced",
-                        actor=ACTOR,
-                        tenant=pending.tenant,
-                        provider=provider,
-                        connection_id=connection_id,
-                        detail=replaced,
-                    )
+                    self._audit(conn, "connection.account_replaced", connection, replaced)
                 self.store.audit(
                     conn,
                     "connection.reauthorized" if existing else "connection.connected",
@@ -268,16 +261,19 @@ class ConnectionService:
         if change is None or existing is None or confirmed:
             return
         with self.store.locked("audit_log") as conn:
-            self.store.audit(
-                conn,
-                "connection.account_replace_refused",
-                actor=ACTOR,
-                tenant=existing.tenant,
-                provider=existing.provider,
-                connection_id=connection_id,
-                detail=change,
-            )
+            self._audit(conn, "connection.account_replace_refused", existing, change)
         raise account_mismatch(connection_id, change)
+
+    def _audit(self, conn: sa.Connection, action: str, connection: Connection, detail: dict[str, Any]) -> None:
+        self.store.audit(
+            conn,
+            action,
+            actor=ACTOR,
+            tenant=connection.tenant,
+            provider=connection.provider,
+            connection_id=connection.id,
+            detail=detail,
+        )
 
     def _account_change(
         self, conn: sa.Connection, existing: Connection | None, account: AccountInfo, confirmed: bool
@@ -309,15 +305,7 @@ class ConnectionService:
                 revoked = False  # the tokens are deleted here either way
         with self.store.locked(connection_id) as conn:
             self.store.disconnect(conn, connection_id)
-            self.store.audit(
-                conn,
-                "connection.disconnected",
-                actor=ACTOR,
-                tenant=connection.tenant,
-                provider=connection.provider,
-                connection_id=connection_id,
-                detail={"revoked_at_provider": revoked},
-            )
+            self._audit(conn, "connection.disconnected", connection, {"revoked_at_provider": revoked})
             record_event(
                 conn,
                 EventType.DISCONNECTED,

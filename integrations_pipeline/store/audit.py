@@ -63,8 +63,8 @@ def check_chain(
     count = len(entries)
     # First: a hash kept elsewhere must still be in the log, whatever the log looks like now (empty included).
     if expected_hash is not None and expected_hash not in {entry.entry_hash for entry in entries}:
-        problem = f"no entry carries the recorded hash {expected_hash}: the log was rewritten since it was recorded"
-        return AuditVerdict(count, problem=problem)
+        missing = f"no entry carries the recorded hash {expected_hash}: the log was rewritten since it was recorded"
+        return AuditVerdict(count, problem=missing)
     prev_hash = GENESIS_HASH
     previous_id: int | None = None
     keyed_seen = False
