@@ -283,8 +283,11 @@ def test_the_guard_admits_public_and_allow_listed_addresses() -> None:
     assert str(check_destination("https://93.184.215.14/hook", []).address) == "93.184.215.14"
     assert str(check_destination("https://[2606:4700::1111]/hook", []).address) == "2606:4700::1111"
     assert check_destination("http://127.0.0.1:9/hook", LOOPBACK).port == 9
-    # The IPv6 forms of an allow-listed IPv4 address reach the same host: allowed as well.
+    # The IPv4-mapped form of an allow-listed IPv4 address is the same host: allowed; a tunnel or translator is not.
     assert check_destination("http://[::ffff:127.0.0.1]:9/hook", LOOPBACK).port == 9
+    for tunnelled in ("[::7f00:1]", "[64:ff9b::7f00:1]", "[2002:7f00:1::1]"):
+        with pytest.raises(DestinationRefused, match=r"127\.0\.0\.1, loopback"):
+            check_destination(f"http://{tunnelled}:9/hook", LOOPBACK)
     assert check_destination("http://[fd00::5]:9/hook", [ipaddress.ip_network("fd00::/64")]).port == 9
     with pytest.raises(DestinationRefused, match="http"):
         check_destination("ftp://93.184.215.14/", [])

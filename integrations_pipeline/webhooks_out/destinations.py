@@ -136,9 +136,10 @@ def kind_of(address: IPAddress) -> str | None:
 
 
 def is_allowed(address: IPAddress, allowed: Sequence[IPNetwork]) -> bool:
-    """Allow-listed itself, or an IPv6 form of an allow-listed IPv4 address (the same host)."""
-    inner = embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
-    return any(address in network or (inner is not None and inner in network) for network in allowed)
+    """Allow-listed itself, or the IPv4-mapped form of an allow-listed IPv4 address (a dual-stack socket's name for
+    that same host). Other embedding forms go through a tunnel or translator elsewhere: they stay refused."""
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return any(address in network or (mapped is not None and mapped in network) for network in allowed)
 
 
 def check_destination(url: str, allowed: Sequence[IPNetwork], resolver: Resolver = resolve) -> Destination:
