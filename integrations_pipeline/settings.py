@@ -239,7 +239,7 @@ def conflicting_variables(env_file: Path = ENV_FILE) -> list[str]:
     return sorted(
         name
         for name, value in dotenv_values(env_file).items()
-        if name.upper().startswith(ENV_PREFIX) and environment.get(name.upper(), value) != value
+        if value is not None and name.upper().startswith(ENV_PREFIX) and environment.get(name.upper(), value) != value
     )
 
 
