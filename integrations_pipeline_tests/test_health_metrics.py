@@ -10,6 +10,8 @@ from integrations_pipeline import metrics
 from integrations_pipeline.crypto import Keyring, generate_key_entry
 from integrations_pipeline.gateway import create_app
 from integrations_pipeline.httpserver import BackgroundServer
+from integrations_pipeline.resources import IntegrationsResource
+from integrations_pipeline.sensors.push import PushLifecycle
 from integrations_pipeline.store import ConnectionStatus, schema
 from integrations_pipeline.store.budget import Observation, RateBudgets, Window
 from integrations_pipeline.store.inbox import NewEvent, WebhookInbox
@@ -193,3 +195,21 @@ def test_a_connection_whose_secrets_cannot_be_decrypted_is_critical(stack: Stack
         f"(key {key_id!r}); no sync can run. Put the key that encrypted them back in INTEGRATIONS_ENCRYPTION_KEYS, "
         "or reconnect"
     ]
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_fresh_sandbox_is_quiet(stack: Stack) -> None:
+    """Every provider connected and its push subscriptions created with their normal lifetimes (hours to days):
+    nothing to report until a renewal is overdue."""
+    connected = [stack.connect("sandbox", provider) for provider in sorted(stack.emulators)]
+    summary = PushLifecycle(IntegrationsResource(), utcnow()).run().summary()
+    subscriptions = PushSubscriptions(stack.store).list()
+    assert "failed 0" in summary
+    # Google's events channel (6 h) and Zoho's watch (23 h) live less than a day, which used to read as a problem.
+    short_lived = {row.provider for row in subscriptions if row.expires_at - utcnow() < timedelta(days=1)}
+    assert short_lived == {"google", "zoho"}
+    with stack.api() as api:
+        report = api.get("/health/integrations").json()
+    assert report["status"] == "ok", report
+    assert sorted(item["connection_id"] for item in report["connections"]) == sorted(connected)
+    assert all(item["problems"] == [] for item in report["connections"])
