@@ -22,7 +22,7 @@ def evaluate(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResul
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
-def test_observes_on_change_and_skips_when_nothing_changed(stack: Stack) -> None:
+def test_observes_every_tick_with_the_current_health(stack: Stack) -> None:
     healthy = stack.connect("acme", "hubspot")
     troubled = stack.connect("acme", "zoho")
     with dg.instance_for_test() as instance:
