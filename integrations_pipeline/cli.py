@@ -26,6 +26,7 @@ from integrations_pipeline.store import audit as audit_log
 from integrations_pipeline.store import migrate as migrations
 from integrations_pipeline.store.dead_letters import replay_dead_letters
 from integrations_pipeline.store.inbox import WebhookInbox
+from integrations_pipeline.store.repository import unreadable_secrets
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,9 +64,13 @@ def db() -> None:
 @db.command("upgrade", help="Apply every pending Alembic migration.")
 @friendly_errors
 def db_upgrade() -> None:
-    engine = create_store_engine(load_settings().state_database_url)
+    settings = load_settings()
+    engine = create_store_engine(settings.state_database_url)
     migrations.upgrade(engine)
     click.echo(f"state store at revision {migrations.current_revision(engine)}")
+    # An audit log written before its entries carried MACs is vouched for by one keyed entry (0009).
+    if settings.encryption_keys is not None and audit_log.seal(StateStore(engine, settings.keyring()), actor="cli"):
+        click.echo("audit log sealed: its entries from before keyed MACs are vouched for by a keyed entry")
 
 
 @db.command("current", help="Show the applied and the latest migration.")
@@ -91,11 +96,18 @@ def keys_generate(key_id: str | None) -> None:
 @friendly_errors
 def keys_rotate() -> None:
     store = open_store(load_settings())
-    moved = store.rotate_keys()
+    rotation = store.rotate_keys()
+    primary = store.keyring.primary_key_id
+    skipped = [f"{secret.table}:{secret.row}:{secret.name}" for secret in rotation.unreadable]
     with store.locked("audit_log") as conn:
-        store.audit(conn, "keys.rotated", actor="cli", detail={"rows": moved, "primary": store.keyring.primary_key_id})
-    click.echo(f"re-encrypted {moved} secrets under key {store.keyring.primary_key_id}")
+        detail = {"rows": rotation.moved, "primary": primary, "unreadable": skipped}
+        store.audit(conn, "keys.rotated", actor="cli", detail=detail)
+    click.echo(f"re-encrypted {rotation.moved} secrets under key {primary}")
     _print_key_usage(store)
+    if rotation.unreadable:
+        # Every other secret moved; these (listed above as UNREADABLE) stay as they were until dealt with.
+        unreadable = len(rotation.unreadable)
+        raise click.ClickException(f"{unreadable} secrets could not be decrypted and were left as they were")
 
 
 @keys.command("status", help="How many secrets each key protects; a key at 0 can be retired.")
@@ -106,10 +118,17 @@ def keys_status() -> None:
 
 def _print_key_usage(store: StateStore) -> None:
     usage = store.key_usage()
+    with store.engine.connect() as conn:
+        unreadable = unreadable_secrets(conn, store.keyring)
     for key_id in sorted(store.keyring.key_ids | set(usage)):
         role = "primary" if key_id == store.keyring.primary_key_id else "secondary"
         known = "" if key_id in store.keyring.key_ids else " (NOT IN KEYRING: these rows cannot be read)"
+        failing = sum(1 for secret in unreadable if secret.key_id == key_id)
+        if failing and not known:
+            known = f" ({failing} CANNOT BE DECRYPTED: this key is not the one that encrypted them)"
         click.echo(f"{key_id}\t{role}\t{usage.get(key_id, 0)} secrets{known}")
+    for secret in unreadable:
+        click.echo(f"UNREADABLE: {secret.describe()}")
 
 
 @main.group(help="Connections of tenants' accounts.")
@@ -120,9 +139,14 @@ def connections() -> None:
 @connections.command("list", help="Every connection with its status (never a secret).")
 @friendly_errors
 def connections_list() -> None:
-    for connection in open_store(load_settings()).list_connections():
+    store = open_store(load_settings())
+    with store.engine.connect() as conn:
+        unreadable = {secret.connection_id for secret in unreadable_secrets(conn, store.keyring, credentials_only=True)}
+    for connection in store.list_connections():
         expires = connection.token_expires_at.isoformat() if connection.token_expires_at else "-"
-        click.echo(f"{connection.id}\t{connection.status.value}\ttoken expires {expires}")
+        # Whatever the stored status says, a connection whose tokens cannot be decrypted cannot sync.
+        status = "UNREADABLE (secrets cannot be decrypted: see `keys status`)" if connection.id in unreadable else ""
+        click.echo(f"{connection.id}\t{status or connection.status.value}\ttoken expires {expires}")
 
 
 @main.command(

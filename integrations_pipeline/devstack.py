@@ -47,7 +47,8 @@ def dev_environment(gateway_port: int, sandbox_port: int) -> dict[str, str]:
     environment = {
         "INTEGRATIONS_STATE_DATABASE_URL": "sqlite:///.data/state.db",
         "INTEGRATIONS_WAREHOUSE_PATH": ".data/warehouse.duckdb",
-        "INTEGRATIONS_ENCRYPTION_KEYS": generate_key_entry("dev1"),
+        # The key id derives from the key: a key generated again (say .env was deleted) never reuses an old id.
+        "INTEGRATIONS_ENCRYPTION_KEYS": generate_key_entry(),
         "INTEGRATIONS_API_KEY": secrets.token_urlsafe(24),
         "INTEGRATIONS_PUBLIC_URL": f"http://127.0.0.1:{gateway_port}",
     }

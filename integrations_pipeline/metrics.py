@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from integrations_pipeline.crypto import Keyring
 from integrations_pipeline.store.health import Health, state_figures
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -56,14 +57,15 @@ def record_webhook_verification_failure(source: str) -> None:
 class StateCollector(Collector):
     """Reads the state database on every scrape."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, keyring: Keyring | None = None) -> None:
         self.engine = engine
+        self.keyring = keyring  # to judge connections whose secrets cannot be decrypted as /health does
 
     def describe(self) -> list[Metric]:
         return []  # the families depend on the rows: nothing to check at registration
 
     def collect(self) -> Iterator[Metric]:
-        figures = state_figures(self.engine)
+        figures = state_figures(self.engine, keyring=self.keyring)
         connections = GaugeMetricFamily(
             f"{PREFIX}_connections",
             "Connections by provider, status and health.",
@@ -142,10 +144,10 @@ class StateCollector(Collector):
         yield attempts
 
 
-def metrics_registry(engine: sa.Engine) -> CollectorRegistry:
+def metrics_registry(engine: sa.Engine, keyring: Keyring | None = None) -> CollectorRegistry:
     """This process's counters and the state database's figures, for one app's `/metrics`."""
     registry = CollectorRegistry(auto_describe=False)
-    for collector in (REQUESTS, REQUEST_SECONDS, VERIFICATION_FAILURES, StateCollector(engine)):
+    for collector in (REQUESTS, REQUEST_SECONDS, VERIFICATION_FAILURES, StateCollector(engine, keyring)):
         registry.register(collector)
     return registry
 

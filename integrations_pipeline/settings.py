@@ -2,15 +2,22 @@
 
 Nested provider apps use a double underscore: `INTEGRATIONS_HUBSPOT__CLIENT_ID`. A `.env` file in the working
 directory is read too (`make dev` writes one, git-ignored). Errors name the variable and what it expects.
+
+One rule, so every process reads the same configuration: a variable has one value, from the environment or from
+`.env`; set in both with different values, it is refused. (This process would let the environment win, but
+`dagster dev` loads `.env` over the environment for its code servers, so they would run with the other value:
+a key set in the shell would reach the gateway and not the syncs.)
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
 from pathlib import Path
 
+from dotenv import dotenv_values
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
@@ -224,8 +231,30 @@ def _describe(location: tuple[str | int, ...]) -> str:
     return field.description or "" if field is not None else ""
 
 
+ENV_FILE = Path(".env")
+
+
+def conflicting_variables(env_file: Path = ENV_FILE) -> list[str]:
+    """INTEGRATIONS_* variables that the environment and `env_file` both set, to different values."""
+    if not env_file.is_file():
+        return []
+    environment = {name.upper(): value for name, value in os.environ.items()}
+    return sorted(
+        name
+        for name, value in dotenv_values(env_file).items()
+        if value is not None and name.upper().startswith(ENV_PREFIX) and environment.get(name.upper(), value) != value
+    )
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment (and `.env`); raise SettingsError with an actionable message."""
+    conflicts = conflicting_variables()
+    if conflicts:  # never the values: they may be secrets
+        raise SettingsError(
+            f"{', '.join(conflicts)} set both in the environment and in {ENV_FILE.resolve()}, with different "
+            "values: Dagster's processes would read the file and this one the environment. Unset it in the shell "
+            "or remove it from .env (a key lost from .env must be restored, not regenerated)"
+        )
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:

@@ -1,6 +1,15 @@
+import base64
+
 import pytest
 
-from integrations_pipeline.crypto import DecryptionError, Keyring, KeyringError, generate_key_entry, key_id_of
+from integrations_pipeline.crypto import (
+    DecryptionError,
+    Keyring,
+    KeyringError,
+    generate_key_entry,
+    key_fingerprint,
+    key_id_of,
+)
 
 
 def test_round_trip_under_the_primary_key() -> None:
@@ -57,3 +66,33 @@ def test_unusable_specs_are_refused_without_echoing_key_material(spec: str, mess
     with pytest.raises(KeyringError, match=message) as refused:
         Keyring.from_spec(spec)
     assert "A" * 20 not in str(refused.value)
+
+
+def test_an_unnamed_key_is_named_by_its_fingerprint_and_a_forged_name_is_refused() -> None:
+    """Generating a key again (say `.env` was deleted) can never reuse an id stored ciphertexts already name."""
+    first, second = generate_key_entry(), generate_key_entry()
+    first_id, first_key = first.split(":")
+    assert first_id == "k" + key_fingerprint(base64.urlsafe_b64decode(first_key))
+    assert first_id != second.split(":")[0] and len(first_id) == 11
+    assert Keyring.from_spec(first).primary_key_id == first_id
+    with pytest.raises(KeyringError, match=f"key id {first_id!r} names another key") as refused:
+        Keyring.from_spec(f"{first_id}:{second.split(':')[1]}")
+    assert second.split(":")[1] not in str(refused.value)
+
+
+def test_macs_are_per_key_and_purpose_and_report_a_missing_key() -> None:
+    old, new = generate_key_entry("old"), generate_key_entry("new")
+    before = Keyring.from_spec(old)
+    key_id, mac = before.mac("entry-hash", purpose="audit")
+    assert key_id == "old" and len(mac) == 64
+    rotated = Keyring.from_spec(f"{new},{old}")
+    assert rotated.verify_mac("entry-hash", mac, key_id="old", purpose="audit") is True
+    assert rotated.verify_mac("entry-hash", mac, key_id="old", purpose="other") is False
+    assert rotated.verify_mac("edited", mac, key_id="old", purpose="audit") is False
+    assert rotated.mac("entry-hash", purpose="audit") != ("old", mac)
+    assert Keyring.from_spec(new).verify_mac("entry-hash", mac, key_id="old", purpose="audit") is None
+    # The same id with other material (a key generated again under its old name) does not verify.
+    assert (
+        Keyring.from_spec(generate_key_entry("old")).verify_mac("entry-hash", mac, key_id="old", purpose="audit")
+        is False
+    )

@@ -7,8 +7,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from integrations_pipeline import metrics
+from integrations_pipeline.crypto import Keyring, generate_key_entry
 from integrations_pipeline.gateway import create_app
 from integrations_pipeline.httpserver import BackgroundServer
+from integrations_pipeline.resources import IntegrationsResource
+from integrations_pipeline.sensors.push import PushLifecycle
 from integrations_pipeline.store import ConnectionStatus, schema
 from integrations_pipeline.store.budget import Observation, RateBudgets, Window
 from integrations_pipeline.store.inbox import NewEvent, WebhookInbox
@@ -60,10 +63,18 @@ def test_health_reports_each_connection_and_its_problems(stack: Stack) -> None:
         synced_at = utcnow() - timedelta(hours=3)
         stack.store.record_sync(troubled, synced_at)
         dead_letter(stack, troubled, "evt-1")
+        # A normal lifetime, however short, is no problem: only a renewal overdue is.
         push_expiry = utcnow() + timedelta(hours=2)
-        PushSubscriptions(stack.store).create(
+        push, _ = PushSubscriptions(stack.store).create(
             connection_id=troubled, provider="zoho", entity="contacts", resource="Contacts", expires_at=push_expiry
         )
+        assert api.get("/health/integrations", params={"tenant": "beta"}).json()["connections"][0]["problems"] == [
+            "3.0 h since the last successful sync",
+            "1 webhook events in dead letters",
+        ]
+        with stack.store.engine.begin() as conn:  # granted 10 h ago for 12 h: renewal was due 4 h ago
+            table = schema.push_subscriptions
+            conn.execute(table.update().where(table.c.id == push.id).values(renewed_at=utcnow() - timedelta(hours=10)))
         blocked_until = (utcnow() + timedelta(minutes=5)).replace(microsecond=0)
         with stack.store.engine.begin() as conn:  # as a 429 with Retry-After leaves the shared budget
             conn.execute(
@@ -87,7 +98,7 @@ def test_health_reports_each_connection_and_its_problems(stack: Stack) -> None:
         assert item["problems"] == [
             "3.0 h since the last successful sync",
             "1 webhook events in dead letters",
-            "a push subscription expires within a day without renewal",
+            "a push subscription's renewal is 4.0 h overdue (it expires in 2.0 h)",
             f"rate limited by the provider until {blocked_until:%Y-%m-%d %H:%M:%S} UTC",
         ]
         assert item["rate_limited_until"].startswith(blocked_until.isoformat()[:19])
@@ -156,3 +167,49 @@ def test_health_reports_the_recent_429_rate_from_the_budget_counts(stack: Stack)
         [item] = api.get("/health/integrations").json()["connections"]
     assert calls == 20 and item["recent_429_rate"] == pytest.approx(2 / 20)
     assert "10% of recent provider calls were rate limited (429)" in item["problems"]
+
+
+def test_a_connection_whose_secrets_cannot_be_decrypted_is_critical(stack: Stack) -> None:
+    """As after `make dev` regenerated a key under the id the stored tokens name: the status column still says
+    active, but no sync can read the tokens, and health says so."""
+    readable = stack.connect("acme", "hubspot")
+    unreadable = stack.connect("beta", "hubspot")
+    key_id = stack.store.keyring.primary_key_id
+    impostor = Keyring.from_spec(generate_key_entry(key_id))
+    with stack.store.engine.begin() as conn:
+        table = schema.credentials
+        for name in ("access_token", "refresh_token"):
+            aad = f"connection:{unreadable}:{name}"
+            where = (table.c.connection_id == unreadable) & (table.c.name == name)
+            conn.execute(table.update().where(where).values(ciphertext=impostor.encrypt("x", associated_data=aad)))
+    with stack.api() as api:
+        report = api.get("/health/integrations").json()
+        found = samples(api.get("/metrics").text)
+    labels = (("connection_id", unreadable), ("provider", "hubspot"))
+    assert found[("integrations_connection_healthy", labels)] == 0  # /metrics agrees with /health
+    by_id = {item["connection_id"]: item for item in report["connections"]}
+    assert report["status"] == "critical" and by_id[readable]["health"] == "ok"
+    assert by_id[unreadable]["health"] == "critical" and by_id[unreadable]["status"] == "active"
+    assert by_id[unreadable]["problems"] == [
+        f"its secrets cannot be decrypted with the keyring: access_token (key {key_id!r}), refresh_token "
+        f"(key {key_id!r}); no sync can run. Put the key that encrypted them back in INTEGRATIONS_ENCRYPTION_KEYS, "
+        "or reconnect"
+    ]
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_fresh_sandbox_is_quiet(stack: Stack) -> None:
+    """Every provider connected and its push subscriptions created with their normal lifetimes (hours to days):
+    nothing to report until a renewal is overdue."""
+    connected = [stack.connect("sandbox", provider) for provider in sorted(stack.emulators)]
+    summary = PushLifecycle(IntegrationsResource(), utcnow()).run().summary()
+    subscriptions = PushSubscriptions(stack.store).list()
+    assert "failed 0" in summary
+    # Google's events channel (6 h) and Zoho's watch (23 h) live less than a day, which used to read as a problem.
+    short_lived = {row.provider for row in subscriptions if row.expires_at - utcnow() < timedelta(days=1)}
+    assert short_lived == {"google", "zoho"}
+    with stack.api() as api:
+        report = api.get("/health/integrations").json()
+    assert report["status"] == "ok", report
+    assert sorted(item["connection_id"] for item in report["connections"]) == sorted(connected)
+    assert all(item["problems"] == [] for item in report["connections"])

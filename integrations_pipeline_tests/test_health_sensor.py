@@ -22,7 +22,7 @@ def evaluate(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResul
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
-def test_observes_on_change_and_skips_when_nothing_changed(stack: Stack) -> None:
+def test_observes_every_tick_with_the_current_health(stack: Stack) -> None:
     healthy = stack.connect("acme", "hubspot")
     troubled = stack.connect("acme", "zoho")
     with dg.instance_for_test() as instance:
@@ -35,9 +35,10 @@ def test_observes_on_change_and_skips_when_nothing_changed(stack: Stack) -> None
         report = metadata["report"].value
         assert f"| {healthy} | ok | active |" in report and "never synced" in report
 
-        assert first.cursor is not None
+        # Unchanged, it still observes each tick: the asset is never older than one sensor interval.
         unchanged = evaluate(instance, first.cursor)
-        assert not unchanged.asset_events and unchanged.skip_reason is not None
+        [observation] = unchanged.asset_events
+        assert observation.metadata["ok connections"].value == 2
 
         with stack.store.locked(troubled) as conn:
             stack.store.set_status(conn, troubled, ConnectionStatus.NEEDS_REAUTH, "invalid_grant")

@@ -56,3 +56,20 @@ def test_short_api_key_and_origins_with_paths_are_refused(monkeypatch: pytest.Mo
 def test_dotenv_file_is_read_from_the_working_directory() -> None:
     Path(".env").write_text(f"INTEGRATIONS_ENCRYPTION_KEYS={generate_key_entry('fromfile')}\n")
     assert load_settings().keyring().primary_key_id == "fromfile"
+
+
+def test_a_variable_set_differently_in_the_shell_and_in_dotenv_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dagster's code servers read `.env` over the environment, the gateway the other way round: a conflicting
+    value would split the processes, so it is refused by name (never by value); an equal one is fine."""
+    in_file = generate_key_entry("fromfile")
+    Path(".env").write_text(f"INTEGRATIONS_ENCRYPTION_KEYS={in_file}\nINTEGRATIONS_API_KEY=x{'y' * 20}\n")
+    monkeypatch.setenv("INTEGRATIONS_ENCRYPTION_KEYS", in_file)
+    assert load_settings().keyring().primary_key_id == "fromfile"
+    shell = generate_key_entry("fromshell")
+    monkeypatch.setenv("INTEGRATIONS_ENCRYPTION_KEYS", shell)
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert message.startswith("INTEGRATIONS_ENCRYPTION_KEYS set both in the environment and in ")
+    assert "Unset it in the shell or remove it from .env" in message
+    assert shell.split(":")[1] not in message and in_file.split(":")[1] not in message

@@ -213,9 +213,82 @@ def test_the_guard_refuses_non_public_destinations(url: str, kind: str) -> None:
         check_destination(url, [])
 
 
+# Each bypass the probe found (IPv6 forms embedding a refused IPv4 address, and IPv6 special-purpose ranges), and
+# one address of every other special-purpose range, with what the refusal must name.
+BYPASSES = [
+    ("[::7f00:1]", "IPv4-compatible form of 127.0.0.1, loopback"),
+    ("[::127.0.0.1]", "IPv4-compatible form of 127.0.0.1, loopback"),
+    ("[::a9fe:a9fe]", "IPv4-compatible form of 169.254.169.254, link-local"),
+    ("[::ffff:0:7f00:1]", "IPv4-translated form of 127.0.0.1, loopback"),
+    ("[::ffff:a9fe:a9fe]", "IPv4-mapped form of 169.254.169.254, link-local"),
+    ("[64:ff9b::7f00:1]", "NAT64 form of 127.0.0.1, loopback"),
+    ("[64:ff9b::a00:1]", "NAT64 form of 10.0.0.1, private"),
+    ("[64:ff9b:1::1]", "local-use NAT64"),
+    ("[2002:7f00:1::1]", "6to4 form of 127.0.0.1, loopback"),
+    ("[2002:a9fe:a9fe::1]", "6to4 form of 169.254.169.254"),
+    ("[2001:0:4136:e378:8000:63bf:80ff:fffe]", "Teredo form of 127.0.0.1, loopback"),
+    ("[fec0::1]", "site-local"),
+    ("[fd12:3456::1]", "unique-local"),
+    ("[fe80::1]", "link-local"),
+    ("[ff02::1]", "multicast"),
+    ("[2001:db8::1]", "documentation"),
+    ("[3fff::1]", "documentation"),
+    ("[2001:2::1]", "benchmarking"),
+    ("[100::1]", "discard-only"),
+    ("[::]", "unspecified"),
+    ("[4000::1]", "not IPv6 global unicast"),
+    ("100.64.0.1", "shared"),
+    ("192.0.0.9", "IETF protocol assignment"),
+    ("192.0.2.1", "documentation"),
+    ("198.18.0.1", "benchmarking"),
+    ("198.51.100.7", "documentation"),
+    ("203.0.113.7", "documentation"),
+    ("192.88.99.1", "6to4 relay"),
+    ("224.0.0.251", "multicast"),
+    ("240.0.0.1", "reserved"),
+    ("255.255.255.255", "limited broadcast"),
+    ("172.16.0.1", "private"),
+    ("192.168.1.1", "private"),
+]
+
+
+@pytest.mark.parametrize(("host", "kind"), BYPASSES)
+def test_the_guard_refuses_every_special_purpose_and_embedded_ipv4_form(host: str, kind: str) -> None:
+    with pytest.raises(DestinationRefused) as refused:
+        check_destination(f"http://{host}:8080/hook", [])
+    assert kind in str(refused.value) and "allow-list" in str(refused.value)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_name_resolving_to_an_embedded_form_at_delivery_is_refused(outbox: Outbox, receiver: Receiver) -> None:
+    """Subscribed while the name was public; at delivery it resolves to the IPv4-compatible form of loopback."""
+    public = ipaddress.ip_address("93.184.215.14")
+    subscription, _ = outbox.create_subscription(
+        url="http://hooks.example.com/hook", event_types=ALL_TYPES, description=None, actor="test"
+    )
+    assert check_destination(subscription.url, [], resolver=lambda host, port: [public]).address == public
+    emit(outbox.store)
+    embedded = ipaddress.ip_address("::7f00:1")
+    deliver_due(outbox, [], now=utcnow(), resolver=lambda host, port: [public, embedded])
+    (attempt,) = only_delivery(outbox, subscription.id).history
+    assert attempt.status_code is None
+    assert attempt.error == (
+        "destination refused: hooks.example.com resolves to ::7f00:1 (IPv4-compatible form of 127.0.0.1, "
+        "loopback); webhooks go to public unicast addresses only (allow-list it with "
+        "INTEGRATIONS_WEBHOOK_ALLOWED_NETWORKS if that is intended)"
+    )
+
+
 def test_the_guard_admits_public_and_allow_listed_addresses() -> None:
     assert str(check_destination("https://93.184.215.14/hook", []).address) == "93.184.215.14"
+    assert str(check_destination("https://[2606:4700::1111]/hook", []).address) == "2606:4700::1111"
     assert check_destination("http://127.0.0.1:9/hook", LOOPBACK).port == 9
+    # The IPv4-mapped form of an allow-listed IPv4 address is the same host: allowed; a tunnel or translator is not.
+    assert check_destination("http://[::ffff:127.0.0.1]:9/hook", LOOPBACK).port == 9
+    for tunnelled in ("[::7f00:1]", "[64:ff9b::7f00:1]", "[2002:7f00:1::1]"):
+        with pytest.raises(DestinationRefused, match=r"127\.0\.0\.1, loopback"):
+            check_destination(f"http://{tunnelled}:9/hook", LOOPBACK)
+    assert check_destination("http://[fd00::5]:9/hook", [ipaddress.ip_network("fd00::/64")]).port == 9
     with pytest.raises(DestinationRefused, match="http"):
         check_destination("ftp://93.184.215.14/", [])
 
@@ -245,7 +318,7 @@ def test_key_rotation_reencrypts_subscription_secrets(store: StateStore, key_spe
     rotated = StateStore(store.engine, Keyring.from_spec(f"{generate_key_entry('k2')},{key_spec}"))
     assert rotated.key_usage()[old_key] >= 2
 
-    assert rotated.rotate_keys() >= 2
+    assert rotated.rotate_keys().moved >= 2
     assert rotated.key_usage() == {"k2": 2}
     with store.engine.connect() as conn:
         stored = conn.execute(

@@ -160,7 +160,19 @@ def test_other_bad_requests_get_clear_4xx(stack: Stack) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://10.0.0.1/hook", "http://169.254.169.254/latest/meta-data/", "http://[::1]:8080/hook"],
+    [
+        "http://10.0.0.1/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:8080/hook",
+        # Embedded forms of loopback, although the stack allow-lists 127.0.0.1 (only its mapped form is that host).
+        "http://[::7f00:1]:8080/hook",
+        "http://[::127.0.0.1]:8080/hook",
+        "http://[::ffff:0:7f00:1]:8080/hook",
+        "http://[64:ff9b::7f00:1]:8080/hook",
+        "http://[2002:7f00:1::1]:8080/hook",
+        "http://[::a9fe:a9fe]/latest/meta-data/",
+        "http://[fec0::1]/hook",
+    ],
 )
 def test_forbidden_destinations_are_refused(stack: Stack, url: str) -> None:
     with stack.api() as api:

@@ -14,7 +14,7 @@ connection_health = dg.AssetSpec(
     group_name="operations",
     description=(
         "Every connection's health, from the state store: status, token expiry, last successful sync, lag, "
-        "recent 429 rate, dead letters and push-subscription expiry. Observed by connection_health_sensor when "
-        "anything changes (and at least every 15 minutes)."
+        "recent 429 rate, dead letters and push-subscription expiry. Observed by connection_health_sensor each "
+        "minute, so it is never older than one sensor interval."
     ),
 )

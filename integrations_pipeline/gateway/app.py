@@ -107,7 +107,7 @@ class Gateway:
         self.connections = ConnectionService(settings, store)
         self.mappings = MappingService(store)
         self.webhooks = WebhookReceiver(settings, store)
-        self.metrics_registry = metrics.metrics_registry(store.engine)
+        self.metrics_registry = metrics.metrics_registry(store.engine, store.keyring)
         self.subscriptions = SubscriptionService(settings, store)
 
     def authorize(self, request: Request) -> None:
@@ -136,7 +136,7 @@ class Gateway:
 
     async def integrations_health(self, request: Request) -> Response:
         tenant, provider = request.query_params.get("tenant"), request.query_params.get("provider")
-        return _json(await run_in_threadpool(integrations_health, self.store.engine, tenant, provider))
+        return _json(await run_in_threadpool(integrations_health, self.store, tenant, provider))
 
     async def metrics(self, request: Request) -> Response:
         body = await run_in_threadpool(metrics.render, self.metrics_registry)
@@ -145,7 +145,9 @@ class Gateway:
     async def connect(self, request: Request) -> Response:
         provider = request.path_params["provider"]
         body = await parse_body(request, ConnectRequest)
-        started = await run_in_threadpool(self.connections.start, provider, body.tenant, body.return_path, body.scopes)
+        started = await run_in_threadpool(
+            self.connections.start, provider, body.tenant, body.return_path, body.scopes, body.replace_account
+        )
         return _json(ConnectResponse(**started.__dict__))
 
     async def callback(self, request: Request) -> Response:

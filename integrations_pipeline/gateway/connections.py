@@ -5,7 +5,10 @@ from __future__ import annotations
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlencode, urlsplit
+
+import sqlalchemy as sa
 
 from integrations_pipeline.clients.errors import NeedsReauth, ProviderError
 from integrations_pipeline.clients.http import ApiClient
@@ -15,9 +18,11 @@ from integrations_pipeline.clients.spec import AccountInfo
 from integrations_pipeline.settings import Settings, SettingsError
 from integrations_pipeline.store import (
     Connection,
+    ConnectionStatus,
     InvalidState,
     StateStore,
     connection_id_for,
+    schema,
 )
 from integrations_pipeline.store.events import EventType, record_event
 from integrations_pipeline.store.repository import utcnow
@@ -75,6 +80,27 @@ def _with_query(url: str, **params: str) -> str:
     return url + ("&" if "?" in url else "?") + urlencode(params)
 
 
+def account_change(existing: Connection | None, account: AccountInfo) -> dict[str, str] | None:
+    """The provider account a reconnect would switch the connection from and to; None when it stays, when either is
+    unknown, or when the connection was disconnected (a disconnected tenant may connect any account)."""
+    if existing is None or existing.status == ConnectionStatus.DISCONNECTED:
+        return None
+    before, after = existing.external_account_id, account.external_account_id
+    if before is None or after is None or before == after:
+        return None
+    return {"previous_account": before, "new_account": after}
+
+
+def account_mismatch(connection_id: str, change: dict[str, str]) -> GatewayError:
+    return GatewayError(
+        409,
+        "account_mismatch",
+        f"connection {connection_id} belongs to provider account {change['previous_account']}, and this "
+        f"authorization was for account {change['new_account']}: nothing was changed. Disconnect it first "
+        f"(DELETE /connections/{connection_id}), or connect again with replace_account=true to switch accounts",
+    )
+
+
 class ConnectionService:
     def __init__(self, settings: Settings, store: StateStore) -> None:
         self.settings = settings
@@ -101,7 +127,12 @@ class ConnectionService:
         return f"{str(self.settings.public_url).rstrip('/')}/oauth/{provider}/callback"
 
     def start(
-        self, provider: str, tenant: str, return_path: str | None, scopes: list[str] | None
+        self,
+        provider: str,
+        tenant: str,
+        return_path: str | None,
+        scopes: list[str] | None,
+        replace_account: bool = False,
     ) -> AuthorizationStart:
         oauth = self.oauth_client(provider)
         return_path = check_return_path(return_path, self.settings.allowed_return_origins)
@@ -115,6 +146,7 @@ class ConnectionService:
             return_path=return_path,
             scopes=requested,
             code_verifier=verifier,
+            replace_account=replace_account,
         )
         url = oauth.authorization_url(
             redirect_uri=redirect_uri, scopes=requested, state=state, code_challenge=challenge
@@ -169,8 +201,10 @@ class ConnectionService:
                 except ProviderError:
                     account = AccountInfo()  # the connection works without it; it is only for display
             connection_id = connection_id_for(pending.tenant, provider)
+            self._refuse_unconfirmed_account_change(connection_id, account, pending.replace_account)
             with self.store.locked(connection_id) as conn:
                 existing = self.store.get_connection(connection_id)
+                replaced = self._account_change(conn, existing, account, pending.replace_account)
                 granted = account.granted_scopes or grant.granted_scopes or pending.scopes
                 # Incremental authorization: asking for Directory later must not forget that Calendar was wanted.
                 requested = set(pending.scopes) | set(existing.requested_scopes if existing else ())
@@ -184,6 +218,8 @@ class ConnectionService:
                     external_account_id=account.external_account_id,
                     provider_metadata={**grant.metadata, **account.metadata, **region},
                 )
+                if replaced is not None:
+                    self._audit(conn, "connection.account_replaced", connection, replaced)
                 self.store.audit(
                     conn,
                     "connection.reauthorized" if existing else "connection.connected",
@@ -217,6 +253,41 @@ class ConnectionService:
         )
         return CallbackOutcome(connection=connection, redirect_to=redirect_to)
 
+    def _refuse_unconfirmed_account_change(self, connection_id: str, account: AccountInfo, confirmed: bool) -> None:
+        """Before storing anything: a reconnect through another provider account than the connection's is refused,
+        and the refusal audited, unless the connect request confirmed it (`replace_account`)."""
+        existing = self.store.get_connection(connection_id)
+        change = account_change(existing, account)
+        if change is None or existing is None or confirmed:
+            return
+        with self.store.locked("audit_log") as conn:
+            self._audit(conn, "connection.account_replace_refused", existing, change)
+        raise account_mismatch(connection_id, change)
+
+    def _audit(self, conn: sa.Connection, action: str, connection: Connection, detail: dict[str, Any]) -> None:
+        self.store.audit(
+            conn,
+            action,
+            actor=ACTOR,
+            tenant=connection.tenant,
+            provider=connection.provider,
+            connection_id=connection.id,
+            detail=detail,
+        )
+
+    def _account_change(
+        self, conn: sa.Connection, existing: Connection | None, account: AccountInfo, confirmed: bool
+    ) -> dict[str, str] | None:
+        """Under the connection's lock: a confirmed account change drops the old account's sync cursors (they mean
+        nothing in the new one) and returns its facts for the audit; None when the account stays."""
+        change = account_change(existing, account)
+        if change is None or existing is None:
+            return None
+        if not confirmed:  # another reconnect changed the account since the check above
+            raise account_mismatch(existing.id, change)
+        conn.execute(schema.sync_cursors.delete().where(schema.sync_cursors.c.connection_id == existing.id))
+        return change
+
     def disconnect(self, connection_id: str) -> tuple[Connection, bool]:
         connection = self.store.get_connection(connection_id)
         if connection is None:
@@ -234,15 +305,7 @@ class ConnectionService:
                 revoked = False  # the tokens are deleted here either way
         with self.store.locked(connection_id) as conn:
             self.store.disconnect(conn, connection_id)
-            self.store.audit(
-                conn,
-                "connection.disconnected",
-                actor=ACTOR,
-                tenant=connection.tenant,
-                provider=connection.provider,
-                connection_id=connection_id,
-                detail={"revoked_at_provider": revoked},
-            )
+            self._audit(conn, "connection.disconnected", connection, {"revoked_at_provider": revoked})
             record_event(
                 conn,
                 EventType.DISCONNECTED,

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from integrations_pipeline.store.health import ConnectionHealth, Health, connection_health
-from integrations_pipeline.store.repository import utcnow
+from integrations_pipeline.store.repository import StateStore, utcnow
 
 SEVERITY = [Health.OK, Health.OFF, Health.WARNING, Health.CRITICAL]  # least to most urgent
 
@@ -66,10 +65,10 @@ class IntegrationsHealthResponse(BaseModel):
     connections: list[IntegrationHealthView]
 
 
-def integrations_health(engine: sa.Engine, tenant: str | None, provider: str | None) -> IntegrationsHealthResponse:
+def integrations_health(store: StateStore, tenant: str | None, provider: str | None) -> IntegrationsHealthResponse:
     now = utcnow()
-    with engine.connect() as conn:
-        report = connection_health(conn, now)
+    with store.engine.connect() as conn:
+        report = connection_health(conn, now, store.keyring)
     views = [
         IntegrationHealthView.of(item)
         for item in report

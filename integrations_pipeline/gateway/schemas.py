@@ -23,6 +23,10 @@ class ConnectRequest(BaseModel):
     scopes: list[str] | None = Field(
         default=None, max_length=50, description="scopes to request (incremental authorization); default: the app's"
     )
+    replace_account: bool = Field(
+        default=False,
+        description="a reconnect may switch the connection to another provider account (refused otherwise)",
+    )
 
 
 class ConnectResponse(BaseModel):

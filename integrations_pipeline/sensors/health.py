@@ -1,13 +1,11 @@
 """`connection_health_sensor`: observes `connection_health` with every connection's health as metadata.
 
 It reads the same facts as `GET /health/integrations` (integrations_pipeline.store.health) and records an
-observation when any connection's health, status or problems change, and at least every `REFRESH` (so lag and
-expiries stay current without flooding the event log every minute).
+observation on every tick, so the asset is never older than one sensor interval: lag, expiries and problems shown
+in the UI are current within a minute, and the observation history shows when each changed.
 """
 
-import hashlib
-import json
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import dagster as dg
 
@@ -17,7 +15,6 @@ from integrations_pipeline.store.health import ConnectionHealth, Health, connect
 from integrations_pipeline.store.repository import utcnow
 
 HEALTH_SENSOR_INTERVAL_S = 60
-REFRESH = timedelta(minutes=15)
 
 
 def _when(moment: datetime | None) -> str:
@@ -64,32 +61,22 @@ def health_observation(report: list[ConnectionHealth]) -> dg.AssetObservation:
     return dg.AssetObservation(asset_key=CONNECTION_HEALTH, metadata=metadata)
 
 
-def _fingerprint(report: list[ConnectionHealth]) -> str:
-    """What counts as a change: health, status and problems, not the lag that grows every second."""
-    facts = [(item.connection_id, item.health.value, item.status.value, list(item.problems)) for item in report]
-    return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
-
-
 def build_connection_health_sensor() -> dg.SensorDefinition:
     @dg.sensor(
         name="connection_health_sensor",
         minimum_interval_seconds=HEALTH_SENSOR_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Observes connection_health: every connection's health from the state store, on change.",
+        description="Observes connection_health each minute: every connection's health from the state store.",
     )
     def connection_health_sensor(
         context: dg.SensorEvaluationContext, integrations: IntegrationsResource
     ) -> dg.SensorResult:
         now = utcnow()
-        with integrations.store.engine.connect() as conn:
-            report = connection_health(conn, now)
-        fingerprint = _fingerprint(report)
-        previous, _, observed_at = (context.cursor or "").partition("@")
-        due = not observed_at or now - datetime.fromisoformat(observed_at) >= REFRESH
-        if fingerprint == previous and not due:
-            return dg.SensorResult(skip_reason=dg.SkipReason("no connection's health changed"))
+        store = integrations.store
+        with store.engine.connect() as conn:
+            report = connection_health(conn, now, store.keyring)
         attention = sum(1 for item in report if item.health in (Health.CRITICAL, Health.WARNING))
         context.log.info(f"{len(report)} connections, {attention} needing attention")
-        return dg.SensorResult(asset_events=[health_observation(report)], cursor=f"{fingerprint}@{now.isoformat()}")
+        return dg.SensorResult(asset_events=[health_observation(report)])
 
     return connection_health_sensor

@@ -14,17 +14,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from integrations_pipeline.crypto import Keyring
 from integrations_pipeline.store import schema
 from integrations_pipeline.store.budget import recent_call_counts
 from integrations_pipeline.store.models import Connection, ConnectionStatus
-from integrations_pipeline.store.repository import utcnow
+from integrations_pipeline.store.repository import UnreadableSecret, unreadable_secrets, utcnow
 
 # The hourly events schedule and the connections sensor sync every connection at least hourly: two missed hours
 # are worth a look.
 SYNC_LAG_WARNING = timedelta(hours=2)
-# Push subscriptions are renewed past half their life (days for most providers): one expiring within a day was
-# not renewed when it should have been.
-PUSH_EXPIRY_WARNING = timedelta(hours=24)
+# The push sensor (each minute) renews a subscription once half its granted life has passed. A normal lifetime,
+# however short (Google and Graph grant hours to days), is no problem; a renewal this far past its due time is.
+PUSH_RENEWAL_GRACE = timedelta(minutes=10)
 
 
 class Health(StrEnum):
@@ -78,6 +79,8 @@ def judge(
     push_expires_at: datetime | None,
     recent_429_rate: float | None,
     rate_limited_until: datetime | None = None,
+    push_renewal_due_at: datetime | None = None,
+    unreadable: tuple[UnreadableSecret, ...] = (),
 ) -> tuple[Health, tuple[str, ...]]:
     """Pure: the connection's health and the problems behind it, worst first."""
     if connection.status == ConnectionStatus.DISCONNECTED:
@@ -86,15 +89,25 @@ def judge(
     warnings: list[str] = []
     if connection.status == ConnectionStatus.NEEDS_REAUTH:
         critical.append(f"needs re-authorization: {connection.status_reason or 'the grant is gone'}")
+    if unreadable:
+        names = ", ".join(f"{secret.name} (key {secret.key_id!r})" for secret in unreadable)
+        critical.append(
+            f"its secrets cannot be decrypted with the keyring: {names}; no sync can run. Put the key that "
+            "encrypted them back in INTEGRATIONS_ENCRYPTION_KEYS, or reconnect"
+        )
     synced_or_created = connection.last_sync_at or connection.created_at
     if now - synced_or_created > SYNC_LAG_WARNING:
         since = "connected" if connection.last_sync_at is None else "the last successful sync"
         warnings.append(f"{_hours(now - synced_or_created)} since {since}")
     if dead_letters:
         warnings.append(f"{dead_letters} webhook events in dead letters")
-    if push_expires_at is not None and push_expires_at - now < PUSH_EXPIRY_WARNING:
-        verb = "expired" if push_expires_at <= now else "expires within a day"
-        warnings.append(f"a push subscription {verb} without renewal")
+    if push_expires_at is not None and push_expires_at <= now:
+        warnings.append("a push subscription expired without renewal")
+    elif push_renewal_due_at is not None and now - push_renewal_due_at > PUSH_RENEWAL_GRACE:
+        warnings.append(
+            f"a push subscription's renewal is {_hours(now - push_renewal_due_at)} overdue "
+            f"(it expires in {_hours(push_expires_at - now) if push_expires_at else 'unknown time'})"
+        )
     if rate_limited_until is not None and rate_limited_until > now:
         warnings.append(f"rate limited by the provider until {rate_limited_until:%Y-%m-%d %H:%M:%S} UTC")
     if recent_429_rate is not None and recent_429_rate >= 0.1:
@@ -109,7 +122,8 @@ def _hours(span: timedelta) -> str:
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
 
 
-def connection_health(conn: sa.Connection, now: datetime) -> list[ConnectionHealth]:
+def connection_health(conn: sa.Connection, now: datetime, keyring: Keyring | None = None) -> list[ConnectionHealth]:
+    """Every connection's health; with the keyring, a connection whose stored tokens it cannot decrypt is critical."""
     connections = [
         Connection.model_validate(row._asdict())
         for row in conn.execute(sa.select(schema.connections).order_by(schema.connections.c.id))
@@ -128,16 +142,10 @@ def connection_health(conn: sa.Connection, now: datetime) -> list[ConnectionHeal
         .where(inbox.c.status.in_(("pending", "requested")))
         .group_by(inbox.c.connection_id),
     )
-    push = schema.push_subscriptions
-    soonest = sa.func.min(push.c.expires_at).label("soonest")
-    active_push = {
-        row.connection_id: (int(row.subscriptions), row.soonest)
-        for row in conn.execute(
-            sa.select(push.c.connection_id, sa.func.count().label("subscriptions"), soonest)
-            .where(push.c.status == "active")
-            .group_by(push.c.connection_id)
-        )
-    }
+    active_push = _active_push(conn)
+    unreadable: dict[str, list[UnreadableSecret]] = {}
+    for secret in unreadable_secrets(conn, keyring, credentials_only=True) if keyring is not None else []:
+        unreadable.setdefault(secret.connection_id or "", []).append(secret)
     rates = recent_429_rates(conn, now)
     budgets = schema.rate_budgets
     blocked = {
@@ -150,7 +158,7 @@ def connection_health(conn: sa.Connection, now: datetime) -> list[ConnectionHeal
     }
     report = []
     for connection in connections:
-        push_count, push_expires_at = active_push.get(connection.id, (0, None))
+        push_count, push_expires_at, push_renewal_due_at = active_push.get(connection.id, (0, None, None))
         health, problems = judge(
             connection,
             now=now,
@@ -158,6 +166,8 @@ def connection_health(conn: sa.Connection, now: datetime) -> list[ConnectionHeal
             push_expires_at=push_expires_at,
             recent_429_rate=rates.get(connection.id),
             rate_limited_until=blocked.get(connection.id),
+            push_renewal_due_at=push_renewal_due_at,
+            unreadable=tuple(unreadable.get(connection.id, ())),
         )
         report.append(
             ConnectionHealth(
@@ -182,6 +192,20 @@ def connection_health(conn: sa.Connection, now: datetime) -> list[ConnectionHeal
     return report
 
 
+def _active_push(conn: sa.Connection) -> dict[str, tuple[int, datetime, datetime]]:
+    """Per connection: active push subscriptions, the soonest expiry, and the soonest renewal due (half-life)."""
+    push = schema.push_subscriptions
+    found: dict[str, tuple[int, datetime, datetime]] = {}
+    rows = conn.execute(
+        sa.select(push.c.connection_id, push.c.renewed_at, push.c.expires_at).where(push.c.status == "active")
+    )
+    for connection_id, renewed_at, expires_at in rows:
+        due = renewed_at + (expires_at - renewed_at) / 2  # as PushSubscription.half_life_passed
+        count, soonest, earliest_due = found.get(connection_id, (0, expires_at, due))
+        found[connection_id] = (count + 1, min(soonest, expires_at), min(earliest_due, due))
+    return found
+
+
 def recent_429_rates(conn: sa.Connection, now: datetime) -> dict[str, float]:
     """Share of provider calls refused for a rate limit (429, or the provider's equivalent) in the current and the
     previous UTC hour, per connection, from the counts the rate budget keeps; absent where no call was made."""
@@ -192,7 +216,7 @@ def recent_429_rates(conn: sa.Connection, now: datetime) -> dict[str, float]:
     return rates
 
 
-def state_figures(engine: sa.Engine, now: datetime | None = None) -> StateFigures:
+def state_figures(engine: sa.Engine, now: datetime | None = None, keyring: Keyring | None = None) -> StateFigures:
     """Every figure in one read transaction, so they agree with each other."""
     now = now or utcnow()
     with engine.connect() as conn:
@@ -204,7 +228,7 @@ def state_figures(engine: sa.Engine, now: datetime | None = None) -> StateFigure
             else_="http_error",
         )
         return StateFigures(
-            connections=connection_health(conn, now),
+            connections=connection_health(conn, now, keyring),
             inbox_by_status=_grouped(conn, sa.select(inbox.c.status, sa.func.count()).group_by(inbox.c.status)),
             dead_letters_unreplayed=conn.execute(
                 sa.select(sa.func.count()).select_from(letters).where(letters.c.replayed_at.is_(None))

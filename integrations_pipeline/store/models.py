@@ -58,6 +58,7 @@ class PendingAuthorization(BaseModel):
     return_path: str | None
     scopes: list[str]
     code_verifier: SecretStr
+    replace_account: bool = False  # the tenant confirmed replacing the connection's provider account
 
 
 class AuditEntry(BaseModel):
@@ -73,3 +74,5 @@ class AuditEntry(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
     prev_hash: str
     entry_hash: str
+    mac_key_id: str | None = None
+    mac: str | None = None

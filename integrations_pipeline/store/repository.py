@@ -7,6 +7,7 @@ import json
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +29,7 @@ from integrations_pipeline.store.models import (
 OAUTH_STATE_TTL = timedelta(minutes=10)
 STATE_BYTES = 32  # 256 bits, above the 128 the design asks for
 GENESIS_HASH = "0" * 64
+AUDIT_MAC_PURPOSE = "integrations-pipeline audit chain v1"  # the HKDF label of the audit chain's MAC subkey
 ACCESS_TOKEN = "access_token"
 REFRESH_TOKEN = "refresh_token"
 LIVE_PARTITION = ""  # the partition_key of a connection's live incremental cursor
@@ -254,6 +256,7 @@ class StateStore:
         return_path: str | None,
         scopes: list[str],
         code_verifier: str,
+        replace_account: bool = False,
     ) -> tuple[str, datetime]:
         """Store a fresh single-use state and return it with its expiry; only its hash is kept."""
         state = secrets.token_urlsafe(STATE_BYTES)
@@ -276,6 +279,7 @@ class StateStore:
                     ),
                     created_at=now,
                     expires_at=expires_at,
+                    replace_account=replace_account,
                 )
             )
         return state, expires_at
@@ -309,6 +313,7 @@ class StateStore:
             return_path=row.return_path,
             scopes=list(row.scopes),
             code_verifier=verifier,
+            replace_account=row.replace_account,
         )
 
     # -- sync cursors -----------------------------------------------------------------------------------------
@@ -397,6 +402,8 @@ class StateStore:
     ) -> None:
         """Append a hash-chained entry inside `conn`'s transaction and move the chain's head with it.
 
+        The entry's hash is MACed under the primary key's audit subkey: without the key, no one can append an entry
+        that verifies, and since every hash covers the one before it, the newest MAC vouches for the whole chain.
         Callers pass facts, never secrets; detail keys that name a secret are redacted all the same.
         """
         if self.engine.dialect.name != "sqlite":
@@ -414,7 +421,10 @@ class StateStore:
             "prev_hash": prev_hash or GENESIS_HASH,
         }
         entry_hash = audit_hash(entry)
-        inserted = conn.execute(table.insert().values(**entry, entry_hash=entry_hash)).inserted_primary_key
+        mac_key_id, mac = self.keyring.mac(entry_hash, purpose=AUDIT_MAC_PURPOSE)
+        inserted = conn.execute(
+            table.insert().values(**entry, entry_hash=entry_hash, mac_key_id=mac_key_id, mac=mac)
+        ).inserted_primary_key
         assert inserted is not None
         entry_id = inserted[0]
         anchor = {"last_id": entry_id, "entry_hash": entry_hash, "updated_at": entry["occurred_at"]}
@@ -471,24 +481,30 @@ class StateStore:
                     usage[key_id] = usage.get(key_id, 0) + count
         return usage
 
-    def rotate_keys(self, batch_size: int = 500) -> int:
-        """Re-encrypt every ciphertext not under the primary key; returns how many rows moved.
+    def rotate_keys(self, batch_size: int = 500) -> KeyRotation:
+        """Re-encrypt every ciphertext not under the primary key.
 
-        Each row is re-read and rewritten inside its own connection's lock, so a concurrent refresh either sees
+        A row that cannot be decrypted (its key is gone, or the key under its id is another one) is left as it is
+        and reported; every other row still moves, so one bad row never holds a rotation half-done. Each
+        credential is re-read and rewritten inside its own connection's lock, so a concurrent refresh either sees
         the old row or the new one, never a half-written pair.
         """
+        rotation = KeyRotation()
         primary = self.keyring.primary_key_id
-        moved = 0
         credentials = schema.credentials
+        after = ("", "")
         while True:
             with self.engine.connect() as conn:
                 batch = conn.execute(
                     sa.select(credentials.c.connection_id, credentials.c.name)
                     .where(credentials.c.key_id != primary)
+                    .where(sa.tuple_(credentials.c.connection_id, credentials.c.name) > after)
+                    .order_by(credentials.c.connection_id, credentials.c.name)
                     .limit(batch_size)
                 ).all()
             if not batch:
                 break
+            after = tuple(batch[-1])
             for connection_id, name in batch:
                 with self.locked(connection_id) as conn:
                     where = (credentials.c.connection_id == connection_id) & (credentials.c.name == name)
@@ -496,56 +512,137 @@ class StateStore:
                     if row is None or row.key_id == primary:
                         continue
                     aad = _credential_aad(connection_id, name)
-                    plain = self.keyring.decrypt(row.ciphertext, associated_data=aad)
-                    conn.execute(
-                        credentials.update()
-                        .where(where)
-                        .values(ciphertext=self.keyring.encrypt(plain, associated_data=aad), key_id=primary)
-                    )
-                    moved += 1
+                    unreadable = unreadable_credential(connection_id, name, row.key_id)
+                    ciphertext = self._reencrypt(row.ciphertext, aad, unreadable, rotation)
+                    if ciphertext is not None:
+                        conn.execute(credentials.update().where(where).values(ciphertext=ciphertext, key_id=primary))
         states = schema.oauth_states
         with self.write() as conn:
             for row in conn.execute(sa.select(states).where(states.c.key_id != primary)).all():
                 aad = _verifier_aad(row.state_hash)
-                try:
-                    plain = self.keyring.decrypt(row.code_verifier_ciphertext, associated_data=aad)
-                except DecryptionError:
-                    raise StoreError(f"an OAuth state is under key {row.key_id!r}, which the keyring lacks") from None
-                conn.execute(
-                    states.update()
-                    .where(states.c.state_hash == row.state_hash)
-                    .values(code_verifier_ciphertext=self.keyring.encrypt(plain, associated_data=aad), key_id=primary)
-                )
-                moved += 1
-        return moved + self._rotate_subscription_secrets()
+                unreadable = unreadable_verifier(row.state_hash, row.key_id)
+                ciphertext = self._reencrypt(row.code_verifier_ciphertext, aad, unreadable, rotation)
+                if ciphertext is not None:
+                    conn.execute(
+                        states.update()
+                        .where(states.c.state_hash == row.state_hash)
+                        .values(code_verifier_ciphertext=ciphertext, key_id=primary)
+                    )
+        self._rotate_subscription_secrets(rotation)
+        return rotation
 
-    def _rotate_subscription_secrets(self) -> int:
+    def _reencrypt(self, ciphertext: str, aad: str, unreadable: UnreadableSecret, rotation: KeyRotation) -> str | None:
+        """The ciphertext under the primary key, counted as moved; None (and reported) when it cannot be read."""
+        try:
+            plain = self.keyring.decrypt(ciphertext, associated_data=aad)
+        except DecryptionError:
+            rotation.unreadable.append(unreadable)
+            return None
+        rotation.moved += 1
+        return self.keyring.encrypt(plain, associated_data=aad)
+
+    def _rotate_subscription_secrets(self, rotation: KeyRotation) -> None:
         """Outgoing webhook secrets (current and, during a rotation overlap, previous) onto the primary key."""
         primary = self.keyring.primary_key_id
         table = schema.webhook_subscriptions
-        moved = 0
         with self.write() as conn:
             stale = (table.c.key_id != primary) | (table.c.previous_key_id != primary)
             for row in conn.execute(sa.select(table).where(stale)).all():
                 aad = subscription_secret_aad(row.id)
                 values: dict[str, str] = {}
-                for key_column, text_column in (
-                    ("key_id", "secret_ciphertext"),
-                    ("previous_key_id", "previous_secret_ciphertext"),
+                for key_column, text_column, name in (
+                    ("key_id", "secret_ciphertext", "secret"),
+                    ("previous_key_id", "previous_secret_ciphertext", "previous_secret"),
                 ):
-                    if getattr(row, key_column) in (None, primary):
+                    key_id = getattr(row, key_column)
+                    if key_id in (None, primary):
                         continue
-                    try:
-                        plain = self.keyring.decrypt(getattr(row, text_column), associated_data=aad)
-                    except DecryptionError:
-                        raise StoreError(
-                            f"webhook subscription {row.id} is under key {getattr(row, key_column)!r}, "
-                            "which the keyring lacks"
-                        ) from None
-                    values |= {key_column: primary, text_column: self.keyring.encrypt(plain, associated_data=aad)}
-                    moved += 1
-                conn.execute(table.update().where(table.c.id == row.id).values(**values))
-        return moved
+                    unreadable = unreadable_subscription_secret(row.id, name, key_id)
+                    ciphertext = self._reencrypt(getattr(row, text_column), aad, unreadable, rotation)
+                    if ciphertext is not None:
+                        values |= {key_column: primary, text_column: ciphertext}
+                if values:
+                    conn.execute(table.update().where(table.c.id == row.id).values(**values))
+
+
+# What an operator can do about a secret the keyring cannot read, by table.
+UNREADABLE_REMEDIES = {
+    "credentials": "reconnect it (POST /connections/<provider>/connect) to store fresh tokens",
+    "oauth_states": "nothing: the pending authorization expires within minutes and a new connect replaces it",
+    "webhook_subscriptions": "delete the subscription and create it again (a new secret)",
+}
+
+
+@dataclass(frozen=True)
+class UnreadableSecret:
+    """A stored ciphertext the keyring cannot decrypt, named without its value."""
+
+    table: str
+    row: str
+    name: str
+    key_id: str
+    connection_id: str | None = None
+
+    def describe(self) -> str:
+        return (
+            f"{self.table}: {self.row}, field {self.name} (under key {self.key_id!r}) cannot be decrypted with the "
+            "keyring: put the key that encrypted it back in INTEGRATIONS_ENCRYPTION_KEYS (as a secondary) and "
+            f"rotate again, or {UNREADABLE_REMEDIES[self.table]}"
+        )
+
+
+def unreadable_credential(connection_id: str, name: str, key_id: str) -> UnreadableSecret:
+    return UnreadableSecret("credentials", f"connection {connection_id}", name, key_id, connection_id)
+
+
+def unreadable_verifier(state_hash: str, key_id: str) -> UnreadableSecret:
+    return UnreadableSecret("oauth_states", f"state {state_hash[:12]}", "code_verifier", key_id)
+
+
+def unreadable_subscription_secret(subscription_id: str, name: str, key_id: str) -> UnreadableSecret:
+    return UnreadableSecret("webhook_subscriptions", f"subscription {subscription_id}", name, key_id)
+
+
+def unreadable_secrets(
+    conn: sa.Connection, keyring: Keyring, *, credentials_only: bool = False
+) -> list[UnreadableSecret]:
+    """Every stored secret the keyring cannot decrypt (a key missing, or another key under a reused id): what
+    health, `connections list` and `keys status` report, so a connection is never shown fine while no sync can
+    read its tokens. Decrypting is cheap (AES-GCM on a few hundred bytes per secret)."""
+    found: list[UnreadableSecret] = []
+
+    def readable(ciphertext: str, aad: str) -> bool:
+        try:
+            keyring.decrypt(ciphertext, associated_data=aad)
+        except DecryptionError:
+            return False
+        return True
+
+    credentials = schema.credentials
+    for row in conn.execute(sa.select(credentials).order_by(credentials.c.connection_id, credentials.c.name)):
+        if not readable(row.ciphertext, _credential_aad(row.connection_id, row.name)):
+            found.append(unreadable_credential(row.connection_id, row.name, row.key_id))
+    if credentials_only:
+        return found
+    subscriptions = schema.webhook_subscriptions
+    for row in conn.execute(sa.select(subscriptions).order_by(subscriptions.c.id)):
+        for name, key_id, ciphertext in (
+            ("secret", row.key_id, row.secret_ciphertext),
+            ("previous_secret", row.previous_key_id, row.previous_secret_ciphertext),
+        ):
+            if ciphertext is not None and not readable(ciphertext, subscription_secret_aad(row.id)):
+                found.append(unreadable_subscription_secret(row.id, name, key_id))
+    states = schema.oauth_states
+    for row in conn.execute(sa.select(states).where(states.c.consumed_at.is_(None))):
+        if not readable(row.code_verifier_ciphertext, _verifier_aad(row.state_hash)):
+            found.append(unreadable_verifier(row.state_hash, row.key_id))
+    return found
+
+
+@dataclass
+class KeyRotation:
+    moved: int = 0
+    unreadable: list[UnreadableSecret] = field(default_factory=list)
 
 
 def audit_hash(entry: dict[str, Any]) -> str:

@@ -87,6 +87,8 @@ oauth_states = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
     sa.Column("consumed_at", UTCDateTime, nullable=True),
+    # 0009: the tenant confirmed that this authorization may replace the connection's provider account.
+    sa.Column("replace_account", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 # `partition_key` is "" for the live incremental cursor; a backfill of a partition keeps its own row.
@@ -114,6 +116,9 @@ audit_log = sa.Table(
     sa.Column("detail", sa.JSON, nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("entry_hash", sa.String(64), nullable=False, unique=True),
+    # 0009: HMAC-SHA256 of entry_hash under a subkey of keyring key `mac_key_id`; NULL on entries written before.
+    sa.Column("mac_key_id", sa.String(32), nullable=True),
+    sa.Column("mac", sa.String(64), nullable=True),
 )
 
 # A tenant's field mapping, one row per (provider, entity, target column). Tenants, not connections: a mapping
