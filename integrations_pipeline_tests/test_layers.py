@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("resources", ("resources", "warehouse")),
     ("gateway", ("gateway",)),
     ("clients", ("clients", "webhooks_out")),
-    ("core", ("store", "crypto", "settings", "records", "frames", "mapping", "httpserver", "metrics")),
+    ("core", ("store", "crypto", "settings", "records", "fields", "frames", "mapping", "httpserver", "metrics")),
     ("sandbox", ("sandbox",)),
 ]
 # Third-party packages a layer must never import, whatever the layer order says.

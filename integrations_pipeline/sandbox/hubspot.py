@@ -58,6 +58,7 @@ from integrations_pipeline.sandbox.common import (
     read_form,
     synchronized,
 )
+from integrations_pipeline.sandbox.hubspot_properties import HubSpotProperties
 from integrations_pipeline.sandbox.hubspot_push import HubSpotPush, developer_api_key_for
 
 __all__ = ["HubSpotEmulator", "RequestRecord"]
@@ -958,6 +959,10 @@ class HubSpotEmulator:
             now_ms=self._now_ms,
         )
         self._contacts.on_change = self.push.contact_changed
+        # The Properties API (hubspot_properties.py): tests add and archive custom properties through it.
+        self.properties = HubSpotProperties(
+            self._lock, clock, {"contacts": CONTACTS.properties, "meetings": MEETINGS.properties}
+        )
         self.app = self._build_app()
 
     # --- state inspection and mutation (Python side) --------------------------------------------------------------
@@ -1506,6 +1511,7 @@ class HubSpotEmulator:
             Route("/crm/v3/owners", crm(self._list_owners, OWNERS_SCOPE), methods=["GET"]),
             Route("/crm/v3/owners/{owner_id}", crm(self._get_owner, OWNERS_SCOPE), methods=["GET"]),
             *self.push.routes(),
+            Route("/crm/v3/properties/{object_type}", crm(self.properties.list_properties, READ_SCOPE)),
         ]
         for store in (self._contacts, self._meetings):
             base = f"/crm/v3/objects/{store.schema.name}"
