@@ -1,9 +1,11 @@
 """The field catalog: discovery from each provider's metadata API over real HTTP, the store on SQLite and
 PostgreSQL, `GET /connections/{id}/fields`, `fields list`, and mappings that read catalog fields, typed."""
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import duckdb
 import pytest
 from click.testing import CliRunner
 from starlette.applications import Starlette
@@ -166,3 +168,43 @@ def test_salesforce_describe_is_read_into_fields() -> None:
     )
     assert fields["Tier__c"].type == FieldType.ENUM and fields["Id"].type == FieldType.REFERENCE
     assert not fields["Email"].is_custom and fields["Is_Partner__c"].type == FieldType.BOOLEAN
+
+
+def test_mappings_over_catalog_fields_are_checked_typed_and_previewed_on_stored_rows(
+    hubspot: tuple[Stack, str],
+) -> None:
+    stack, connection_id = hubspot
+    listed(stack, connection_id)  # the first discovery
+    with stack.api() as api:
+        misspelt = api.put("/tenants/acme/mappings/hubspot", json={"contacts": {"score": {"source": "lead_scor"}}})
+        assert misspelt.status_code == 422
+        assert misspelt.json()["fields"]["contacts.score.source"] == (
+            "'lead_scor' is not a field of hubspot contacts; did you mean 'lead_score'?"
+        )
+        boolean = {"contacts": {"partner": {"source": "is_partner", "transform": "to_number"}}}
+        refused = api.put("/tenants/acme/mappings/hubspot", json=boolean)
+        assert refused.status_code == 422 and "a boolean field" in refused.json()["fields"]["contacts.partner.source"]
+        score = {"contacts": {"score": {"source": "lead_score", "transform": "to_number", "default": 0}}}
+        assert api.put("/tenants/acme/mappings/hubspot", json=score).status_code == 200
+        samples = {"contacts": [{"raw": {"properties": {"lead_score": "87"}}}, {"raw": {"properties": {}}}]}
+        preview = api.post("/tenants/acme/mappings/hubspot/preview", json={"samples": samples}).json()
+        assert [row["score"] for row in preview["preview"]["contacts"]] == [87.0, 0.0]
+        assert preview["types"] == {"contacts": {"score": "number"}} and preview["sources"] == {"contacts": "samples"}
+
+    # Previews read the connection's stored rows from the warehouse when there are some.
+    with duckdb.connect(str(stack.settings.warehouse_path)) as warehouse:
+        warehouse.execute("CREATE SCHEMA hubspot")
+        warehouse.execute(
+            "CREATE TABLE hubspot.contacts (connection_id VARCHAR, source_id VARCHAR, email VARCHAR, raw JSON)"
+        )
+        warehouse.execute(
+            "INSERT INTO hubspot.contacts VALUES (?, '1', 'a@x.io', ?), ('hubspot-other', '2', 'b@x.io', ?)",
+            [connection_id, json.dumps({"properties": {"lead_score": "12.5"}}), "{}"],
+        )
+    result = CliRunner().invoke(main, ["mappings", "preview", "acme", "hubspot"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["sources"] == {"contacts": "stored"}
+    assert shown["preview"]["contacts"] == [
+        {"connection_id": connection_id, "source_id": "1", "email": "a@x.io", "score": 12.5}
+    ]
