@@ -116,6 +116,15 @@ def test_a_sync_meeting_an_unknown_field_refreshes_once(hubspot: tuple[Stack, st
     change = refresher.refresh_if_unknown(connection_id, "contacts", ["nps"], now=T0 + timedelta(hours=1))
     assert change is not None and change.added == ["nps"]
 
+    # The schedule's pass: users and events were never discovered, so the connection is stale; then it is not.
+    stack.emulator.properties.archive("contacts", "nps")
+    day = timedelta(days=1)
+    outcome = refresher.refresh_stale(day, now=T0 + timedelta(hours=2))
+    assert list(outcome) == [connection_id] and outcome[connection_id].endswith(" added, 1 removed")
+    after = listed(stack, connection_id)
+    assert "contacts.nps" not in after and "events.meeting_source" in after
+    assert refresher.refresh_stale(day, now=T0 + timedelta(hours=3)) == {}
+
 
 def _connector(stack: Stack, provider: str, connection_id: str):  # type: ignore[no-untyped-def]
     from integrations_pipeline.clients.connector import open_connector

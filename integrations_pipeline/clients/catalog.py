@@ -23,7 +23,8 @@ from typing import Any
 from integrations_pipeline.clients import salesforce
 from integrations_pipeline.clients.errors import ProviderError
 from integrations_pipeline.fields import FieldInfo, FieldType
-from integrations_pipeline.store import StateStore
+from integrations_pipeline.settings import SettingsError
+from integrations_pipeline.store import ConnectionStatus, StateStore
 from integrations_pipeline.store.catalog import CatalogChange, FieldCatalog
 
 S, N, B, DT, D, E, M, R, OBJ = (
@@ -292,3 +293,23 @@ class CatalogRefresher:
         if last is not None and now - last < UNKNOWN_FIELD_REFRESH_INTERVAL:
             return None
         return self.refresh(connection_id, [entity], now)[entity]
+
+    def refresh_stale(self, max_age: timedelta, now: datetime | None = None) -> dict[str, str]:
+        """The scheduled refresh: every active connection whose catalog is older than `max_age` (or missing) is
+        discovered again. One connection failing does not stop the others: the answer says, per connection
+        refreshed, what changed or why it failed (a message without secrets)."""
+        now = now or datetime.now(UTC)
+        outcomes: dict[str, str] = {}
+        for connection in self.store.list_connections(statuses=(ConnectionStatus.ACTIVE,)):
+            ages = [self.catalog.last_discovered_at(connection.id, entity) for entity in ENTITY_NAMES]
+            if all(at is not None and now - at < max_age for at in ages):
+                continue
+            try:
+                changes = self.refresh(connection.id, now=now)
+            except (ProviderError, SettingsError) as failure:
+                outcomes[connection.id] = f"failed: {failure}"
+                continue
+            added = sum(len(change.added) for change in changes.values())
+            removed = sum(len(change.removed) for change in changes.values())
+            outcomes[connection.id] = f"{added} added, {removed} removed"
+        return outcomes
