@@ -13,11 +13,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from integrations_pipeline.catalog_refresh import refresh_field_catalogs_job
 from integrations_pipeline.cli import main
 from integrations_pipeline.clients.catalog import CatalogRefresher, salesforce_fields
 from integrations_pipeline.clients.salesforce import DATA_PATH, SalesforceClient
 from integrations_pipeline.fields import FieldInfo, FieldType
 from integrations_pipeline.httpserver import BackgroundServer
+from integrations_pipeline.resources import IntegrationsResource
 from integrations_pipeline.store import StateStore
 from integrations_pipeline.store.catalog import FieldCatalog
 from integrations_pipeline_tests.conftest import Stack
@@ -94,6 +96,7 @@ def test_hubspot_properties_land_in_the_catalog_and_follow_the_portal(hubspot: t
     assert not any("renewal_date" in line for line in lines)
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # the store is covered on both backends above
 def test_fields_endpoint_refusals_are_clear(hubspot: tuple[Stack, str]) -> None:
     stack, connection_id = hubspot
     with stack.api() as api:
@@ -126,12 +129,21 @@ def test_a_sync_meeting_an_unknown_field_refreshes_once(hubspot: tuple[Stack, st
     assert refresher.refresh_stale(day, now=T0 + timedelta(hours=3)) == {}
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # the store is covered on both backends above
+def test_the_daily_job_discovers_catalogs_through_dagster(hubspot: tuple[Stack, str]) -> None:
+    stack, connection_id = hubspot
+    result = refresh_field_catalogs_job.execute_in_process(resources={"integrations": IntegrationsResource()})
+    assert result.success
+    assert "lead_score" in FieldCatalog(stack.store).field_names(connection_id, "contacts")
+
+
 def _connector(stack: Stack, provider: str, connection_id: str):  # type: ignore[no-untyped-def]
     from integrations_pipeline.clients.connector import open_connector
 
     return open_connector(stack.settings, stack.store, provider, connection_id)
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # the store is covered on both backends above
 def test_google_zoho_and_microsoft_catalogs(stack: Stack) -> None:
     google = listed(stack, stack.connect("acme", "google"))
     assert (
@@ -179,6 +191,7 @@ def test_salesforce_describe_is_read_into_fields() -> None:
     assert not fields["Email"].is_custom and fields["Is_Partner__c"].type == FieldType.BOOLEAN
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # the store is covered on both backends above
 def test_mappings_over_catalog_fields_are_checked_typed_and_previewed_on_stored_rows(
     hubspot: tuple[Stack, str],
 ) -> None:

@@ -12,7 +12,7 @@ PACKAGE_ROOT = Path(integrations_pipeline.__file__).parent
 # Highest first. A module may import from its own layer and from layers below it, never from above.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry points", ("definitions", "cli", "devstack")),
-    ("orchestration", ("assets", "sensors", "schedules", "jobs", "partitions", "backfills")),
+    ("orchestration", ("assets", "sensors", "schedules", "jobs", "partitions", "backfills", "catalog_refresh")),
     ("resources", ("resources", "warehouse")),
     ("gateway", ("gateway",)),
     ("clients", ("clients", "webhooks_out")),
