@@ -6,8 +6,9 @@ import httpx
 import pandas as pd
 import pytest
 
+from integrations_pipeline.clients.catalog import known_fields
 from integrations_pipeline.fields import FieldInfo, FieldType
-from integrations_pipeline.gateway.mappings import known_fields, reserved_columns
+from integrations_pipeline.gateway.mappings import reserved_columns
 from integrations_pipeline.mapping import (
     FieldRule,
     MappingUpdate,

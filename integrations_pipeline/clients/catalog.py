@@ -22,9 +22,12 @@ from typing import Any
 
 from integrations_pipeline.clients import salesforce
 from integrations_pipeline.clients.errors import ProviderError
+from integrations_pipeline.clients.providers import ENTITIES as ENTITY_SPECS
 from integrations_pipeline.fields import FieldInfo, FieldType
+from integrations_pipeline.mapping import SourceFields, ValueType
+from integrations_pipeline.records import ContactRecord, EventRecord, UserRecord
 from integrations_pipeline.settings import SettingsError
-from integrations_pipeline.store import ConnectionStatus, StateStore
+from integrations_pipeline.store import ConnectionStatus, StateStore, connection_id_for
 from integrations_pipeline.store.catalog import CatalogChange, FieldCatalog
 
 S, N, B, DT, D, E, M, R, OBJ = (
@@ -313,3 +316,38 @@ class CatalogRefresher:
             removed = sum(len(change.removed) for change in changes.values())
             outcomes[connection.id] = f"{added} added, {removed} removed"
         return outcomes
+
+
+# -- what mappings may read -----------------------------------------------------------------------------------------
+
+_RECORDS: dict[str, Any] = {"users": UserRecord, "contacts": ContactRecord, "events": EventRecord}
+
+
+def known_fields(provider: str) -> dict[str, frozenset[str]]:
+    """The normalized columns of the provider's entity tables, which every mapping may name."""
+    return {
+        spec.entity: frozenset(spec.columns) - {"connection_id"} for spec in ENTITY_SPECS if spec.provider == provider
+    }
+
+
+def _column_type(annotation: str) -> ValueType:
+    if "datetime" in annotation:
+        return ValueType.TIMESTAMP
+    return ValueType.BOOLEAN if annotation == "bool" else ValueType.STRING
+
+
+def mapping_sources(store: StateStore, tenant: str, provider: str) -> dict[str, SourceFields]:
+    """Per entity, what a tenant's mapping for the provider may read: the normalized columns with their types, and
+    the catalog of the tenant's connection (None for an entity nothing was discovered for yet). Validation takes
+    it, and so does `mapping.apply_rules` to read catalog fields from the raw record."""
+    every = FieldCatalog(store).fields(connection_id_for(tenant, provider), include_removed=True)
+    sources = {}
+    for entity, columns in known_fields(provider).items():
+        mine = [f for f in every if f.entity == entity]
+        annotations = _RECORDS[entity].__annotations__
+        sources[entity] = SourceFields(
+            columns={column: _column_type(str(annotations[column])) for column in columns},
+            catalog={f.name: f for f in mine if f.removed_at is None} if mine else None,
+            removed=frozenset(f.name for f in mine if f.removed_at is not None),
+        )
+    return sources

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from integrations_pipeline.clients.providers import ENTITIES as ENTITY_SPECS
+from integrations_pipeline.clients.catalog import mapping_sources
 from integrations_pipeline.clients.providers import get_provider
 from integrations_pipeline.gateway.connections import GatewayError
 from integrations_pipeline.mapping import (
@@ -16,23 +16,20 @@ from integrations_pipeline.mapping import (
     RAW_COLUMN,
     MappingUpdate,
     ProviderMapping,
-    SourceFields,
     ValueType,
     apply_rules,
     merge,
     target_types,
     validate_update,
 )
-from integrations_pipeline.records import ENTITY_COLUMNS, UNIFIED_KEY_COLUMNS, ContactRecord, EventRecord, UserRecord
+from integrations_pipeline.records import ENTITY_COLUMNS, UNIFIED_KEY_COLUMNS
 from integrations_pipeline.store import StateStore, connection_id_for
-from integrations_pipeline.store.catalog import FieldCatalog
 
 ACTOR = "gateway"
 MAX_SAMPLE_RECORDS = 20
 # (provider, entity, connection id) -> the connection's stored rows in the warehouse, or None. The gateway sits
 # below the warehouse layer, so whoever starts it (the CLI) hands this in.
 StoredRows = Callable[[str, str, str], pd.DataFrame | None]
-_RECORDS: dict[str, Any] = {"users": UserRecord, "contacts": ContactRecord, "events": EventRecord}
 
 
 class MappingView(BaseModel):
@@ -61,37 +58,6 @@ class PreviewResponse(BaseModel):
     )
 
 
-def known_fields(provider: str) -> dict[str, frozenset[str]]:
-    """Source fields a mapping may name: the columns of the provider's entity tables."""
-    return {
-        spec.entity: frozenset(spec.columns) - {"connection_id"} for spec in ENTITY_SPECS if spec.provider == provider
-    }
-
-
-def _column_type(annotation: str) -> ValueType:
-    if "datetime" in annotation:
-        return ValueType.TIMESTAMP
-    return ValueType.BOOLEAN if annotation == "bool" else ValueType.STRING
-
-
-def source_fields(store: StateStore, tenant: str, provider: str) -> dict[str, SourceFields]:
-    """Per entity: the provider table's normalized columns, and the catalog of the tenant's connection to the
-    provider (None for an entity nothing was discovered for yet)."""
-    catalog = FieldCatalog(store)
-    connection_id = connection_id_for(tenant, provider)
-    every = catalog.fields(connection_id, include_removed=True)
-    sources = {}
-    for entity, columns in known_fields(provider).items():
-        mine = [f for f in every if f.entity == entity]
-        annotations = _RECORDS[entity].__annotations__
-        sources[entity] = SourceFields(
-            columns={column: _column_type(str(annotations[column])) for column in columns},
-            catalog={f.name: f for f in mine if f.removed_at is None} if mine else None,
-            removed=frozenset(f.name for f in mine if f.removed_at is not None),
-        )
-    return sources
-
-
 def reserved_columns() -> dict[str, frozenset[str]]:
     return {entity: frozenset(UNIFIED_KEY_COLUMNS + columns) for entity, columns in ENTITY_COLUMNS.items()}
 
@@ -106,7 +72,7 @@ class MappingService:
             raise GatewayError(404, "unknown_provider", f"unknown provider {provider!r}")
 
     def _validated(self, tenant: str, provider: str, update: MappingUpdate) -> None:
-        problems = validate_update(update, source_fields(self.store, tenant, provider), reserved_columns(), provider)
+        problems = validate_update(update, mapping_sources(self.store, tenant, provider), reserved_columns(), provider)
         if problems:
             raise GatewayError(422, "invalid_mapping", f"the mapping is invalid: {', '.join(problems)}", problems)
 
@@ -150,7 +116,7 @@ class MappingService:
         self._check_provider(provider)
         self._validated(tenant, provider, request.changes)
         mapping = merge(self.store.get_mapping(tenant, provider), request.changes)
-        fields = source_fields(self.store, tenant, provider)
+        fields = mapping_sources(self.store, tenant, provider)
         response = PreviewResponse(mapping=mapping, preview={})
         for entity in ENTITIES:
             rules = mapping.rules(entity)
