@@ -8,7 +8,7 @@ have no `hs_` prefix. Archived properties are listed only with `archived=true`, 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +29,7 @@ CUSTOM_PROPERTIES: dict[str, tuple[tuple[str, str, str, tuple[str, ...]], ...]] 
     ),
     "meetings": (("meeting_source", "enumeration", "select", ("website", "referral", "event")),),
 }
+SAMPLE_PERIOD = 8_400  # a multiple of every period in _sample_value (100, 5, 12 x 28, option counts 2 and 3)
 ENUMERATED = {"lifecyclestage": "radio", "hs_meeting_outcome": "select", "hubspot_owner_id": "select"}
 
 
@@ -91,9 +92,16 @@ class _Property:
 class HubSpotProperties:
     """Property definitions per object type; thread-safe under the emulator's lock."""
 
-    def __init__(self, lock: threading.RLock, clock: Clock, standard: Mapping[str, Iterable[str]]) -> None:
+    def __init__(
+        self,
+        lock: threading.RLock,
+        clock: Clock,
+        standard: Mapping[str, Iterable[str]],
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         self._lock = lock
         self._clock = clock
+        self._on_change = on_change  # the emulator widens or narrows what records carry
         created = "2019-08-06T02:41:52.594Z"
         self._by_object: dict[str, dict[str, _Property]] = {
             object_type: {
@@ -126,6 +134,7 @@ class HubSpotProperties:
             self._by_object[object_type][name] = _Property(
                 name, type, field_type, hubspot_defined=False, created_at=self._now(), options=options, label=label
             )
+            self._on_change()
 
     def archive(self, object_type: str, name: str) -> None:
         """Archive (HubSpot's delete) a custom property: it leaves the default listing."""
@@ -134,11 +143,22 @@ class HubSpotProperties:
             if prop.hubspot_defined:
                 raise ValueError(f"{name!r} is defined by HubSpot and cannot be archived")
             prop.archived_at = self._now()
+            self._on_change()
 
     def custom_names(self, object_type: str) -> list[str]:
         with self._lock:
             properties = self._by_object[object_type].values()
             return [p.name for p in properties if not p.hubspot_defined and p.archived_at is None]
+
+    def fill_sample_values(self, object_type: str, rows: Iterable[Any]) -> None:
+        """Deterministic values of the object's custom properties on generated records (`row.id`, `row.values`), in
+        HubSpot's wire format: numbers and dates as text, booleans `true`/`false`, checkboxes `;`-separated. Values
+        repeat every SAMPLE_PERIOD ids, so a table of that many dicts fills 100,000 records in a blink."""
+        with self._lock:
+            customs = [p for p in self._by_object[object_type].values() if not p.hubspot_defined]
+        table = [{prop.name: _sample_value(prop, number) for prop in customs} for number in range(SAMPLE_PERIOD)]
+        for row in rows:
+            row.values.update(table[row.id % SAMPLE_PERIOD])
 
     async def list_properties(self, request: Request) -> Response:
         object_type = request.path_params["object_type"]
@@ -155,3 +175,15 @@ class HubSpotProperties:
                 if (prop.archived_at is not None) == archived
             ]
         return json_response({"results": results})
+
+
+def _sample_value(prop: _Property, object_id: int) -> str:
+    if prop.type == "number":
+        return str(object_id * 37 % 100)
+    if prop.type == "bool":
+        return "true" if object_id % 5 == 0 else "false"
+    if prop.type == "date":
+        return f"2027-{1 + object_id % 12:02d}-{1 + object_id % 28:02d}"
+    if prop.field_type == "checkbox":
+        return ";".join(prop.options[: 1 + object_id % 2])
+    return prop.options[object_id % len(prop.options)] if prop.options else f"{prop.name} {object_id}"

@@ -10,6 +10,7 @@ import pytest
 from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build
 from hubspot import HubSpot
+from hubspot.crm.contacts import SimplePublicObjectInput
 
 from integrations_pipeline_tests.sandbox.conftest import ManualClock, ServedHubSpot, run_code_flow, serve_hubspot
 from integrations_pipeline_tests.sandbox.test_google_emulator import (
@@ -44,6 +45,19 @@ def test_hubspot_sdk_reads_standard_and_custom_properties_and_their_changes(hubs
     archived = {p.name for p in properties.get_all(object_type="contacts", archived=True).results}
     assert "nps" in after and "lead_score" not in after and archived == {"lead_score"}
     assert {p.name for p in properties.get_all(object_type="meetings").results} >= {"meeting_source", "hs_timestamp"}
+
+
+def test_records_carry_custom_properties_and_follow_their_changes(hubspot: ServedHubSpot) -> None:
+    tokens = run_code_flow(hubspot.http)
+    contacts = HubSpot(access_token=tokens["access_token"], host=hubspot.url).crm.contacts.basic_api
+    first = contacts.get_page(limit=1, properties=["lead_score", "is_partner", "industries_of_interest"]).results[0]
+    assert first.properties["lead_score"].isdigit() and first.properties["is_partner"] in ("true", "false")
+
+    hubspot.emulator.properties.add("contacts", "nps", type="number", field_type="number")
+    contacts.update(first.id, SimplePublicObjectInput(properties={"nps": "9"}))
+    assert contacts.get_by_id(first.id, properties=["nps"]).properties["nps"] == "9"
+    hubspot.emulator.properties.archive("contacts", "nps")  # archived: no longer returned, even when asked for
+    assert "nps" not in contacts.get_by_id(first.id, properties=["nps", "email"]).properties
 
 
 @pytest.fixture
