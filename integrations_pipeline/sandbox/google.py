@@ -481,8 +481,7 @@ class GoogleEmulator:
 
     # --- rendering (Google's raw shapes) ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _render_user(user: _User, projection: str) -> dict[str, Any]:
+    def _render_user(self, user: _User, projection: str) -> dict[str, Any]:
         record: dict[str, Any] = {
             "kind": "admin#directory#user",
             "id": user.id,
@@ -514,7 +513,7 @@ class GoogleEmulator:
         if user.deleted_ms is not None:
             record["deletionTime"] = _rfc3339_ms(user.deleted_ms)
         if projection == "full":
-            record["customSchemas"] = {}
+            record["customSchemas"] = self.schemas.sample_values(user.id)
         return record
 
     @staticmethod

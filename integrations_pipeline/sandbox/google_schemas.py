@@ -81,6 +81,17 @@ class GoogleSchemas:
         with self._lock:
             del self._fields[(schema, name)]
 
+    def sample_values(self, user_id: str) -> dict[str, dict[str, Any]]:
+        """A user's custom schema values as `projection=full` returns them: `{schema: {field: value}}`, numbers as
+        text (INT64 is a string on the wire), multi-valued fields as `[{"value": ...}]`. Deterministic per user."""
+        number = zlib.crc32(user_id.encode())
+        values: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for spec in self._fields.values():
+                value = _sample_value(spec.type, number)
+                values.setdefault(spec.schema, {})[spec.name] = [{"value": value}] if spec.multi_valued else value
+        return values
+
     async def list_schemas(self, request: Request) -> Response:
         if request.path_params["customer"] not in self._customer_ids:
             error = {"code": 404, "message": "Resource Not Found: customer", "status": "NOT_FOUND"}
@@ -101,3 +112,13 @@ class GoogleSchemas:
                 for name, fields in sorted(by_schema.items())
             ]
         return json_response({"kind": "admin#directory#schemas", "etag": _etag(str(schemas)), "schemas": schemas})
+
+
+def _sample_value(field_type: str, number: int) -> Any:
+    if field_type in ("INT64", "DOUBLE"):
+        return str(number % 9 + 1)
+    if field_type == "BOOL":
+        return number % 4 == 0
+    if field_type == "DATE":
+        return f"20{18 + number % 8}-{1 + number % 12:02d}-{1 + number % 28:02d}"
+    return ("CC-100", "CC-200", "CC-300", "en", "fr", "de")[number % 6]

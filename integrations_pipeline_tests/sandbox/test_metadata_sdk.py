@@ -82,9 +82,12 @@ def test_google_sdk_lists_directory_custom_schemas(google: ServedGoogle) -> None
     try:
         google.emulator.schemas.add_field("Employment", "badgeNumber", "INT64")
         schemas = directory.schemas().list(customerId="my_customer").execute()
+        user = directory.users().list(customer="my_customer", maxResults=1, projection="full").execute()["users"][0]
     finally:
         directory.close()
     assert schemas["kind"] == "admin#directory#schemas"
     employment = next(s for s in schemas["schemas"] if s["schemaName"] == "Employment")
     fields = {f["fieldName"]: f["fieldType"] for f in employment["fields"]}
     assert fields["costCenter"] == "STRING" and fields["badgeNumber"] == "INT64"
+    assert user["customSchemas"]["Employment"]["badgeNumber"].isdigit()  # INT64 travels as text
+    assert [entry["value"] for entry in user["customSchemas"]["Skills"]["languages"]]
