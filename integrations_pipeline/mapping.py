@@ -214,14 +214,14 @@ def _to_timestamp(value: Any) -> datetime | None:
 
 
 def _to_date(value: Any) -> date | None:
-    if isinstance(value, str) and len(value.strip()) == 10:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and len(value.strip()) == 10:  # a calendar date as it is, never shifted to UTC
         try:
             return date.fromisoformat(value.strip())
         except ValueError:
             return None
-    if isinstance(value, date) and not isinstance(value, datetime):
-        return value
-    moment = _to_timestamp(value) if isinstance(value, datetime | str) else None
+    moment = _to_timestamp(value)
     return moment.date() if moment is not None else None
 
 
