@@ -413,3 +413,34 @@ def apply_rules(
         for target, rule in sorted(rules.items())
     }
     return frame.assign(**extra)
+
+
+@dataclass(frozen=True)
+class PlannedRule:
+    """One rule resolved for a writer that renders mappings in SQL: read `column`, else the `raw` JSON at
+    `raw_path` (neither: the source names nothing known, so NULL), then cast with `transform`, then `default`."""
+
+    target: str
+    column: str | None
+    raw_path: tuple[str, ...]
+    transform: Transform
+    default: Default
+    output: ValueType
+
+
+def plan(rules: Mapping[str, FieldRule], fields: SourceFields | None = None) -> list[PlannedRule]:
+    """The rules in target order, each with what to read and the type it lands as (`cast`'s semantics hold)."""
+    planned = []
+    for target, rule in sorted(rules.items()):
+        source = resolve(rule.source, fields)
+        planned.append(
+            PlannedRule(
+                target=target,
+                column=source.column if source is not None else None,
+                raw_path=source.raw_path if source is not None else (),
+                transform=rule.transform,
+                default=cast(rule.default, rule.transform) if rule.default is not None else None,
+                output=output_type(rule, fields),
+            )
+        )
+    return planned

@@ -12,6 +12,7 @@ from integrations_pipeline.gateway.mappings import reserved_columns
 from integrations_pipeline.mapping import (
     FieldRule,
     MappingUpdate,
+    PlannedRule,
     ProviderMapping,
     SourceFields,
     Transform,
@@ -19,6 +20,7 @@ from integrations_pipeline.mapping import (
     apply_rules,
     apply_to_record,
     merge,
+    plan,
     target_types,
     validate_update,
 )
@@ -187,6 +189,11 @@ def test_mapped_values_are_typed_and_missing_ones_take_the_default() -> None:
         "score": ValueType.NUMBER,
         "second_email": ValueType.JSON,
     }
+    planned = {rule.target: rule for rule in plan(rules, CONTACTS)}
+    assert planned["score"] == PlannedRule(
+        "score", None, ("properties", "lead_score"), Transform.TO_NUMBER, 0.0, ValueType.NUMBER
+    )
+    assert planned["mail"].column == "email" and planned["second_email"].raw_path == ("emails", "1")
     frame = apply_rules(pd.DataFrame([record, {"email": "c@x.io", "raw": None}]), rules, CONTACTS)
     assert frame["score"].tolist() == [42.5, 0.0] and frame["partner"].tolist() == [True, None]
 
