@@ -18,7 +18,8 @@ from sqlalchemy.exc import OperationalError
 
 from integrations_pipeline.crypto import KeyringError, generate_key_entry
 from integrations_pipeline.gateway.connections import GatewayError
-from integrations_pipeline.gateway.mappings import MappingService, PreviewRequest
+from integrations_pipeline.gateway.fields import FieldService
+from integrations_pipeline.gateway.mappings import MappingService, PreviewRequest, StoredRows
 from integrations_pipeline.mapping import MappingUpdate
 from integrations_pipeline.settings import Settings, SettingsError, load_settings
 from integrations_pipeline.store import StateStore, StoreError, create_store_engine
@@ -267,8 +268,21 @@ def mappings() -> None:
     pass
 
 
+def warehouse_rows(settings: Settings) -> StoredRows:
+    """Mapping previews read the connection's stored rows from the warehouse (loaded on first use: the warehouse
+    module brings Dagster and DuckDB, which most commands do not need)."""
+
+    def read(provider: str, entity: str, connection_id: str) -> Any:
+        from integrations_pipeline.warehouse import open_warehouse
+
+        return open_warehouse(settings).read(f"{provider}.{entity}", [connection_id], None, "start_at")
+
+    return read
+
+
 def _mapping_service() -> MappingService:
-    return MappingService(open_store(load_settings()))
+    settings = load_settings()
+    return MappingService(open_store(settings), warehouse_rows(settings))
 
 
 @mappings.command("show", help="Print a tenant's mapping for a provider as JSON.")
@@ -289,7 +303,9 @@ def mappings_set(tenant: str, provider: str, changes: TextIO) -> None:
     click.echo(_mapping_service().update(tenant, provider, update, actor="cli").model_dump_json(indent=2))
 
 
-@mappings.command("preview", help="Apply the mapping (with optional unsaved changes) to synthetic samples.")
+@mappings.command(
+    "preview", help="Apply the mapping (with optional unsaved changes) to the connection's stored rows, or samples."
+)
 @click.argument("tenant")
 @click.argument("provider")
 @click.argument("changes", type=click.File("r"), required=False)
@@ -297,6 +313,36 @@ def mappings_set(tenant: str, provider: str, changes: TextIO) -> None:
 def mappings_preview(tenant: str, provider: str, changes: TextIO | None) -> None:
     request = PreviewRequest(changes=_parse_update(changes.read()) if changes else MappingUpdate())
     click.echo(_mapping_service().preview(tenant, provider, request).model_dump_json(indent=2))
+
+
+@main.group(help="Connections' field catalogs: every field the provider describes, custom ones included.")
+def fields() -> None:
+    pass
+
+
+@fields.command("list", help="List a connection's fields (discovered from the provider on first use).")
+@click.argument("connection")
+@click.option("--entity", type=click.Choice(["users", "contacts", "events"]), default=None)
+@click.option("--refresh", is_flag=True, help="ask the provider now instead of showing the stored catalog")
+@click.option("--include-removed", is_flag=True, help="also fields the provider no longer describes")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@friendly_errors
+def fields_list(connection: str, entity: str | None, refresh: bool, include_removed: bool, as_json: bool) -> None:
+    settings = load_settings()
+    listing = FieldService(settings, open_store(settings)).list(
+        connection, entity=entity, refresh=refresh, include_removed=include_removed
+    )
+    if as_json:
+        click.echo(listing.model_dump_json(indent=2))
+        return
+    rows = [
+        (f.entity, f.name, f.type, "custom" if f.custom else "standard", f.label, "removed" if f.removed_at else "")
+        for f in listing.fields
+    ]
+    header = ("ENTITY", "NAME", "TYPE", "ORIGIN", "LABEL", "")
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(value).ljust(width) for value, width in zip(row, widths, strict=True)).rstrip())
 
 
 def _parse_update(text: str) -> MappingUpdate:
@@ -352,7 +398,8 @@ def gateway(host: str, port: int) -> None:
     settings.keyring()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # uvicorn's access log prints query strings, which carry OAuth codes: the app logs requests itself.
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    app = create_app(settings, stored_rows=warehouse_rows(settings))
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
 
 
 @main.command(help="Serve a provider's sandbox emulator (for local development and tests).")

@@ -7,6 +7,7 @@ import dagster as dg
 from integrations_pipeline.assets.entities import build_entity_asset
 from integrations_pipeline.assets.health import connection_health
 from integrations_pipeline.assets.unified import build_unified_asset
+from integrations_pipeline.catalog_refresh import refresh_field_catalogs_job, refresh_field_catalogs_schedule
 from integrations_pipeline.clients.providers import ENTITIES
 from integrations_pipeline.jobs import (
     build_sync_jobs,
@@ -42,7 +43,13 @@ def build_definitions() -> dg.Definitions:
     )
     return dg.Definitions(
         assets=[*assets.values(), *unified, connection_health],
-        jobs=[*provider_jobs, *unified_jobs.values(), replay_dead_letters_job, purge_webhook_inbox_job],
+        jobs=[
+            *provider_jobs,
+            *unified_jobs.values(),
+            replay_dead_letters_job,
+            purge_webhook_inbox_job,
+            refresh_field_catalogs_job,
+        ],
         sensors=[
             build_connections_sensor(sync_jobs),
             build_webhook_events_sensor(jobs_by_provider),
@@ -53,6 +60,7 @@ def build_definitions() -> dg.Definitions:
         ],
         schedules=[
             build_inbox_purge_schedule(purge_webhook_inbox_job),
+            refresh_field_catalogs_schedule,
             *(
                 build_sync_schedule(provider, jobs[False])
                 for provider, jobs in jobs_by_provider.items()

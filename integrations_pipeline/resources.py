@@ -15,14 +15,11 @@ import dagster as dg
 import pandas as pd
 from pydantic import PrivateAttr
 
-from integrations_pipeline.clients.auth import ConnectionAuth, TokenSource
+from integrations_pipeline.clients.connector import NoConnector, open_connector
 from integrations_pipeline.clients.http import ApiClient
-from integrations_pipeline.clients.oauth import OAuthClient
-from integrations_pipeline.clients.providers import PROVIDERS
-from integrations_pipeline.clients.ratelimits import BudgetLimiter, pinned_window, windows_for
 from integrations_pipeline.settings import Settings, load_settings
 from integrations_pipeline.store import StateStore, create_store_engine
-from integrations_pipeline.store.budget import LIVE_SHARE, RateBudgets
+from integrations_pipeline.store.budget import LIVE_SHARE
 from integrations_pipeline.warehouse import Warehouse, open_warehouse
 
 
@@ -61,28 +58,12 @@ class IntegrationsResource(dg.ConfigurableResource):
     def connector(self, provider: str, connection_id: str, *, backfill: bool = False) -> Iterator[ApiClient]:
         """The provider's data client for one connection; its transport refreshes tokens through the store, and
         every call asks the connection's shared rate-limit budget first (a backfill only for its share)."""
-        spec = PROVIDERS[provider]
-        if spec.build_client is None:
-            raise dg.Failure(description=f"{spec.display_name} has no data connector yet")
-        app = self.settings.provider_app(provider)
-        connection = self.store.get_connection(connection_id)
-        metadata = connection.provider_metadata if connection is not None else {}
-        oauth = OAuthClient.for_connection(spec, app, metadata)  # refreshes at the connection's data centre
-        tokens = TokenSource(self.store, oauth, connection_id)
-        client = spec.build_client(spec.api_origin(app), ConnectionAuth(tokens, spec.auth_scheme), metadata)
-        client.limiter = BudgetLimiter(
-            RateBudgets(self.store),
-            connection_id,
-            provider,
-            windows_for(provider, app.rate_limit, app.rate_window_s),
-            share=self.settings.backfill_rate_share if backfill else LIVE_SHARE,
-            pinned=pinned_window(provider, app.rate_limit, app.rate_window_s),
-        )
+        share = self.settings.backfill_rate_share if backfill else LIVE_SHARE
         try:
-            yield client
-        finally:
-            client.close()
-            oauth.close()
+            with open_connector(self.settings, self.store, provider, connection_id, share=share) as client:
+                yield client
+        except NoConnector as missing:
+            raise dg.Failure(description=str(missing)) from None
 
     def read_partition(
         self,

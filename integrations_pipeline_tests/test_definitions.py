@@ -43,7 +43,7 @@ def test_every_job_sensor_and_schedule_resolves() -> None:
     assert "unified_sensor" not in sensors  # provider syncs update the unified tables themselves
     assert {"webhook_deliveries_sensor", "webhook_synced_sensor", "webhook_error_sensor"} <= sensors
     expected_schedules = {f"{p}_hourly_sync" for p in providers} | {f"{p}_hourly_events_sync" for p in providers}
-    expected_schedules |= {"webhook_inbox_purge"}
+    expected_schedules |= {"webhook_inbox_purge", "field_catalog_refresh"}
     assert {schedule.name for schedule in repository.schedule_defs} == expected_schedules
     for spec in ENTITIES:  # fifteen entity assets, grouped by provider, partitioned by connection (and day)
         asset = definitions.resolve_assets_def(spec.asset_name)

@@ -12,11 +12,11 @@ PACKAGE_ROOT = Path(integrations_pipeline.__file__).parent
 # Highest first. A module may import from its own layer and from layers below it, never from above.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry points", ("definitions", "cli", "devstack")),
-    ("orchestration", ("assets", "sensors", "schedules", "jobs", "partitions", "backfills")),
+    ("orchestration", ("assets", "sensors", "schedules", "jobs", "partitions", "backfills", "catalog_refresh")),
     ("resources", ("resources", "warehouse")),
     ("gateway", ("gateway",)),
     ("clients", ("clients", "webhooks_out")),
-    ("core", ("store", "crypto", "settings", "records", "frames", "mapping", "httpserver", "metrics")),
+    ("core", ("store", "crypto", "settings", "records", "fields", "frames", "mapping", "httpserver", "metrics")),
     ("sandbox", ("sandbox",)),
 ]
 # Third-party packages a layer must never import, whatever the layer order says.

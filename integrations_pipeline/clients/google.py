@@ -48,6 +48,7 @@ API_BASE_URL = CALENDAR_ORIGIN  # SPEC's default origin: seeing it means "the re
 DIRECTORY_SCOPE = "https://www.googleapis.com/auth/admin.directory.user.readonly"
 CONTACTS_SCOPE = "https://www.googleapis.com/auth/contacts.readonly"
 CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar.readonly"
+USERSCHEMA_SCOPE = "https://www.googleapis.com/auth/admin.directory.userschema.readonly"  # the field catalog
 
 USERS_PAGE_SIZE = 500  # Directory's maximum (it answers 400 above it)
 CONNECTIONS_PAGE_SIZE = 1000  # People's maximum
@@ -418,7 +419,7 @@ SPEC = ProviderSpec(
     authorize_url="https://accounts.google.com/o/oauth2/v2/auth",
     token_url=OAUTH_ORIGIN + "/token",
     api_base_url=API_BASE_URL,
-    default_scopes=("openid", "email", DIRECTORY_SCOPE, CONTACTS_SCOPE, CALENDAR_SCOPE),
+    default_scopes=("openid", "email", DIRECTORY_SCOPE, CONTACTS_SCOPE, CALENDAR_SCOPE, USERSCHEMA_SCOPE),
     sandbox_authorize_path="/o/oauth2/v2/auth",
     sandbox_token_path="/token",
     # offline + consent: a refresh token on every connect; include_granted_scopes: a later grant (Directory) keeps

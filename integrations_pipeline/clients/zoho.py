@@ -448,6 +448,7 @@ SPEC = ProviderSpec(
         "ZohoCRM.modules.contacts.READ",
         "ZohoCRM.modules.events.READ",
         "ZohoSearch.securesearch.READ",
+        "ZohoCRM.settings.fields.READ",  # the field catalog (clients/catalog.py)
         "ZohoCRM.notifications.ALL",  # push: watch channels (clients/push.py)
     ),
     sandbox_authorize_path="/oauth/v2/auth",

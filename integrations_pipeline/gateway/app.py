@@ -27,8 +27,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from integrations_pipeline import metrics
 from integrations_pipeline.gateway.connections import ConnectionService, GatewayError
+from integrations_pipeline.gateway.fields import FieldList, FieldService
 from integrations_pipeline.gateway.health import IntegrationsHealthResponse, integrations_health
-from integrations_pipeline.gateway.mappings import MappingService, MappingView, PreviewRequest, PreviewResponse
+from integrations_pipeline.gateway.mappings import (
+    MappingService,
+    MappingView,
+    PreviewRequest,
+    PreviewResponse,
+    StoredRows,
+)
 from integrations_pipeline.gateway.schemas import (
     TENANT_PATTERN,
     ConnectionList,
@@ -101,11 +108,12 @@ class Operation:
 class Gateway:
     """Handlers bound to one service; the lifespan creates and closes it."""
 
-    def __init__(self, settings: Settings, store: StateStore) -> None:
+    def __init__(self, settings: Settings, store: StateStore, stored_rows: StoredRows | None = None) -> None:
         self.settings = settings
         self.store = store
         self.connections = ConnectionService(settings, store)
-        self.mappings = MappingService(store)
+        self.mappings = MappingService(store, stored_rows)
+        self.fields = FieldService(settings, store)
         self.webhooks = WebhookReceiver(settings, store)
         self.metrics_registry = metrics.metrics_registry(store.engine, store.keyring)
         self.subscriptions = SubscriptionService(settings, store)
@@ -177,6 +185,19 @@ class Gateway:
         if connection is None:
             raise GatewayError(404, "unknown_connection", f"no connection {connection_id!r}")
         return _json(ConnectionView.of(connection))
+
+    async def list_fields(self, request: Request) -> Response:
+        query = request.query_params
+        flags = {}
+        for name in ("refresh", "include_removed"):
+            value = query.get(name, "false").lower()
+            if value not in ("true", "false"):
+                raise GatewayError(400, f"invalid_{name}", f"{name} is true or false", {name: value})
+            flags[name] = value == "true"
+        listing = await run_in_threadpool(
+            self.fields.list, request.path_params["connection_id"], entity=query.get("entity"), **flags
+        )
+        return _json(listing)
 
     async def get_mapping(self, request: Request) -> Response:
         view = await run_in_threadpool(self.mappings.get, tenant_of(request), request.path_params["provider"])
@@ -292,6 +313,13 @@ OPERATIONS = [
         "Disconnect: revoke at the provider, delete tokens",
         "delete_connection",
         response_model=DisconnectResponse,
+    ),
+    Operation(
+        "GET",
+        "/connections/{connection_id}/fields",
+        "The connection's field catalog (?entity=, ?refresh=true asks the provider now, ?include_removed=true)",
+        "list_fields",
+        response_model=FieldList,
     ),
     Operation(
         "GET",
@@ -504,13 +532,16 @@ class AccessLog:
             metrics.observe_request(scope["method"], getattr(route, "path", "unmatched"), status, elapsed_ms / 1000)
 
 
-def create_app(settings: Settings, store: StateStore | None = None) -> Starlette:
-    """The gateway app. Without a store, the lifespan opens one from settings and disposes of it at shutdown."""
+def create_app(
+    settings: Settings, store: StateStore | None = None, *, stored_rows: StoredRows | None = None
+) -> Starlette:
+    """The gateway app. Without a store, the lifespan opens one from settings and disposes of it at shutdown;
+    `stored_rows` lets mapping previews run on the connection's warehouse rows."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         active_store = store or StateStore(create_store_engine(settings.state_database_url), settings.keyring())
-        app.state.gateway = Gateway(settings, active_store)
+        app.state.gateway = Gateway(settings, active_store, stored_rows)
         try:
             yield
         finally:

@@ -53,6 +53,7 @@ from integrations_pipeline.sandbox.common import (
 )
 from integrations_pipeline.sandbox.google_push import GoogleApiRefusal, GooglePush
 from integrations_pipeline.sandbox.google_push import routes as push_routes
+from integrations_pipeline.sandbox.google_schemas import SCHEMA_SCOPES, GoogleSchemas
 
 __all__ = ["GoogleEmulator", "RequestRecord"]
 
@@ -70,7 +71,9 @@ DIRECTORY_SCOPE = "https://www.googleapis.com/auth/admin.directory.user.readonly
 CONTACTS_SCOPE = "https://www.googleapis.com/auth/contacts.readonly"
 CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar.readonly"
 # Any one of these grants read access to the API (the broader read-write scopes included).
+SCHEMAS_PATH = "/admin/directory/v1/customer/{customer}/schemas"
 API_SCOPES: dict[str, frozenset[str]] = {
+    "schemas": SCHEMA_SCOPES,
     "directory": frozenset((DIRECTORY_SCOPE, "https://www.googleapis.com/auth/admin.directory.user")),
     "people": frozenset((CONTACTS_SCOPE, "https://www.googleapis.com/auth/contacts")),
     "calendar": frozenset(
@@ -392,6 +395,8 @@ class GoogleEmulator:
         self._changes: list[tuple[int, str, str]] = []  # (seq, "people" | "calendar", row key), seq ascending
         self._version = 0
         self._sorted_cache: dict[tuple[Any, ...], list[Any]] = {}
+        # Directory custom schemas (google_schemas.py): tests add and remove custom fields through it.
+        self.schemas = GoogleSchemas(self._lock, frozenset(("my_customer", SANDBOX_CUSTOMER_ID)))
         self.app = self._build_app()
 
     # --- data generation -------------------------------------------------------------------------------------------
@@ -476,8 +481,7 @@ class GoogleEmulator:
 
     # --- rendering (Google's raw shapes) ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _render_user(user: _User, projection: str) -> dict[str, Any]:
+    def _render_user(self, user: _User, projection: str) -> dict[str, Any]:
         record: dict[str, Any] = {
             "kind": "admin#directory#user",
             "id": user.id,
@@ -509,7 +513,7 @@ class GoogleEmulator:
         if user.deleted_ms is not None:
             record["deletionTime"] = _rfc3339_ms(user.deleted_ms)
         if projection == "full":
-            record["customSchemas"] = {}
+            record["customSchemas"] = self.schemas.sample_values(user.id)
         return record
 
     @staticmethod
@@ -1292,6 +1296,7 @@ class GoogleEmulator:
             Route(CONNECTIONS_PATH, self._api_endpoint("people", self._list_connections), methods=["GET"]),
             Route(EVENTS_PATH, self._api_endpoint("calendar", self._list_events), methods=["GET"]),
             *push_routes(self, self._api_endpoint),
+            Route(SCHEMAS_PATH, self._api_endpoint("schemas", self.schemas.list_schemas), methods=["GET"]),
         ]
         return Starlette(
             routes=routes,

@@ -17,6 +17,7 @@ only built for the page being served, and a search's ordered match list is cache
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import random
 import threading
@@ -58,6 +59,7 @@ from integrations_pipeline.sandbox.common import (
     read_form,
     synchronized,
 )
+from integrations_pipeline.sandbox.hubspot_properties import HubSpotProperties
 from integrations_pipeline.sandbox.hubspot_push import HubSpotPush, developer_api_key_for
 
 __all__ = ["HubSpotEmulator", "RequestRecord"]
@@ -958,7 +960,25 @@ class HubSpotEmulator:
             now_ms=self._now_ms,
         )
         self._contacts.on_change = self.push.contact_changed
+        # The Properties API (hubspot_properties.py): the portal's custom properties, with values on the generated
+        # records; tests add and archive properties through it, and records follow.
+        self.properties = HubSpotProperties(
+            self._lock,
+            clock,
+            {"contacts": CONTACTS.properties, "meetings": MEETINGS.properties},
+            on_change=self._custom_properties_changed,
+        )
+        self._custom_properties_changed()
+        for store in (self._contacts, self._meetings):
+            self.properties.fill_sample_values(store.schema.name, store.rows.values())
         self.app = self._build_app()
+
+    def _custom_properties_changed(self) -> None:
+        """Records carry the live custom properties (as text, like HubSpot's own string properties)."""
+        for store, base in ((self._contacts, CONTACTS), (self._meetings, MEETINGS)):
+            custom = tuple(self.properties.custom_names(base.name))
+            store.schema = dataclasses.replace(base, string_properties=base.string_properties + custom)
+            store.version += 1  # cached searches were compiled against the old schema
 
     # --- state inspection and mutation (Python side) --------------------------------------------------------------
 
@@ -1506,6 +1526,7 @@ class HubSpotEmulator:
             Route("/crm/v3/owners", crm(self._list_owners, OWNERS_SCOPE), methods=["GET"]),
             Route("/crm/v3/owners/{owner_id}", crm(self._get_owner, OWNERS_SCOPE), methods=["GET"]),
             *self.push.routes(),
+            Route("/crm/v3/properties/{object_type}", crm(self.properties.list_properties, READ_SCOPE)),
         ]
         for store in (self._contacts, self._meetings):
             base = f"/crm/v3/objects/{store.schema.name}"

@@ -364,7 +364,9 @@ class StateStore:
         rules: dict[str, dict[str, FieldRule]] = {entity: {} for entity in ENTITIES}
         with self.engine.connect() as conn:
             for row in conn.execute(query):
-                rules[row.entity][row.target] = FieldRule(source=row.source, transform=Transform(row.transform))
+                rules[row.entity][row.target] = FieldRule(
+                    source=row.source, transform=Transform(row.transform), default=row.default_value
+                )
         return ProviderMapping(**rules)
 
     def save_mapping(self, conn: sa.Connection, tenant: str, provider: str, mapping: ProviderMapping) -> None:
@@ -379,6 +381,7 @@ class StateStore:
                 "target": target,
                 "source": rule.source,
                 "transform": rule.transform.value,
+                "default_value": rule.default,
                 "updated_at": utcnow(),
             }
             for entity in ENTITIES

@@ -1,7 +1,7 @@
 """SQLAlchemy Core tables of the integration state store. Changes go through Alembic migrations only.
 
 Sections follow the migrations that created them: 0001 connections and audit, 0002 field mappings, 0003 webhooks
-in, 0004 rate-limit budgets, 0005 webhooks out, 0006 the audit chain's head.
+in, 0004 rate-limit budgets, 0005 webhooks out, 0006 the audit chain's head, 0011 the field catalog.
 """
 
 from __future__ import annotations
@@ -130,9 +130,10 @@ field_mappings = sa.Table(
     sa.Column("provider", sa.String(32), primary_key=True),
     sa.Column("entity", sa.String(32), primary_key=True),
     sa.Column("target", sa.String(63), primary_key=True),
-    sa.Column("source", sa.String(63), nullable=False),
+    sa.Column("source", sa.String(255), nullable=False),  # 0011: widened for raw paths and catalog names
     sa.Column("transform", sa.String(16), nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("default_value", sa.JSON, nullable=True),  # 0011: the value a missing source field gets
 )
 
 # -- 0003: webhooks in -------------------------------------------------------------------------------------------
@@ -321,4 +322,25 @@ audit_head = sa.Table(
     sa.Column("entry_hash", sa.String(64), nullable=False),
     sa.Column("entries", sa.BigInteger, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# -- 0011: field catalog -----------------------------------------------------------------------------------------
+
+# Every field each connection's provider describes for each entity (store/catalog.py). A field the provider no
+# longer describes keeps its row with `removed_at` set, so mappings naming it get a clear message and a field that
+# comes back is the same row again. `seen_at` is the last discovery that listed it.
+field_catalog = sa.Table(
+    "field_catalog",
+    metadata,
+    sa.Column("connection_id", sa.String(160), primary_key=True),
+    sa.Column("entity", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("label", sa.String(255), nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("provider_type", sa.String(64), nullable=False),
+    sa.Column("is_custom", sa.Boolean, nullable=False),
+    sa.Column("raw_path", sa.String(512), nullable=False),
+    sa.Column("discovered_at", UTCDateTime, nullable=False),
+    sa.Column("seen_at", UTCDateTime, nullable=False),
+    sa.Column("removed_at", UTCDateTime, nullable=True),
 )
