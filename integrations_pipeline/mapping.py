@@ -133,6 +133,14 @@ _FIELD_VALUE_TYPES = {
 }
 
 
+# A normalized column's kind, so that saving refuses a cast its values cannot satisfy (uppercase of a moment).
+_COLUMN_FIELD_TYPES = {
+    ValueType.STRING: FieldType.STRING,
+    ValueType.BOOLEAN: FieldType.BOOLEAN,
+    ValueType.TIMESTAMP: FieldType.DATETIME,
+}
+
+
 def resolve(source: str, fields: SourceFields | None) -> Source | None:
     """Where a rule's source is read from, or None when it names nothing known."""
     if source.startswith(RAW_PREFIX):
@@ -140,7 +148,8 @@ def resolve(source: str, fields: SourceFields | None) -> Source | None:
     if fields is None:
         return Source(column=source, value_type=ValueType.JSON)
     if source in fields.columns:
-        return Source(column=source, value_type=fields.columns[source])
+        value_type = fields.columns[source]
+        return Source(column=source, field_type=_COLUMN_FIELD_TYPES.get(value_type), value_type=value_type)
     info = (fields.catalog or {}).get(source)
     if info is None:
         return None
@@ -316,6 +325,11 @@ def _rule_problems(rule: FieldRule, fields: SourceFields, provider: str, entity:
         return (
             f"{rule.transform.value} cannot read {rule.source!r}, a {source.field_type.value} field; "
             f"use one of: {', '.join(t.value for t in Transform if source.field_type in CAST_ACCEPTS[t])}"
+        )
+    if rule.default is not None and rule.transform == Transform.NONE and source.field_type not in (None, *_TEXTUAL):
+        return (
+            f"a default for {rule.source!r}, a {source.field_type.value} field, needs a cast that gives it that type "
+            f"(to_number, to_bool, to_timestamp or to_date)"
         )
     if rule.default is not None and cast(rule.default, rule.transform) is None:
         return f"the default {rule.default!r} cannot be read by {rule.transform.value}"

@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,16 @@ import pandas as pd
 from dagster._utils.backoff import backoff
 
 from integrations_pipeline.frames import TIMESTAMP_DTYPE
-from integrations_pipeline.mapping import FieldRule, Transform
+from integrations_pipeline.mapping import (
+    _FALSE,
+    _TRUE,
+    EPOCH_MILLISECONDS_FROM,
+    FieldRule,
+    PlannedRule,
+    Transform,
+    ValueType,
+    plan,
+)
 from integrations_pipeline.settings import Settings
 
 if TYPE_CHECKING:  # psycopg2 is imported where PostgreSQL is used: a DuckDB run process never loads it (5 MiB)
@@ -161,32 +170,133 @@ class _Dialect:
     types: Mapping[str, str]  # column kind -> SQL type
     temp_table: str  # CREATE <this> name AS ...
     json_object: str  # the function building a JSON object from key, value pairs
+    # Guarded casts of text: NULL where the text cannot be read as that type (as mapping.cast answers None).
+    try_cast: str  # "{expr}", "{type}" -> SQL
+    # A UTC timestamp as ISO 8601 text as Python writes it (microseconds only when there are any), so both
+    # backends put the same value into the mapped JSON as the preview shows.
+    iso_timestamp: str  # "{expr}", "{fraction}" -> SQL
+    microseconds: str  # the format's fraction of a second
 
     def column_definitions(self, columns: Sequence[str]) -> str:
         return ", ".join(f"{_quoted(column)} {self.types[column_kind(column)]}" for column in columns)
 
     def mapped(self, rules: Mapping[str, FieldRule], columns: Sequence[str], alias: str) -> str:
-        """The `mapped` JSON text of one row: each target column's value, transformed in SQL (as data, not text)."""
+        """The `mapped` JSON text of one row: each target's value, cast in SQL with `mapping.cast`'s semantics."""
         if not rules:
             return "'{}'"
         pairs = []
-        for target, rule in sorted(rules.items()):
-            value = f"{alias}.{_quoted(rule.source)}" if rule.source in columns else "NULL"
-            if rule.transform != Transform.NONE:
-                function = {Transform.UPPERCASE: "upper", Transform.LOWERCASE: "lower", Transform.TRIM: "trim"}
-                value = f"{function[rule.transform]}(CAST({value} AS VARCHAR))"
-            pairs += [_literal(target), value]
+        for rule in plan(rules):
+            pairs += [_literal(rule.target), self._json_value(self._planned_value(rule, columns, alias), rule)]
         return f"CAST({self.json_object}({', '.join(pairs)}) AS VARCHAR)"
+
+    def _planned_value(self, rule: PlannedRule, columns: Sequence[str], alias: str) -> str:
+        # Raw paths and catalog fields read NULL (then the default) until provider tables keep the raw record.
+        if rule.column is None or rule.column not in columns:
+            value = self._null(rule.transform)
+        else:
+            value = self._cast(f"{alias}.{_quoted(rule.column)}", column_kind(rule.column), rule.transform)
+        return value if rule.default is None else f"COALESCE({value}, {self._default(rule.default)})"
+
+    def _cast(self, column: str, kind: str, transform: Transform) -> str:
+        text = f"NULLIF(trim(CAST({column} AS VARCHAR)), '')"  # blank text is missing, as mapping.is_missing says
+        if transform == Transform.NONE:
+            return f"CASE WHEN {text} IS NOT NULL THEN {column} END" if kind == "text" else column
+        if transform in _TEXT_FUNCTIONS:
+            if kind != "text":
+                return self._null(transform)
+            return f"CASE WHEN {text} IS NOT NULL THEN {_TEXT_FUNCTIONS[transform]}({column}) END"
+        if transform == Transform.TO_NUMBER:
+            number = self._finite(self.try_cast.format(expr=text, type="DOUBLE PRECISION"))
+            return number if kind == "text" else self._null(transform)
+        if transform == Transform.TO_BOOL:
+            if kind == "flag":
+                return column
+            if kind == "timestamp":
+                return self._null(transform)
+            lowered = f"lower({text})"
+            truthy, falsy = _literals(_TRUE), _literals(_FALSE)
+            return f"CASE WHEN {lowered} IN ({truthy}) THEN TRUE WHEN {lowered} IN ({falsy}) THEN FALSE END"
+        if kind == "flag":
+            return self._null(transform)
+        moment = column if kind == "timestamp" else self._timestamp_of_text(text)
+        if transform == Transform.TO_TIMESTAMP:
+            return moment
+        # to_date: a calendar date written as one is kept as it is; anything else is the UTC day of its moment.
+        utc_day = f"CAST({moment} AT TIME ZONE 'UTC' AS DATE)"
+        if kind != "text":
+            return utc_day
+        as_date = self.try_cast.format(expr=text, type="DATE")
+        return f"CASE WHEN length({text}) = 10 THEN {as_date} ELSE {utc_day} END"
+
+    def _null(self, transform: Transform) -> str:
+        """A NULL of the type the cast yields (an untyped NULL leaves the backends' function overloads ambiguous)."""
+        types = {Transform.TO_NUMBER: "DOUBLE PRECISION", Transform.TO_BOOL: "BOOLEAN", Transform.TO_DATE: "DATE"}
+        types[Transform.TO_TIMESTAMP] = self.types["timestamp"]
+        return f"CAST(NULL AS {types.get(transform, 'VARCHAR')})"
+
+    def _timestamp_of_text(self, text: str) -> str:
+        """Epoch seconds or milliseconds (HubSpot), or an ISO 8601 text (naive = UTC)."""
+        number = self._finite(self.try_cast.format(expr=text, type="DOUBLE PRECISION"))
+        epoch = (
+            f"to_timestamp(CASE WHEN abs({number}) >= {EPOCH_MILLISECONDS_FROM} THEN {number} / 1000 ELSE {number} END)"
+        )
+        iso = self.try_cast.format(expr=text, type=self.types["timestamp"])
+        return f"CASE WHEN {number} IS NOT NULL THEN {epoch} ELSE {iso} END"
+
+    @staticmethod
+    def _finite(number: str) -> str:
+        infinite = ", ".join(f"'{value}'::DOUBLE PRECISION" for value in ("NaN", "Infinity", "-Infinity"))
+        return f"CASE WHEN {number} NOT IN ({infinite}) THEN {number} END"
+
+    def _default(self, value: Any) -> str:
+        if isinstance(value, bool):
+            return "TRUE" if value else "FALSE"
+        if isinstance(value, int | float):
+            return repr(float(value))
+        if isinstance(value, datetime):
+            return f"CAST({_literal(value.isoformat())} AS {self.types['timestamp']})"
+        if isinstance(value, date):
+            return f"CAST({_literal(value.isoformat())} AS DATE)"
+        return _literal(str(value))
+
+    def _json_value(self, value: str, rule: PlannedRule) -> str:
+        """Numbers and booleans stay JSON numbers and booleans; moments and days become ISO 8601 text."""
+        if rule.output == ValueType.TIMESTAMP or (
+            rule.output == ValueType.JSON and rule.column is not None and column_kind(rule.column) == "timestamp"
+        ):
+            utc = f"({value}) AT TIME ZONE 'UTC'"
+            whole, fractional = (self.iso_timestamp.format(expr=utc, fraction=f) for f in ("", self.microseconds))
+            return f"CASE WHEN date_trunc('second', {utc}) = {utc} THEN {whole} ELSE {fractional} END"
+        if rule.output == ValueType.DATE:
+            return f"CAST({value} AS VARCHAR)"
+        return value
+
+
+_TEXT_FUNCTIONS = {Transform.UPPERCASE: "upper", Transform.LOWERCASE: "lower", Transform.TRIM: "trim"}
+
+
+def _literals(values: frozenset[str]) -> str:
+    return ", ".join(_literal(value) for value in sorted(values))
 
 
 DUCKDB = _Dialect(
-    "?", {"timestamp": "TIMESTAMPTZ", "flag": "BOOLEAN", "text": "VARCHAR"}, "OR REPLACE TEMP TABLE", "json_object"
+    "?",
+    {"timestamp": "TIMESTAMPTZ", "flag": "BOOLEAN", "text": "VARCHAR"},
+    "OR REPLACE TEMP TABLE",
+    "json_object",
+    try_cast="TRY_CAST({expr} AS {type})",
+    iso_timestamp="strftime({expr}, '%Y-%m-%dT%H:%M:%S{fraction}+00:00')",
+    microseconds=".%f",
 )
 POSTGRES = _Dialect(
     "%s",
     {"timestamp": "timestamptz", "flag": "boolean", "text": "text"},
     "TEMP TABLE",
     "jsonb_build_object",
+    # pg_input_is_valid (PostgreSQL 16+) tests a cast without raising, which PostgreSQL's CAST cannot.
+    try_cast="CASE WHEN pg_input_is_valid({expr}, '{type}') THEN CAST({expr} AS {type}) END",
+    iso_timestamp='to_char({expr}, \'YYYY-MM-DD"T"HH24:MI:SS{fraction}"+00:00"\')',
+    microseconds=".US",
 )
 
 

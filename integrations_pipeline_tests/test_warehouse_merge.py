@@ -2,15 +2,17 @@
 vanished, an unchanged source writes nothing, the unified table follows row for row (and is rewritten for the
 connection alone when its mapping changes), and both backends end with identical tables."""
 
+import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from integrations_pipeline.fields import FieldType
 from integrations_pipeline.frames import to_frame
-from integrations_pipeline.mapping import FieldRule, Transform
+from integrations_pipeline.mapping import CAST_ACCEPTS, FieldRule, Transform, apply_to_record
 from integrations_pipeline.records import CONTACT_COLUMNS
 from integrations_pipeline.warehouse import (
     DuckDbWarehouse,
@@ -127,3 +129,50 @@ def test_duckdb_and_postgres_end_with_identical_tables(postgres_server: object, 
     for name in ("hubspot.contacts", "unified.contacts"):
         duck, postgres = (table(backend, name) for backend in backends)
         pd.testing.assert_frame_equal(duck, postgres, check_dtype=False)
+
+
+# Text as providers send it, including what no cast can read: every cast must answer as mapping.cast does.
+AWKWARD_TEXTS = [
+    "42",
+    " 3.5 ",
+    "abc",
+    "",
+    "nan",
+    "1e999999",
+    "true",
+    "No",
+    "2026-03-04",
+    "2026-03-04T05:06:07Z",
+    "2026-03-04 05:06:07",
+    "1700000000000",
+    "1700000000",
+]
+
+
+def as_json(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime | date) else value
+
+
+def test_typed_mappings_in_sql_answer_as_mapping_cast_does(warehouse: Warehouse) -> None:
+    """The unified write renders each rule in SQL; its values must equal `mapping.apply_to_record`'s (the preview's),
+    for every cast, on text, flag and timestamp columns, with and without a default."""
+    records = [contact(f"c{index:02}", company=text) for index, text in enumerate(AWKWARD_TEXTS)]
+    rules = {
+        f"{source}_{transform.value}{'_or_default' if default is not None else ''}": FieldRule(
+            source=source, transform=transform, default=default
+        )
+        for source, kind in (
+            ("company", FieldType.STRING),
+            ("is_deleted", FieldType.BOOLEAN),
+            ("modified_at", FieldType.DATETIME),
+        )
+        for transform in Transform
+        if kind in CAST_ACCEPTS[transform]  # what saving a mapping accepts for a normalized column of that kind
+        # saving refuses an untransformed default on a field that is not text
+        for default in (None, *(["7"] if transform == Transform.TO_NUMBER or kind == FieldType.STRING else []))
+    }
+    merge(warehouse, records, full=True, rules=rules)
+    unified = table(warehouse, "unified.contacts")
+    for record, mapped in zip(records, unified["mapped"], strict=True):
+        expected = {target: as_json(value) for target, value in apply_to_record(record, rules).items()}
+        assert json.loads(mapped) == expected, record["company"]
