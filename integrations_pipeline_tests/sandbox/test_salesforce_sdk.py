@@ -90,7 +90,7 @@ def sf(sandbox: ServedSalesforce, http_session: requests.Session) -> Salesforce:
         instance_url=sandbox.tokens["instance_url"],
         session_id=sandbox.tokens["access_token"],
         session=http_session,
-        version="62.0",
+        version="67.0",
     )
 
 
@@ -112,7 +112,7 @@ def expected_contacts(sandbox: ServedSalesforce, *, include_deleted: bool) -> li
 
 def test_the_instance_url_is_https_and_the_sdk_targets_it(sandbox: ServedSalesforce, sf: Salesforce) -> None:
     assert sandbox.tokens["instance_url"].startswith("https://127.0.0.1:")
-    assert sf.base_url == sandbox.tokens["instance_url"] + "/services/data/v62.0/"
+    assert sf.base_url == sandbox.tokens["instance_url"] + "/services/data/v67.0/"
 
 
 def test_query_all_pages_to_exactly_the_live_contacts(sandbox: ServedSalesforce, sf: Salesforce) -> None:
@@ -181,6 +181,24 @@ def test_sobject_writes_and_the_delete_log(sandbox: ServedSalesforce, sf: Salesf
     assert error_body(refused.value)[0]["errorCode"] == "INVALID_FIELD"
 
 
+def test_describe_limits_count_and_date_literals_through_the_sdk(
+    sandbox: ServedSalesforce, sf: Salesforce, http_session: requests.Session
+) -> None:
+    versions = http_session.get(sandbox.tokens["instance_url"] + "/services/data/").json()
+    assert {"64.0", "65.0", "66.0", "67.0"} <= {entry["version"] for entry in versions}
+    contacts: Any = sf.Contact
+    describe = contacts.describe()
+    assert describe["name"] == "Contact"
+    assert {"Id", "Email", "AccountId", "SystemModstamp"} <= {entry["name"] for entry in describe["fields"]}
+    assert sf.limits()["DailyApiRequests"]["Max"] == 15000
+    live = len(sandbox.emulator.contact_records(include_deleted=False))
+    assert sf.query("SELECT COUNT() FROM Contact") == {"totalSize": live, "done": True, "records": []}
+    # A window reaching back to the org's creation (2025-01-01) holds every contact.
+    window = (datetime.fromtimestamp(sandbox.clock(), UTC) - datetime(2025, 1, 1, tzinfo=UTC)).days + 1
+    assert sf.query(f"SELECT COUNT() FROM Contact WHERE SystemModstamp = LAST_N_DAYS:{window}")["totalSize"] == live
+    assert sf.query("SELECT COUNT() FROM Contact WHERE SystemModstamp > TODAY")["totalSize"] == 0
+
+
 def test_errors_map_onto_the_sdk_exceptions(clock: ManualClock, certificate: tuple[Path, Path]) -> None:
     cert_path, key_path = certificate
     session = requests.Session()
@@ -189,7 +207,7 @@ def test_errors_map_onto_the_sdk_exceptions(clock: ManualClock, certificate: tup
     with serve_salesforce(clock, ssl_certfile=str(cert_path), ssl_keyfile=str(key_path), api_request_limit=2) as box:
         tokens = box.tokens
         sf = Salesforce(
-            instance_url=tokens["instance_url"], session_id=tokens["access_token"], session=session, version="62.0"
+            instance_url=tokens["instance_url"], session_id=tokens["access_token"], session=session, version="67.0"
         )
         with pytest.raises(SalesforceMalformedRequest) as malformed:
             sf.query("SELECT Id FORM Contact")
