@@ -145,7 +145,9 @@ def run_code_flow(http: httpx.Client, *, scope: str = ALL_SCOPES) -> dict[str, A
 @contextmanager
 def serve_hubspot(clock: ManualClock, **emulator_options: Any) -> Iterator[ServedHubSpot]:
     """Serve a fresh emulator and hand back a client already holding tokens with every contacts scope."""
-    options: dict[str, Any] = {"contacts": SMALL_PORTAL_SIZE, "burst_limit": None} | emulator_options
+    # Limits off unless a test turns one on: the manual clock stands still, so no window would ever roll.
+    options: dict[str, Any] = {"contacts": SMALL_PORTAL_SIZE, "burst_limit": None, "search_limit": None}
+    options |= emulator_options
     emulator = HubSpotEmulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, clock=clock, **options)
     with BackgroundServer(emulator.app) as server, httpx.Client(base_url=server.url, timeout=30.0) as http:
         served = ServedHubSpot(emulator, server.url, clock, http)
