@@ -67,13 +67,10 @@ class TokenSource:
             if already_refreshed:
                 self._current = tokens
                 return current
-            if tokens.refresh_token is None:
-                reauth_reason = "the access token expired and the provider issued no refresh token"
-            else:
-                try:
-                    grant = self.oauth.refresh(tokens.refresh_token.get_secret_value())
-                except NeedsReauth as error:
-                    reauth_reason = str(error)
+            try:
+                grant = self.oauth.renew(tokens)  # refresh token, or client credentials for app-only connections
+            except NeedsReauth as error:
+                reauth_reason = str(error)
             if reauth_reason is not None:
                 # Committed with the lock's transaction, then raised below: the status must survive the failure.
                 self.store.set_status(conn, self.connection_id, ConnectionStatus.NEEDS_REAUTH, reauth_reason)

@@ -61,6 +61,9 @@ class ProviderSpec:
     # refresh the token. It arrives through the browser, so only these origins are believed (when the app has a
     # base_url: the sandbox's own origin, paths under it, and the app's accounts_servers).
     accounts_servers: tuple[str, ...] = ()
+    # Providers with app-only connections (Microsoft): the one scope of the client-credentials grant, which brings
+    # every application permission a tenant's admin consented to. Tokens come per directory tenant, without refresh.
+    app_only_scope: str | None = None
 
     def oauth_endpoints(self, app: ProviderApp, accounts_server: str | None = None) -> OAuthEndpoints:
         """The app's endpoints; token calls go to `accounts_server` instead when the account lives in another
