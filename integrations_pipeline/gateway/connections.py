@@ -225,7 +225,10 @@ class ConnectionService:
                 external_account_id=account.external_account_id,
                 provider_metadata=metadata,
             )
-            facts = {"granted_scopes": connection.granted_scopes, "missing_scopes": connection.missing_scopes}
+            facts: dict[str, Any] = {
+                "granted_scopes": connection.granted_scopes,
+                "missing_scopes": connection.missing_scopes,
+            }
             if metadata.get(AUTH_MODE) == APP_ONLY:
                 facts[AUTH_MODE] = APP_ONLY
             self.store.audit(
