@@ -150,6 +150,28 @@ def connections_list() -> None:
         click.echo(f"{connection.id}\t{status or connection.status.value}\ttoken expires {expires}")
 
 
+@connections.command(
+    "connect-app-only",
+    help="Connect TENANT's Microsoft directory app-only: tokens by client credentials for DIRECTORY_TENANT (its "
+    "tenant id or domain), after an administrator there granted admin consent; directory-wide reads of users. "
+    "Without consent yet, prints the admin consent URL to send the administrator.",
+)
+@click.argument("provider", type=click.Choice(["microsoft"]))
+@click.option("--tenant", required=True, help="our tenant the connection belongs to, e.g. acme")
+@click.option("--directory-tenant", required=True, help="the organisation's Entra tenant id (GUID) or domain")
+@friendly_errors
+def connections_connect_app_only(provider: str, tenant: str, directory_tenant: str) -> None:
+    from integrations_pipeline.gateway.connections import ConnectionService
+
+    settings = load_settings()
+    service = ConnectionService(settings, open_store(settings))
+    try:
+        connection = service.connect_app_only(provider, tenant, directory_tenant)
+    finally:
+        service.close()
+    click.echo(f"{connection.id}\t{connection.status.value}\tapp-only for {directory_tenant}")
+
+
 @main.command(
     "salesforce-endpoint",
     help="For a real Salesforce org: issue the outbound-message endpoint URL (with a fresh token) an administrator "

@@ -8,6 +8,7 @@ Ctrl-C stops `dagster dev` (by its PID) and the servers this process started.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -42,6 +43,25 @@ def sandbox_ports(first_port: int) -> dict[str, int]:
     return {provider: first_port + offset for offset, provider in enumerate(order)}
 
 
+ZOHO_SECOND_DATA_CENTRE = "eu"
+
+
+def zoho_data_centre_ports(sandbox_port: int) -> tuple[int, int]:
+    """Where the dev stack serves the Zoho emulator's second data centre: its accounts server, then its API host."""
+    after = sandbox_port + len(EMULATORS)
+    return after, after + 1
+
+
+def serve_zoho_data_centres(emulator: Any, servers: ExitStack, base_url: str, ports: tuple[int, int] = (0, 0)) -> str:
+    """Serve the Zoho emulator as two data centres: the US one at `base_url` (accounts server and API host on one
+    origin, as the settings' base_url means), the EU one on an accounts origin and an API origin of its own. Returns
+    the EU accounts server, which the settings must list for the gateway to believe a callback naming it."""
+    accounts, api = (servers.enter_context(BackgroundServer(emulator.app, port=port)) for port in ports)
+    emulator.serve_data_centre("us", accounts_origin=base_url, api_origin=base_url)
+    emulator.serve_data_centre(ZOHO_SECOND_DATA_CENTRE, accounts_origin=accounts.url, api_origin=api.url)
+    return str(accounts.url)
+
+
 def dev_environment(gateway_port: int, sandbox_port: int) -> dict[str, str]:
     """Values `make dev` needs; secrets are fresh random ones, written once and kept."""
     environment = {
@@ -59,6 +79,8 @@ def dev_environment(gateway_port: int, sandbox_port: int) -> dict[str, str]:
             prefix + "CLIENT_SECRET": secrets.token_urlsafe(24),
             prefix + "BASE_URL": f"http://127.0.0.1:{port}",
         }
+    zoho_accounts_port = zoho_data_centre_ports(sandbox_port)[0]
+    environment["INTEGRATIONS_ZOHO__ACCOUNTS_SERVERS"] = json.dumps([f"http://127.0.0.1:{zoho_accounts_port}"])
     return environment
 
 
@@ -141,8 +163,13 @@ def run_dev_stack(*, dagster_port: int, gateway_port: int, sandbox_port: int) ->
         for provider in sorted(EMULATORS):
             # Serve each emulator where the settings point (an older .env may use other ports than the defaults).
             port = urlsplit(str(settings.provider_app(provider).base_url)).port
-            server = servers.enter_context(BackgroundServer(build_emulator(provider, settings).app, port=port or 0))
+            emulator = build_emulator(provider, settings)
+            server = servers.enter_context(BackgroundServer(emulator.app, port=port or 0))
             click.echo(f"sandbox {provider} emulator on {server.url}")
+            if provider == "zoho":
+                ports = zoho_data_centre_ports(sandbox_port)
+                accounts = serve_zoho_data_centres(emulator, servers, server.url, ports)
+                click.echo(f"sandbox zoho {ZOHO_SECOND_DATA_CENTRE} data centre: accounts {accounts}, API :{ports[1]}")
         gateway_server = servers.enter_context(BackgroundServer(create_app(settings, store), port=gateway_port))
         click.echo(f"gateway on {gateway_server.url}")
         for provider in sorted(EMULATORS):

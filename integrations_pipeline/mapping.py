@@ -326,7 +326,8 @@ def _rule_problems(rule: FieldRule, fields: SourceFields, provider: str, entity:
             f"{rule.transform.value} cannot read {rule.source!r}, a {source.field_type.value} field; "
             f"use one of: {', '.join(t.value for t in Transform if source.field_type in CAST_ACCEPTS[t])}"
         )
-    if rule.default is not None and rule.transform == Transform.NONE and source.field_type not in (None, *_TEXTUAL):
+    untyped_default = rule.default is not None and rule.transform == Transform.NONE
+    if untyped_default and source.field_type is not None and source.field_type not in _TEXTUAL:
         return (
             f"a default for {rule.source!r}, a {source.field_type.value} field, needs a cast that gives it that type "
             f"(to_number, to_bool, to_timestamp or to_date)"

@@ -45,6 +45,11 @@ class ProviderApp(BaseModel):
         description="one origin serving both OAuth and the API (the sandbox emulators); unset for the real provider",
     )
     scopes: list[str] | None = Field(default=None, description="scopes to request instead of the provider's defaults")
+    accounts_servers: list[AnyHttpUrl] = Field(
+        default_factory=list,
+        description="Zoho with a base_url (the sandbox) only: the accounts servers of its other data centres, believed "
+        "when a callback names one",
+    )
     rate_limit: int | None = Field(
         default=None, ge=1, description="calls per rate window for one connection, instead of the provider's default"
     )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from integrations_pipeline.crypto import Keyring, generate_key_entry
-from integrations_pipeline.devstack import connect_through_oauth
+from integrations_pipeline.devstack import connect_through_oauth, serve_zoho_data_centres
 from integrations_pipeline.gateway import create_app
 from integrations_pipeline.httpserver import BackgroundServer
 from integrations_pipeline.sandbox import EMULATORS
@@ -147,6 +148,8 @@ def running_stack(store_url: str, key_spec: str, monkeypatch: pytest.MonkeyPatch
     }
     with ExitStack() as servers:
         sandboxes = {provider: servers.enter_context(BackgroundServer(e.app)) for provider, e in emulators.items()}
+        # Zoho: the US data centre at its base_url, the EU one on origins of its own (test_zoho_data_centres.py).
+        zoho_eu_accounts = serve_zoho_data_centres(emulators["zoho"], servers, sandboxes["zoho"].url)
         gateway_server = BackgroundServer()
         environment = {
             "INTEGRATIONS_STATE_DATABASE_URL": store_url,
@@ -156,6 +159,7 @@ def running_stack(store_url: str, key_spec: str, monkeypatch: pytest.MonkeyPatch
             "INTEGRATIONS_PUBLIC_URL": gateway_server.url,
             # Outgoing webhooks refuse loopback unless allow-listed: the tests' receivers listen on 127.0.0.1.
             "INTEGRATIONS_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.1"]',
+            "INTEGRATIONS_ZOHO__ACCOUNTS_SERVERS": json.dumps([zoho_eu_accounts]),
         }
         for provider, server in sandboxes.items():
             client_id, client_secret = client_credentials(provider)

@@ -1,14 +1,16 @@
 """One rate-limit budget across parallel syncs: ten syncs, each with its own client and its own state-store engine
-(as parallel runs have), against one HubSpot emulator connection whose limit is lowered, over real HTTP."""
+(as parallel runs have), against one HubSpot emulator connection whose limit is lowered, over real HTTP; and
+incremental syncs against the emulator's search limit (5 per second), which has a bucket of its own."""
 
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from integrations_pipeline.assets.entities import sync_partition
+from integrations_pipeline.clients.cursors import timestamp_cursor
 from integrations_pipeline.clients.providers import ENTITIES
 from integrations_pipeline.clients.spec import SyncRequest
 from integrations_pipeline.resources import IntegrationsResource
@@ -21,14 +23,17 @@ CONTACTS = next(spec for spec in ENTITIES if spec.provider == "hubspot" and spec
 LIMIT, WINDOW_S = 8, 1.0
 
 
-def sync_contacts(connection_id: str, *, budget: bool = True, backfill: bool = False) -> int:
-    """A full contacts sync through the connector a run gets (its own store engine, its own HTTP client)."""
+def sync_contacts(connection_id: str, *, budget: bool = True, backfill: bool = False, cursor: str | None = None) -> int:
+    """A contacts sync (full, or incremental from `cursor`) through the connector a run gets (its own store engine,
+    its own HTTP client)."""
     integrations = IntegrationsResource()
     try:
         with integrations.connector("hubspot", connection_id, backfill=backfill) as client:
             if not budget:
                 client.limiter = None
-            request = SyncRequest(connection_id=connection_id, cursor=None, started_at=datetime.now(UTC), window=None)
+            request = SyncRequest(connection_id=connection_id, cursor=cursor, started_at=datetime.now(UTC), window=None)
+            if cursor is not None:  # the incremental read alone (sync_partition reads fully without a partition)
+                return sum(len(page.records) for page in CONTACTS.read(client, request))
             return len(sync_partition(CONTACTS, client, request, None).frame)
     finally:
         integrations.store.engine.dispose()
@@ -120,3 +125,41 @@ def test_a_backfill_cannot_take_the_share_kept_for_live_runs(stack: Stack, conne
     for index, start in enumerate(arrivals):
         assert sum(1 for at in arrivals[index:] if at < start + WINDOW_S) <= LIMIT // 2
     assert count_status(stack.emulator.request_log, 429, since) == 0
+
+
+SEARCHERS = 3
+
+
+def searched_connection(stack: Stack) -> tuple[str, str]:
+    """A connection whose contacts were all modified just now, and a cursor from an hour ago: an incremental sync
+    reads them through three search pages."""
+    connection_id = stack.connect("acme")
+    for record in stack.emulator.contact_records(include_archived=False):
+        stack.emulator.update_contact(record["id"], {"jobtitle": "Searched"})
+    return connection_id, timestamp_cursor(datetime.now(UTC) - timedelta(hours=1))
+
+
+def search_calls(stack: Stack, since: int) -> list[int]:
+    return [record.status for record in stack.emulator.request_log[since:] if record.path.endswith("/search")]
+
+
+def test_incremental_syncs_keep_to_the_search_limit(stack: Stack) -> None:
+    """Parallel incremental syncs search as fast as the search bucket allows (5 per second, with the budget's
+    margin) and never meet the emulator's enforced search limit."""
+    connection_id, cursor = searched_connection(stack)
+    since = len(stack.emulator.request_log)
+    results, errors = in_parallel(lambda: sync_contacts(connection_id, cursor=cursor), workers=SEARCHERS)
+    assert not errors and results == [250] * SEARCHERS
+    assert search_calls(stack, since) == [200] * 3 * SEARCHERS
+    assert count_status(stack.emulator.request_log, 429, since) == 0
+    buckets = {state.bucket: state for state in RateBudgets(stack.store).state(connection_id, "hubspot")}
+    assert (buckets["search"].limit, buckets["search"].window_s) == (5, 1.0)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_without_the_budget_the_same_searches_meet_429s(stack: Stack) -> None:
+    """The control: those searches really exceed the search limit, which answers HubSpot's secondly refusal."""
+    connection_id, cursor = searched_connection(stack)
+    since = len(stack.emulator.request_log)
+    in_parallel(lambda: sync_contacts(connection_id, budget=False, cursor=cursor), workers=SEARCHERS)
+    assert 429 in search_calls(stack, since)

@@ -121,10 +121,10 @@ class TokenSource:
         already_refreshed = current != rejected_access_token if rejected_access_token else not needs_refresh(tokens)
         if already_refreshed:
             return tokens
-        if tokens.refresh_token is None:
+        if tokens.refresh_token is None and self.oauth.directory_tenant is None:
             return Reauth("no_refresh_token", "the access token expired and the provider issued no refresh token")
         try:
-            grant = self.oauth.refresh(tokens.refresh_token.get_secret_value())
+            grant = self.oauth.renew(tokens)  # refresh token, or client credentials for app-only connections
         except RefreshAnswerLost as lost:
             return Reauth("refresh_answer_lost", str(lost))
         except NeedsReauth as rejected:

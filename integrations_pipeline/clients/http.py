@@ -83,8 +83,9 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 class RateLimiter(Protocol):
     """A rate-limit budget shared beyond this client (clients/ratelimits.py keeps it in the state store)."""
 
-    def acquire(self) -> float:
-        """Take one call from the budget: 0.0, or the seconds to wait before asking again (nothing taken)."""
+    def acquire(self, method: str, url: str) -> float:
+        """Take one call (this one: some endpoints have limits of their own) from the budget: 0.0, or the seconds to
+        wait before asking again (nothing taken)."""
 
     def observe(self, response: httpx.Response, *, refused: bool) -> None:
         """Feed what the provider said; `refused` when it refused the call for a rate limit."""
@@ -234,7 +235,7 @@ class ApiClient:
         if self.limiter is None:
             return
         waited = 0.0
-        while (wait := self._acquire(self.limiter)) > 0:
+        while (wait := self._acquire(self.limiter, method, url)) > 0:
             if waited + wait > self.retry.max_retry_after_s:
                 raise RateLimited(
                     f"{method} {url}: the rate-limit budget shared by this connection's runs is spent "
@@ -246,9 +247,9 @@ class ApiClient:
             with self._bookkeeping:
                 self.stats.budget_wait_s += wait
 
-    def _acquire(self, limiter: RateLimiter) -> float:
+    def _acquire(self, limiter: RateLimiter, method: str, url: str) -> float:
         with self._bookkeeping:
-            return limiter.acquire()
+            return limiter.acquire(method, url)
 
     def _pause(self, seconds: float) -> None:
         with self._bookkeeping:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from integrations_pipeline.clients.errors import CursorExpired, ProviderError
 from integrations_pipeline.clients.http import ApiClient
+from integrations_pipeline.clients.oauth import APP_ONLY, AUTH_MODE
 from integrations_pipeline.clients.pagination import NextLinkPaginator
 from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
 from integrations_pipeline.clients.values import text_or_none
@@ -210,7 +211,12 @@ def event_tombstone(event_id: str, start_at: datetime, connection_id: str) -> Ev
 
 
 class MicrosoftClient(ApiClient):
-    """Graph on its one global origin; a stale delta link raises CursorExpired."""
+    """Graph on its one global origin; a stale delta link raises CursorExpired. An app-only client (client
+    credentials, admin-consented) reads the directory; it has no signed-in mailbox, so no contacts or events."""
+
+    def __init__(self, base_url: str, *, app_only: bool = False, **options: Any) -> None:
+        super().__init__(base_url, **options)
+        self.app_only = app_only
 
     def raise_for_status(self, response: httpx.Response) -> httpx.Response:
         if response.status_code == 410:
@@ -255,7 +261,11 @@ def read_users(client: MicrosoftClient, request: SyncRequest) -> Iterator[Page]:
 
 
 def read_contacts(client: MicrosoftClient, request: SyncRequest) -> Iterator[Page]:
-    """The signed-in user's personal contacts, by delta round (full) or delta link (incremental)."""
+    """The signed-in user's personal contacts, by delta round (full) or delta link (incremental); none for an
+    app-only connection, which has no signed-in user."""
+    if client.app_only:
+        yield Page([], cursor=None)
+        return
     start, params = (request.cursor, None) if request.cursor else (CONTACTS_DELTA, {"$select": CONTACT_SELECT})
     delta_link: str | None = None
     for items, page_delta_link in client.iter_delta(start, params=params, prefer=OUTLOOK_PREFER):
@@ -276,6 +286,9 @@ def read_events(client: MicrosoftClient, request: SyncRequest) -> Iterator[Page]
     day, becomes a tombstone here only for events that started here; everything else belongs to another day."""
     if request.window is None:
         raise ValueError("Microsoft events are read one UTC day at a time: the request needs a window")
+    if client.app_only:  # no signed-in mailbox: an app-only connection reads the directory only
+        yield Page([], cursor=None)
+        return
     window_start, window_end = request.window
     starts: dict[str, str]
     if request.cursor:
@@ -323,10 +336,13 @@ SPEC = ProviderSpec(
     sandbox_authorize_path="/common/oauth2/v2.0/authorize",
     sandbox_token_path="/common/oauth2/v2.0/token",
     describe_account=_describe_account,
+    app_only_scope="https://graph.microsoft.com/.default",
     # No revoke: the identity platform has no per-grant revocation endpoint, and Graph's revokeSignInSessions
     # would sign the user out of every application, not just ours. The tenant removes the app's consent instead.
     revoke=None,
-    build_client=lambda origin, auth, _metadata: MicrosoftClient(origin, auth=auth),
+    build_client=lambda origin, auth, metadata: MicrosoftClient(
+        origin, auth=auth, app_only=metadata.get(AUTH_MODE) == APP_ONLY
+    ),
 )
 
 ENTITIES = (

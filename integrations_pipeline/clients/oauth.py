@@ -6,6 +6,7 @@ httpx, through the shared retry policy, carries every call.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,10 @@ PKCE_VERIFIER_LENGTH = 64
 # Fields of a token response that are safe to keep in plain text as connection metadata.
 NON_SECRET_TOKEN_FIELDS = ("api_domain", "instance_url", "id", "issued_at", "token_type")
 ACCOUNTS_SERVER = "accounts_server"  # connection metadata: the data centre's accounts server (Zoho)
+# Connection metadata of an app-only connection (Microsoft): tokens by client credentials for the directory tenant.
+AUTH_MODE, APP_ONLY, DIRECTORY_TENANT = "auth_mode", "app_only", "directory_tenant_id"
+_TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,255}")
+"""A directory tenant: its GUID or a verified domain; it becomes a path segment of the token URL."""
 
 
 @dataclass(frozen=True)
@@ -44,18 +49,30 @@ def new_pkce_pair() -> tuple[str, str]:
 
 class OAuthClient:
     def __init__(
-        self, spec: ProviderSpec, app: ProviderApp, api: ApiClient | None = None, *, accounts_server: str | None = None
+        self,
+        spec: ProviderSpec,
+        app: ProviderApp,
+        api: ApiClient | None = None,
+        *,
+        accounts_server: str | None = None,
+        directory_tenant: str | None = None,
     ) -> None:
         self.spec = spec
         self.app = app
         self.endpoints = spec.oauth_endpoints(app, accounts_server)
         self.api = api or ApiClient(spec.api_origin(app))
         self._oauthlib = WebApplicationClient(client_id=app.client_id)
+        if directory_tenant is not None and (spec.app_only_scope is None or not _TENANT_ID.fullmatch(directory_tenant)):
+            raise ValueError(f"{directory_tenant!r} is not a {spec.display_name} directory tenant for app-only access")
+        self.directory_tenant = directory_tenant
+        """Set for an app-only connection: tokens come from the client-credentials grant for this tenant."""
 
     @classmethod
     def for_connection(cls, spec: ProviderSpec, app: ProviderApp, metadata: Mapping[str, Any]) -> OAuthClient:
         """A client of its own for one connection: in another data centre (Zoho), token calls go to the accounts
         server its callback named and account calls to its `api_domain`. The caller closes it."""
+        if metadata.get(AUTH_MODE) == APP_ONLY:
+            return cls(spec, app, directory_tenant=str(metadata.get(DIRECTORY_TENANT)))
         accounts_server = metadata.get(ACCOUNTS_SERVER) if spec.accounts_servers else None
         if accounts_server is None:
             return cls(spec, app)
@@ -107,16 +124,43 @@ class OAuthClient:
                 "sent again (reuse would revoke the grant): reconnect"
             ) from None
 
+    def client_credentials(self) -> TokenGrant:
+        """An app-only token for the directory tenant (no refresh token: the app asks again when it expires)."""
+        if self.directory_tenant is None or self.spec.app_only_scope is None:
+            raise ValueError("client credentials need an app-only connection's directory tenant")
+        body = urlencode(
+            {
+                "grant_type": "client_credentials",
+                "client_id": self.app.client_id,
+                "client_secret": self.app.client_secret.get_secret_value(),
+                "scope": self.spec.app_only_scope,
+            }
+        )
+        # The tenant's own token endpoint: Entra ID refuses app-only tokens at /common and /organizations.
+        token_url = self.endpoints.token_url.replace("/common/", f"/{self.directory_tenant}/", 1)
+        # Client credentials spend no grant: a lost answer can be asked again.
+        return self._token_call(body, previous_refresh_token=None, replay_safe=True, token_url=token_url)
+
+    def renew(self, tokens: TokenSet) -> TokenGrant:
+        """A new access token: by client credentials for an app-only connection, else with the refresh token."""
+        if self.directory_tenant is not None:
+            return self.client_credentials()
+        if tokens.refresh_token is None:
+            raise NeedsReauth("the access token expired and the provider issued no refresh token")
+        return self.refresh(tokens.refresh_token.get_secret_value())
+
     def describe_account(self, access_token: str) -> AccountInfo:
         return self.spec.describe_account(self.api, access_token) if self.spec.describe_account else AccountInfo()
 
     def revoke(self, tokens: TokenSet) -> bool:
         return self.spec.revoke(self.api, tokens, self.endpoints) if self.spec.revoke else False
 
-    def _token_call(self, body: str, *, previous_refresh_token: str | None, replay_safe: bool) -> TokenGrant:
+    def _token_call(
+        self, body: str, *, previous_refresh_token: str | None, replay_safe: bool, token_url: str | None = None
+    ) -> TokenGrant:
         response = self.api.request(
             "POST",
-            self.endpoints.token_url,
+            token_url or self.endpoints.token_url,
             content=body,
             headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
             check_status=False,

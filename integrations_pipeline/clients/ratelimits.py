@@ -12,13 +12,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import httpx
 
 from integrations_pipeline.clients.http import parse_retry_after
 from integrations_pipeline.store.budget import LEASE_TTL_S, LIVE_SHARE, Observation, RateBudgets, Window
 
-BURST, WINDOW, DAILY = "burst", "window", "daily"
+BURST, WINDOW, DAILY, SEARCH = "burst", "window", "daily", "search"
 DAY_S = 86_400.0
 
 DEFAULT_WINDOWS: dict[str, tuple[Window, ...]] = {
@@ -33,6 +34,24 @@ DEFAULT_WINDOWS: dict[str, tuple[Window, ...]] = {
     # Credits per day per org; X-RATELIMIT-LIMIT / X-RATELIMIT-REMAINING report them.
     "zoho": (Window(DAILY, 5_000, DAY_S),),
 }
+
+SEARCH_WINDOWS: dict[str, Window] = {
+    # HubSpot's CRM search endpoints: 5 requests per second per account, a limit of their own. Searches are exempt
+    # from the 10-second burst window (HubSpot's OpenAPI: x-hubspot-rate-limit-exemptions ten-secondly) but count
+    # toward the day. Refused with "You have reached your secondly limit." and no Retry-After.
+    "hubspot": Window(SEARCH, 5, 1.0),
+}
+
+
+def is_search(provider: str, method: str, url: str) -> bool:
+    """A call to a search endpoint of a provider whose searches have their own limit (POST .../search)."""
+    return provider in SEARCH_WINDOWS and method == "POST" and urlsplit(url).path.rstrip("/").endswith("/search")
+
+
+def search_windows(provider: str, windows: tuple[Window, ...]) -> tuple[Window, ...]:
+    """The buckets a search call takes from: the search limit instead of the burst window, and the daily quota."""
+    return (SEARCH_WINDOWS[provider], *(window for window in windows if window.bucket != BURST))
+
 
 # Calls taken from the budget per transaction: a sync paging as fast as it can makes one store round trip per
 # LEASE_CALLS requests instead of one per request; parallel runs still share each window, since leased calls count.
@@ -108,9 +127,12 @@ HEADER_READERS: dict[str, Callable[[httpx.Headers], list[Observation]]] = {
 
 
 def _refused_bucket(provider: str, response: httpx.Response) -> str:
-    """Which limit a refusal spent: HubSpot names its policy; Salesforce and Zoho refuse on the daily allowance."""
+    """Which limit a refusal spent: HubSpot names its policy (its search limit says "secondly"); Salesforce and Zoho
+    refuse on the daily allowance."""
     if provider == "hubspot":
-        return DAILY if b'"DAILY"' in response.content else BURST
+        if b'"DAILY"' in response.content:
+            return DAILY
+        return SEARCH if b"your secondly limit" in response.content else BURST
     return DEFAULT_WINDOWS[provider][0].bucket
 
 
@@ -131,6 +153,8 @@ def read_signals(provider: str, response: httpx.Response, *, refused: bool) -> l
 class BudgetLimiter:
     """ApiClient's RateLimiter over the shared budget of one (connection, provider).
 
+    A provider whose searches have a limit of their own (HubSpot) has two lanes: searches take from the search and
+    daily buckets, every other call from the provider's usual ones; each lane keeps its own lease.
     Calls are leased up to LEASE_CALLS at a time and spent within LEASE_TTL_S, or forfeited. A refusal is written at
     once and ends the lease, so other runs stop before their next call; ordinary headers ride along with the next
     lease (only the latest counts, since older ones are staler), and a lease ends early when the provider reports
@@ -153,29 +177,40 @@ class BudgetLimiter:
         self.windows = windows
         self.share = share
         self._pending: list[Observation] = []
-        self._leased = 0
-        self._lease_ends = 0.0
+        # Lane (searching or not) -> [calls leased, monotonic time the lease ends].
+        self._leases: dict[bool, list[float]] = {False: [0, 0.0], True: [0, 0.0]}
+        searches = search_windows(provider, windows) if provider in SEARCH_WINDOWS else windows
+        self._lanes = {False: windows, True: searches}
+        self._all_windows = (*windows, *(window for window in searches if window not in windows))
 
-    def acquire(self) -> float:
-        if self._leased > 0 and time.monotonic() < self._lease_ends:
-            self._leased -= 1
+    def acquire(self, method: str, url: str) -> float:
+        searching = is_search(self.provider, method, url)
+        lease = self._leases[searching]
+        if lease[0] > 0 and time.monotonic() < lease[1]:
+            lease[0] -= 1
             return 0.0
         pending, self._pending = self._pending, []
         if self.pinned is not None:
             pending.append(self.pinned)  # last, so it wins over what the headers said
         granted, wait = self.budgets.lease(
-            self.connection_id, self.provider, self.windows, up_to=LEASE_CALLS, share=self.share, observations=pending
+            self.connection_id,
+            self.provider,
+            self._lanes[searching],
+            up_to=LEASE_CALLS,
+            share=self.share,
+            observations=pending,
         )
         if granted:
-            self._leased, self._lease_ends = granted - 1, time.monotonic() + LEASE_TTL_S
+            lease[0], lease[1] = granted - 1, time.monotonic() + LEASE_TTL_S
         return wait
 
     def observe(self, response: httpx.Response, *, refused: bool) -> None:
         observations = read_signals(self.provider, response, refused=refused)
+        lease = self._leases[is_search(self.provider, response.request.method, str(response.request.url))]
         if refused:
-            self._leased = 0
-            self.budgets.observe(self.connection_id, self.provider, self.windows, observations, refused=True)
+            lease[0] = 0
+            self.budgets.observe(self.connection_id, self.provider, self._all_windows, observations, refused=True)
             return
         self._pending = observations
-        if any(o.limit is not None and o.used is not None and o.limit - o.used <= self._leased for o in observations):
-            self._leased = 0  # the provider has less room than this lease assumed: the next call asks the budget
+        if any(o.limit is not None and o.used is not None and o.limit - o.used <= lease[0] for o in observations):
+            lease[0] = 0  # the provider has less room than this lease assumed: the next call asks the budget

@@ -39,7 +39,7 @@ from integrations_pipeline.records import (
 )
 from integrations_pipeline.store import TokenSet
 
-API_VERSION = "62.0"
+API_VERSION = "66.0"  # Spring '26, a current version (the emulator serves 31.0 up to 67.0)
 DATA_PATH = f"/services/data/v{API_VERSION}"
 BATCH_SIZE = 2000  # Salesforce's default and maximum; the header states it so a changed default cannot surprise us
 PAGINATOR = NextLinkPaginator(path=("nextRecordsUrl",))

@@ -62,9 +62,12 @@ class ProviderSpec:
     # metadata, which the gateway stored from the token response.
     build_client: Callable[[str, httpx.Auth, Mapping[str, Any]], ApiClient] | None = None
     # Providers with data centres (Zoho): the callback names the accounts server that must redeem the code and later
-    # refresh the token. It arrives through the browser, so only these origins are believed (the sandbox's own
-    # origin, and paths under it, when the app has a base_url).
+    # refresh the token. It arrives through the browser, so only these origins are believed (when the app has a
+    # base_url: the sandbox's own origin, paths under it, and the app's accounts_servers).
     accounts_servers: tuple[str, ...] = ()
+    # Providers with app-only connections (Microsoft): the one scope of the client-credentials grant, which brings
+    # every application permission a tenant's admin consented to. Tokens come per directory tenant, without refresh.
+    app_only_scope: str | None = None
 
     def oauth_endpoints(self, app: ProviderApp, accounts_server: str | None = None) -> OAuthEndpoints:
         """The app's endpoints; token calls go to `accounts_server` instead when the account lives in another
@@ -83,7 +86,10 @@ class ProviderSpec:
             believed = server in self.accounts_servers
         else:
             base = str(app.base_url).rstrip("/")
-            believed = bool(self.accounts_servers) and (server == base or server.startswith(base + "/"))
+            sandbox_servers = {str(url).rstrip("/") for url in app.accounts_servers}
+            believed = bool(self.accounts_servers) and (
+                server == base or server.startswith(base + "/") or server in sandbox_servers
+            )
         if not believed:
             raise ValueError(f"{accounts_server!r} is not a {self.display_name} accounts server")
         return OAuthEndpoints(endpoints.authorize_url, server + token_path)

@@ -467,7 +467,8 @@ SPEC = ProviderSpec(
             "zoho.jp",
             "zohocloud.ca",
             "zoho.sa",
-        )
+            "zoho.uk",
+        )  # Zoho's documented data centres (multi-DC): US, EU, IN, AU, CN, JP, CA, SA, UK
     ),
     auth_scheme="Zoho-oauthtoken",
     # offline: a refresh token at all; consent: a fresh one even when the user had already authorized the app.

@@ -12,7 +12,15 @@ import sqlalchemy as sa
 
 from integrations_pipeline.clients.errors import NeedsReauth, ProviderError
 from integrations_pipeline.clients.http import ApiClient
-from integrations_pipeline.clients.oauth import ACCOUNTS_SERVER, OAuthClient, new_pkce_pair
+from integrations_pipeline.clients.oauth import (
+    ACCOUNTS_SERVER,
+    APP_ONLY,
+    AUTH_MODE,
+    DIRECTORY_TENANT,
+    OAuthClient,
+    TokenGrant,
+    new_pkce_pair,
+)
 from integrations_pipeline.clients.providers import get_provider
 from integrations_pipeline.clients.spec import AccountInfo
 from integrations_pipeline.settings import Settings, SettingsError
@@ -200,47 +208,16 @@ class ConnectionService:
                     account = account_oauth.describe_account(grant.tokens.access_token.get_secret_value())
                 except ProviderError:
                     account = AccountInfo()  # the connection works without it; it is only for display
-            connection_id = connection_id_for(pending.tenant, provider)
-            self._refuse_unconfirmed_account_change(connection_id, account, pending.replace_account)
-            with self.store.locked(connection_id) as conn:
-                existing = self.store.get_connection(connection_id)
-                replaced = self._account_change(conn, existing, account, pending.replace_account)
-                granted = account.granted_scopes or grant.granted_scopes or pending.scopes
-                # Incremental authorization: asking for Directory later must not forget that Calendar was wanted.
-                requested = set(pending.scopes) | set(existing.requested_scopes if existing else ())
-                connection = self.store.save_connection(
-                    conn,
-                    tenant=pending.tenant,
-                    provider=provider,
-                    requested_scopes=sorted(requested),
-                    granted_scopes=granted,
-                    tokens=grant.tokens,
-                    external_account_id=account.external_account_id,
-                    provider_metadata={**grant.metadata, **account.metadata, **region},
-                )
-                if replaced is not None:
-                    self._audit(conn, "connection.account_replaced", connection, replaced)
-                self.store.audit(
-                    conn,
-                    "connection.reauthorized" if existing else "connection.connected",
-                    actor=ACTOR,
-                    tenant=pending.tenant,
-                    provider=provider,
-                    connection_id=connection_id,
-                    detail={"granted_scopes": connection.granted_scopes, "missing_scopes": connection.missing_scopes},
-                )
-                record_event(
-                    conn,
-                    EventType.CONNECTED,
-                    connection_id=connection_id,
-                    at=connection.updated_at,
-                    data={
-                        **_event_facts(connection),
-                        "reauthorized": existing is not None,
-                        "granted_scopes": connection.granted_scopes,
-                        "missing_scopes": connection.missing_scopes,
-                    },
-                )
+            connection = self._save(
+                pending.tenant,
+                provider,
+                requested=pending.scopes,
+                granted=account.granted_scopes or grant.granted_scopes or pending.scopes,
+                grant=grant,
+                account=account,
+                metadata={**grant.metadata, **account.metadata, **region},
+                replace_account=pending.replace_account,
+            )
         except GatewayError as refusal:
             if pending.return_path is None:
                 raise
@@ -287,6 +264,111 @@ class ConnectionService:
             raise account_mismatch(existing.id, change)
         conn.execute(schema.sync_cursors.delete().where(schema.sync_cursors.c.connection_id == existing.id))
         return change
+
+    def _save(
+        self,
+        tenant: str,
+        provider: str,
+        *,
+        requested: list[str],
+        granted: list[str],
+        grant: TokenGrant,
+        account: AccountInfo,
+        metadata: dict[str, Any],
+        replace_account: bool = False,
+    ) -> Connection:
+        """Store the connection with its tokens (encrypted at rest), audit it and announce it, in one transaction.
+        A different provider account than the stored one is refused unless `replace_account` confirms it."""
+        connection_id = connection_id_for(tenant, provider)
+        self._refuse_unconfirmed_account_change(connection_id, account, replace_account)
+        with self.store.locked(connection_id) as conn:
+            existing = self.store.get_connection(connection_id)
+            replaced = self._account_change(conn, existing, account, replace_account)
+            # Incremental authorization: asking for Directory later must not forget that Calendar was wanted.
+            wanted = set(requested) | set(existing.requested_scopes if existing else ())
+            connection = self.store.save_connection(
+                conn,
+                tenant=tenant,
+                provider=provider,
+                requested_scopes=sorted(wanted),
+                granted_scopes=granted,
+                tokens=grant.tokens,
+                external_account_id=account.external_account_id,
+                provider_metadata=metadata,
+            )
+            facts: dict[str, Any] = {
+                "granted_scopes": connection.granted_scopes,
+                "missing_scopes": connection.missing_scopes,
+            }
+            if metadata.get(AUTH_MODE) == APP_ONLY:
+                facts[AUTH_MODE] = APP_ONLY
+            if replaced is not None:
+                self._audit(conn, "connection.account_replaced", connection, replaced)
+            self.store.audit(
+                conn,
+                "connection.reauthorized" if existing else "connection.connected",
+                actor=ACTOR,
+                tenant=tenant,
+                provider=provider,
+                connection_id=connection_id,
+                detail=facts,
+            )
+            record_event(
+                conn,
+                EventType.CONNECTED,
+                connection_id=connection_id,
+                at=connection.updated_at,
+                data={**_event_facts(connection), "reauthorized": existing is not None, **facts},
+            )
+        return connection
+
+    def admin_consent_url(self, provider: str, directory_tenant: str) -> str:
+        """Where an administrator of `directory_tenant` grants the app its application permissions (Entra ID's
+        admin consent endpoint); afterwards `connect_app_only` can get tokens for that tenant."""
+        oauth = self.app_only_client(provider, directory_tenant)
+        with closing(oauth):
+            authority = oauth.endpoints.authorize_url.split("/common/", 1)[0]
+            params = {
+                "client_id": oauth.app.client_id,
+                "scope": oauth.spec.app_only_scope or "",
+                "redirect_uri": self.redirect_uri(provider),
+            }
+            return f"{authority}/{directory_tenant}/v2.0/adminconsent?{urlencode(params)}"
+
+    def app_only_client(self, provider: str, directory_tenant: str) -> OAuthClient:
+        shared = self.oauth_client(provider)
+        if shared.spec.app_only_scope is None:
+            raise GatewayError(400, "app_only_unsupported", f"{shared.spec.display_name} has no app-only connections")
+        try:
+            return OAuthClient(shared.spec, shared.app, directory_tenant=directory_tenant)
+        except ValueError as invalid:
+            raise GatewayError(400, "invalid_directory_tenant", str(invalid)) from None
+
+    def connect_app_only(self, provider: str, tenant: str, directory_tenant: str) -> Connection:
+        """An app-only connection (Microsoft): tokens by the client-credentials grant for `directory_tenant`, whose
+        administrator consented to the app's application permissions (directory-wide reads of users). It has no
+        refresh token; the connector asks for a new token when the old one expires."""
+        with closing(self.app_only_client(provider, directory_tenant)) as oauth:
+            try:
+                grant = oauth.client_credentials()
+            except (NeedsReauth, ProviderError):
+                url = self.admin_consent_url(provider, directory_tenant)
+                raise GatewayError(
+                    400,
+                    "admin_consent_required",
+                    f"{oauth.spec.display_name} gave no app-only token for {directory_tenant}: an administrator of "
+                    f"that tenant must grant admin consent at {url}, then connect again",
+                ) from None
+        scope = oauth.spec.app_only_scope or ""
+        return self._save(
+            tenant,
+            provider,
+            requested=[scope],
+            granted=[scope],
+            grant=grant,
+            account=AccountInfo(external_account_id=directory_tenant),
+            metadata={AUTH_MODE: APP_ONLY, DIRECTORY_TENANT: directory_tenant},
+        )
 
     def disconnect(self, connection_id: str) -> tuple[Connection, bool]:
         connection = self.store.get_connection(connection_id)

@@ -1225,6 +1225,10 @@ class GoogleEmulator:
             clashing = [name for name in SYNC_TOKEN_EXCLUSIVE if params.get(name)]
             if clashing:
                 raise _bad_request(f"Sync token cannot be used with {clashing[0]}.", "invalid")
+            # A sync always reports deletions since the token; events.list documents that showDeleted may not be
+            # set to false next to a syncToken.
+            if params.get("showDeleted", "").lower() == "false":
+                raise _bad_request("Sync token cannot be used with showDeleted set to false.", "invalid")
         position = _read_page_token(params, EVENTS_PATH)
         body: dict[str, Any] = {
             "kind": "calendar#events",

@@ -78,6 +78,9 @@ SEARCH_MAX_FILTERS_TOTAL = 18
 OWNER_PAGE_DEFAULT = 100
 OWNER_PAGE_MAX = 500
 BURST_WINDOW_S = 10
+SEARCH_LIMIT_PER_S = 5
+"""The CRM search endpoints' own limit: 5 requests per second per account. Search is exempt from the 10-second burst
+window (HubSpot's OpenAPI specs mark it `x-hubspot-rate-limit-exemptions: ten-secondly`) but counts toward the day."""
 # HubSpot's docs list the contacts scopes for the meetings API too (meetings are engagements on contacts).
 READ_SCOPE = "crm.objects.contacts.read"
 WRITE_SCOPE = "crm.objects.contacts.write"
@@ -917,6 +920,7 @@ class HubSpotEmulator:
         seed: int = 7,
         access_token_ttl_s: int = 1800,
         burst_limit: int | None = 100,
+        search_limit: int | None = SEARCH_LIMIT_PER_S,
         daily_limit: int = 250_000,
         portal_id: int = 62515,
         clock: Clock = time.time,
@@ -945,6 +949,7 @@ class HubSpotEmulator:
         )
         # HubSpot advertises 100 per 10 s for most apps; keep advertising that when enforcement is switched off.
         self._burst = SlidingWindowRateLimiter(burst_limit, BURST_WINDOW_S, clock, reported_limit=100)
+        self._search = SlidingWindowRateLimiter(search_limit, 1.0, clock, reported_limit=SEARCH_LIMIT_PER_S)
         self._daily = DailyQuota(daily_limit, clock)
         self._faults = FaultQueue()
 
@@ -1242,9 +1247,10 @@ class HubSpotEmulator:
     # --- HTTP: CRM ------------------------------------------------------------------------------------------------
 
     def _crm_endpoint(
-        self, handler: Callable[[Request], Awaitable[Response]], scope: str
+        self, handler: Callable[[Request], Awaitable[Response]], scope: str, *, search: bool = False
     ) -> Callable[[Request], Awaitable[Response]]:
-        """Authenticate, check scope, count against the burst and daily limits, then run `handler`."""
+        """Authenticate, check scope, count against the burst (a search: the search limit) and daily limits, then
+        run `handler`."""
 
         async def endpoint(request: Request) -> Response:
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -1255,17 +1261,20 @@ class HubSpotEmulator:
                 fault = self._faults.pop() if authorized else None
                 if fault is not None:
                     return self._forced_fault(fault)
-                burst = self._burst.hit() if authorized else self._burst.peek()
-                daily_ok = authorized and burst.allowed and self._daily.try_consume()
+                limiter = self._search if search else self._burst
+                rate = limiter.hit() if authorized else limiter.peek()
+                burst = self._burst.peek() if search else rate
+                daily_ok = authorized and rate.allowed and self._daily.try_consume()
                 headers = _rate_limit_headers(
                     burst.limit, burst.remaining, self._burst.window_s, self._daily.limit, self._daily.remaining
                 )
                 expired_for_s = self.clock() - access.expires_at if access is not None else 0.0
                 daily_retry_after_s = self._daily.seconds_until_reset()
-            response = self._refusal(status, token, expired_for_s, authorized, scope, burst.allowed, daily_ok)
+            response = self._refusal(status, token, expired_for_s, authorized, scope, rate.allowed, daily_ok, search)
             if response is not None:
-                if not burst.allowed:
-                    response.headers["Retry-After"] = str(burst.retry_after_s)
+                if not rate.allowed:
+                    if not search:  # HubSpot's search refusals carry no Retry-After
+                        response.headers["Retry-After"] = str(rate.retry_after_s)
                 elif authorized and not daily_ok:
                     response.headers["Retry-After"] = str(daily_retry_after_s)
             else:
@@ -1305,8 +1314,9 @@ class HubSpotEmulator:
         expired_for_s: float,
         authorized: bool,
         scope: str,
-        burst_ok: bool,
+        rate_ok: bool,
         daily_ok: bool,
+        search: bool,
     ) -> Response | None:
         if status is AccessStatus.EXPIRED:
             minutes = max(int(expired_for_s // 60), 0)
@@ -1335,7 +1345,18 @@ class HubSpotEmulator:
                     }
                 ],
             ).response()
-        if not burst_ok:
+        if not rate_ok and search:
+            # The search limit's refusal as HubSpot sends it: no errorType or policyName, a RATE_LIMITS category.
+            return json_response(
+                {
+                    "status": "error",
+                    "message": "You have reached your secondly limit.",
+                    "correlationId": new_correlation_id(),
+                    "category": "RATE_LIMITS",
+                },
+                429,
+            )
+        if not rate_ok:
             return json_response(
                 {
                     "status": "error",
@@ -1534,7 +1555,7 @@ class HubSpotEmulator:
             routes += [
                 Route(base, crm(self._list_objects(store), READ_SCOPE), methods=["GET"]),
                 Route(base, crm(self._create_object(store), WRITE_SCOPE), methods=["POST"]),
-                Route(f"{base}/search", crm(self._search_objects(store), READ_SCOPE), methods=["POST"]),
+                Route(f"{base}/search", crm(self._search_objects(store), READ_SCOPE, search=True), methods=["POST"]),
                 Route(one, crm(self._get_object(store), READ_SCOPE), methods=["GET"]),
                 Route(one, crm(self._update_object(store), WRITE_SCOPE), methods=["PATCH"]),
                 Route(one, crm(self._archive_object(store), WRITE_SCOPE), methods=["DELETE"]),

@@ -17,6 +17,10 @@ run against it unchanged:
   (Entra ID itself tolerates reuse for a while; the sandbox is stricter so a connector that fails to store the
   rotated token is caught.) A refresh token is only issued when `offline_access` was granted, as in Entra ID.
 - Token responses never contain null values (MSAL rejects them).
+- Identity (microsoft_identity.py): every v2.0 endpoint is served per tenant (`common`, `organizations`, the tenant
+  id or its domain): OpenID discovery, the signing keys, ID tokens and `client_info` for `openid` requests, admin
+  consent (`/{tenant}/v2.0/adminconsent`) and the client-credentials grant for a consented tenant, whose app-only
+  tokens carry the application permissions and are refused at `/me`, as Graph refuses them.
 
 The connection's own user is the first generated user; contacts and events belong to that mailbox, and asking for
 another user's contacts is refused with Outlook's ErrorAccessDenied, as a delegated Contacts.Read token is.
@@ -47,6 +51,7 @@ from starlette.routing import Route
 
 from integrations_pipeline.sandbox.common import (
     AccessStatus,
+    AccessToken,
     Clock,
     OAuthAuthorizationServer,
     OAuthError,
@@ -58,14 +63,20 @@ from integrations_pipeline.sandbox.common import (
     read_form,
     synchronized,
 )
+from integrations_pipeline.sandbox.microsoft_identity import (
+    GRAPH_DEFAULT_SCOPE,
+    TENANT_ALIASES,
+    client_info,
+    id_token,
+    jwks,
+    openid_configuration,
+)
 from integrations_pipeline.sandbox.microsoft_push import GraphPush, write_routes
 
 __all__ = ["MicrosoftEmulator", "RequestRecord"]
 
 # --- Graph facts ---------------------------------------------------------------------------------------------------
 
-AUTHORIZE_PATH = "/common/oauth2/v2.0/authorize"
-TOKEN_PATH = "/common/oauth2/v2.0/token"
 GRAPH_RESOURCE = "https://graph.microsoft.com/"
 OFFLINE_ACCESS = "offline_access"
 USERS_SCOPES = frozenset(("User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"))
@@ -263,6 +274,7 @@ class MicrosoftEmulator:
         delta_token_ttl_s: float | None = None,
         clock: Clock = time.time,
         push_time_scale: float = 1.0,
+        application_permissions: tuple[str, ...] = ("User.Read.All",),
     ) -> None:
         self._lock = threading.RLock()
         self.client_id = client_id
@@ -274,6 +286,12 @@ class MicrosoftEmulator:
             )
         )
         self.request_log: list[RequestRecord] = []
+        # App-only access: the application permissions an admin consents to, the tenants that consented, and the
+        # tokens the client-credentials grant issued (Graph refuses them at /me).
+        self.application_permissions = application_permissions
+        self._consented_tenants: set[str] = set()
+        self._app_only_tokens: set[str] = set()
+        self._nonces: dict[str, str] = {}  # authorization code -> the nonce its ID token must carry
         self._oauth = OAuthAuthorizationServer(
             clients={client_id: client_secret},
             access_token_ttl_s=access_token_ttl_s,
@@ -817,6 +835,8 @@ class MicrosoftEmulator:
                     raise GraphError(
                         401, "InvalidAuthenticationToken", "IDX14100: JWT is not well formed, there are no dots (.)."
                     )
+                if token in self._app_only_tokens and request.url.path.startswith("/v1.0/me"):
+                    raise GraphError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
                 if not authorized:
                     raise denied
                 retry_after = forced if forced is not None else (None if decision.allowed else decision.retry_after_s)
@@ -1016,6 +1036,8 @@ class MicrosoftEmulator:
 
     async def _authorize(self, request: Request) -> Response:
         params = request.query_params
+        if not self._known_tenant(request.path_params["tenant"]):
+            return HTMLResponse(self._unknown_tenant_message(request.path_params["tenant"]), 400)
         client_id, redirect_uri = params.get("client_id", ""), params.get("redirect_uri", "")
         with self._lock:
             known_client = self._oauth.is_known_client(client_id)
@@ -1050,6 +1072,8 @@ class MicrosoftEmulator:
             code = self._oauth.issue_code(
                 client_id=client_id, redirect_uri=redirect_uri, scopes=scopes, code_challenge=code_challenge
             )
+            if params.get("nonce"):
+                self._nonces[code] = params["nonce"]
         extra = {"code": code}
         if "state" in params:
             extra["state"] = params["state"]
@@ -1062,8 +1086,90 @@ class MicrosoftEmulator:
         names = (name.removeprefix(GRAPH_RESOURCE) for name in raw.split())
         return tuple(dict.fromkeys(name for name in names if name))
 
+    def _known_tenant(self, tenant: str) -> bool:
+        return tenant in TENANT_ALIASES or tenant in (self.tenant_id, TENANT_DOMAIN)
+
+    @staticmethod
+    def _unknown_tenant_message(tenant: str) -> str:
+        return (
+            f"AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are "
+            "signing into the correct cloud."
+        )
+
+    def _issuer(self, request: Request) -> str:
+        return f"{str(request.base_url).rstrip('/')}/{self.tenant_id}/v2.0"
+
+    async def _openid_configuration(self, request: Request) -> Response:
+        tenant = request.path_params["tenant"]
+        if not self._known_tenant(tenant):
+            return self._aad_error(400, "invalid_tenant", 90002, self._unknown_tenant_message(tenant)[12:])
+        base = str(request.base_url).rstrip("/")
+        return json_response(openid_configuration(base, tenant, self.tenant_id))
+
+    async def _keys(self, request: Request) -> Response:
+        return json_response(jwks(self._issuer(request)))
+
+    async def _admin_consent(self, request: Request) -> Response:
+        """The tenant's admin grants the app its application permissions (the sandbox's admin always agrees) and is
+        sent back with `admin_consent=True` and the tenant id, as Entra ID's admin consent endpoint does."""
+        params = request.query_params
+        redirect_uri = params.get("redirect_uri", "")
+        if params.get("client_id") != self.client_id or not redirect_uri:
+            return HTMLResponse(f"AADSTS700016: Application with identifier '{params.get('client_id', '')}' was "
+                                "not found in the directory.", 400)  # fmt: skip
+        if not self._known_tenant(request.path_params["tenant"]):
+            return HTMLResponse(self._unknown_tenant_message(request.path_params["tenant"]), 400)
+        with self._lock:
+            self._consented_tenants.add(self.tenant_id)
+        extra = {"admin_consent": "True", "tenant": self.tenant_id, "scope": params.get("scope", GRAPH_DEFAULT_SCOPE)}
+        if "state" in params:
+            extra["state"] = params["state"]
+        return RedirectResponse(_with_query(redirect_uri, extra), status_code=302)
+
+    @synchronized
+    def grant_admin_consent(self) -> None:
+        """The tenant's admin consented out of band (in the Entra admin center)."""
+        self._consented_tenants.add(self.tenant_id)
+
+    def _client_credentials(self, form: dict[str, str], tenant: str) -> JSONResponse:
+        """App-only tokens for a tenant whose admin consented: the application permissions, no refresh token."""
+        if tenant in TENANT_ALIASES:
+            return self._aad_error(
+                400, "invalid_request", 900023,
+                f"Specified tenant identifier '{tenant}' is neither a valid DNS name, nor a valid external domain.",
+            )  # fmt: skip
+        if form.get("scope") != GRAPH_DEFAULT_SCOPE:
+            return self._aad_error(
+                400, "invalid_scope", 1002012,
+                f"The provided value for scope {form.get('scope', '')} is not valid. Client credential flows must "
+                "have a scope value with /.default suffixed to the resource identifier (application ID URI).",
+            )  # fmt: skip
+        with self._lock:
+            expected = self._oauth.clients.get(form.get("client_id", ""))
+            consented = self.tenant_id in self._consented_tenants
+        if expected is None or not consented:
+            return self._aad_error(
+                400, "unauthorized_client", 700016,
+                f"Application with identifier '{form.get('client_id', '')}' was not found in the directory "
+                f"'{self.tenant_id}'. This can happen if the application has not been installed by the "
+                "administrator of the tenant or consented to by any user in the tenant.",
+            )  # fmt: skip
+        if not secrets.compare_digest(expected, form.get("client_secret", "")):
+            return self._aad_error(401, "invalid_client", 7000215, "Invalid client secret provided.")
+        with self._lock:
+            access_token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9." + secrets.token_urlsafe(32)
+            ttl = self._oauth.access_token_ttl_s
+            self._oauth.issued.add(access_token)
+            self._oauth.access_tokens[access_token] = AccessToken(
+                access_token, form["client_id"], self.application_permissions, self.clock() + ttl
+            )
+            self._app_only_tokens.add(access_token)
+        body = {"token_type": "Bearer", "expires_in": ttl, "ext_expires_in": ttl, "access_token": access_token}
+        return json_response(body)
+
     async def _token(self, request: Request) -> Response:
         form = await read_form(request)
+        tenant = request.path_params["tenant"]
         basic = request.headers.get("authorization", "")
         if basic.lower().startswith("basic ") and "client_secret" not in form:
             try:
@@ -1076,10 +1182,14 @@ class MicrosoftEmulator:
         grant_type = form.get("grant_type", "")
         with self._lock:
             self._oauth.record_token_request(grant_type)
+        if not self._known_tenant(tenant):
+            return self._aad_error(400, "invalid_tenant", 90002, self._unknown_tenant_message(tenant)[12:])
         if not grant_type:
             return self._aad_error(
                 400, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'."
             )
+        if grant_type == "client_credentials":
+            return self._client_credentials(form, tenant)
         required = {
             "authorization_code": ("client_id", "code", "redirect_uri", "client_secret"),
             "refresh_token": ("client_id", "refresh_token", "client_secret"),
@@ -1105,6 +1215,7 @@ class MicrosoftEmulator:
             )
         try:
             with self._lock:
+                nonce = self._nonces.pop(form.get("code", ""), None)
                 if grant_type == "authorization_code":
                     grant = self._oauth.exchange_code(
                         client_id=form["client_id"],
@@ -1134,6 +1245,20 @@ class MicrosoftEmulator:
         }
         if OFFLINE_ACCESS in grant.scopes:
             body["refresh_token"] = grant.refresh_token
+        if "openid" in grant.scopes:  # OpenID Connect: who signed in, and (asked for by MSAL) where they live
+            with self._lock:
+                user = dict(self._me())
+            body["id_token"] = id_token(
+                issuer=self._issuer(request),
+                client_id=form["client_id"],
+                tenant_id=self.tenant_id,
+                user=user,
+                scopes=grant.scopes,
+                now=self.clock(),
+                nonce=nonce,
+            )
+            if form.get("client_info") == "1":
+                body["client_info"] = client_info(user["id"], self.tenant_id)
         # MSAL chokes on null values: never send a key without a value.
         return json_response({key: value for key, value in body.items() if value is not None})
 
@@ -1163,8 +1288,11 @@ class MicrosoftEmulator:
         contacts_delta = self._graph_endpoint(self._contacts_delta, CONTACTS_SCOPES, outlook_denied)
         events_delta = self._graph_endpoint(self._events_delta, EVENTS_SCOPES, outlook_denied)
         routes = [
-            Route(AUTHORIZE_PATH, self._authorize, methods=["GET"]),
-            Route(TOKEN_PATH, self._token, methods=["POST"]),
+            Route("/{tenant}/oauth2/v2.0/authorize", self._authorize, methods=["GET"]),
+            Route("/{tenant}/oauth2/v2.0/token", self._token, methods=["POST"]),
+            Route("/{tenant}/v2.0/.well-known/openid-configuration", self._openid_configuration, methods=["GET"]),
+            Route("/{tenant}/discovery/v2.0/keys", self._keys, methods=["GET"]),
+            Route("/{tenant}/v2.0/adminconsent", self._admin_consent, methods=["GET"]),
             Route("/v1.0/me", self._graph_endpoint(self._get_me, ME_SCOPES, users_denied), methods=["GET"]),
             Route("/v1.0/users", self._graph_endpoint(self._list_users, USERS_SCOPES, users_denied), methods=["GET"]),
         ]

@@ -1,13 +1,16 @@
-"""A Salesforce REST sandbox: OAuth with mandatory refresh-token rotation, SOQL `query` / `queryAll` over User,
-Contact and Event with server-side query cursors, the delete log, sObject writes and the org's API allowance.
+"""A Salesforce REST sandbox: OAuth (refresh-token rotation is the connected app's opt-in setting, off by default),
+SOQL `query` / `queryAll` over User, Contact and Event with server-side query cursors, the delete log, sObject
+writes and describes, the versions list, `/limits` and the org's API allowance.
 
 Behaviour follows Salesforce's public documentation closely enough that simple-salesforce and our connector run
 against it unchanged: errors are Salesforce's JSON list `[{"message", "errorCode"}]`, records carry
 `attributes`, datetimes look like `2026-01-01T12:00:00.000+0000`, and pages are followed via `nextRecordsUrl`.
 Data is generated from a seed, so the same seed and sizes always give the same ids, values and timestamps.
 
-SOQL is a deliberately small subset (what replication clients send): `SELECT f, ... FROM Object [WHERE a op
-literal AND ...] [ORDER BY f [ASC|DESC] [NULLS FIRST|LAST]] [LIMIT n]`; anything else is `MALFORMED_QUERY`.
+SOQL is a deliberately small subset (what replication clients send): `SELECT f, ... | COUNT() FROM Object [WHERE a op
+literal AND ...] [ORDER BY f [ASC|DESC] [NULLS FIRST|LAST]] [LIMIT n]`, where a date or datetime literal may also be
+a relative date literal (TODAY, YESTERDAY, LAST_N_DAYS:n, THIS_MONTH, ...; the org's time zone is UTC); anything
+else is `MALFORMED_QUERY`.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ __all__ = ["RequestRecord", "SalesforceEmulator"]
 
 # --- Salesforce facts ----------------------------------------------------------------------------------------------
 
-API_VERSION = "62.0"
+API_VERSION = "67.0"
+"""The newest version this org serves (Summer '26); `GET /services/data` lists 31.0 up to it."""
 OLDEST_API_VERSION = 31.0
 DEFAULT_BATCH_SIZE = 2000
 MIN_BATCH_SIZE = 200
@@ -73,6 +77,20 @@ DEFAULT_ACCESS_TOKEN_TTL_S = 2 * 3600  # the default session timeout; the token 
 DEFAULT_SCOPES = ("api", "refresh_token")
 REFRESH_SCOPES = frozenset(("refresh_token", "offline_access"))
 
+OTHER_LIMITS = {
+    "ConcurrentAsyncGetReportInstances": 200,
+    "ConcurrentSyncReportRuns": 20,
+    "DailyAsyncApexExecutions": 250_000,
+    "DailyBulkApiBatches": 15_000,
+    "DailyBulkV2QueryFileStorageMB": 976_562,
+    "DailyBulkV2QueryJobs": 10_000,
+    "DailyStreamingApiEvents": 10_000,
+    "DataStorageMB": 5,
+    "FileStorageMB": 20,
+    "HourlyODataCallout": 10_000,
+    "SingleEmail": 15,
+}
+"""`GET /limits` entries besides DailyApiRequests, reported untouched (a Developer Edition org's maxima)."""
 SESSION_EXPIRED = "Session expired or invalid"
 NOT_FOUND_MESSAGE = "The requested resource does not exist"
 
@@ -249,6 +267,8 @@ _TOKEN = re.compile(
     r"\s*(?:"
     r"(?P<datetime>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?(?:Z|[+-]\d{2}:\d{2}))"
     r"|(?P<date>\d{4}-\d{2}-\d{2})"
+    r"|(?P<count>(?i:COUNT)\(\s*\))"
+    r"|(?P<dateliteral>[A-Za-z_]+:\d+)"
     r"|(?P<number>\d+)"
     r"|(?P<string>'(?:[^'\\]|\\.)*')"
     r"|(?P<operator><=|>=|!=|<>|=|<|>)"
@@ -276,6 +296,70 @@ class _Token:
 
 
 @dataclass(frozen=True)
+class _DateRange:
+    """A relative date literal resolved to [start, end): epoch ms for datetime fields, `date`s for date fields."""
+
+    start: Any
+    end: Any
+
+    def compare(self, operator: str, value: Any) -> bool:
+        """SOQL compares a field with a range: `=` means inside it, `<` before its start, `>` after its end."""
+        if value is None:
+            return operator == "!="
+        inside = bool(self.start <= value < self.end)
+        return {
+            "=": inside,
+            "!=": not inside,
+            "<": value < self.start,
+            "<=": value < self.end,
+            ">": value >= self.end,
+            ">=": value >= self.start,
+        }[operator]
+
+
+def _month_start(day: date, months_ahead: int = 0) -> date:
+    index = day.year * 12 + day.month - 1 + months_ahead
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def _relative_days(literal: str, today: date) -> tuple[date, date] | None:
+    """The [first day, day after the last) of a relative date literal (Salesforce's documented set, weeks starting
+    on Sunday as in the en_US locale), or None when the literal is not one."""
+    name, _, number = literal.upper().partition(":")
+    week = today - timedelta(days=(today.weekday() + 1) % 7)
+    fixed = {
+        "YESTERDAY": (today - timedelta(days=1), today),
+        "TODAY": (today, today + timedelta(days=1)),
+        "TOMORROW": (today + timedelta(days=1), today + timedelta(days=2)),
+        "LAST_WEEK": (week - timedelta(days=7), week),
+        "THIS_WEEK": (week, week + timedelta(days=7)),
+        "NEXT_WEEK": (week + timedelta(days=7), week + timedelta(days=14)),
+        "LAST_MONTH": (_month_start(today, -1), _month_start(today)),
+        "THIS_MONTH": (_month_start(today), _month_start(today, 1)),
+        "NEXT_MONTH": (_month_start(today, 1), _month_start(today, 2)),
+        "LAST_90_DAYS": (today - timedelta(days=90), today + timedelta(days=1)),
+        "NEXT_90_DAYS": (today + timedelta(days=1), today + timedelta(days=91)),
+        "THIS_YEAR": (date(today.year, 1, 1), date(today.year + 1, 1, 1)),
+        "LAST_YEAR": (date(today.year - 1, 1, 1), date(today.year, 1, 1)),
+        "NEXT_YEAR": (date(today.year + 1, 1, 1), date(today.year + 2, 1, 1)),
+    }
+    if not number:
+        return fixed.get(name)
+    days = int(number)
+    counted = {
+        # LAST_N_DAYS:n covers today and the n days before it; NEXT_N_DAYS:n the n days after today.
+        "LAST_N_DAYS": (today - timedelta(days=days), today + timedelta(days=1)),
+        "NEXT_N_DAYS": (today + timedelta(days=1), today + timedelta(days=days + 1)),
+        "N_DAYS_AGO": (today - timedelta(days=days), today - timedelta(days=days - 1)),
+        "LAST_N_WEEKS": (week - timedelta(days=7 * days), week),
+        "NEXT_N_WEEKS": (week + timedelta(days=7), week + timedelta(days=7 * days + 7)),
+        "LAST_N_MONTHS": (_month_start(today, -days), _month_start(today)),
+        "NEXT_N_MONTHS": (_month_start(today, 1), _month_start(today, days + 1)),
+    }
+    return counted.get(name)
+
+
+@dataclass(frozen=True)
 class _Condition:
     field: str
     operator: str
@@ -286,6 +370,7 @@ class _Condition:
 class _Query:
     sobject: _SObject
     fields: tuple[str, ...]
+    """Empty for `SELECT COUNT()`, which answers totalSize and no records."""
     conditions: tuple[_Condition, ...]
     order_by: str | None
     descending: bool
@@ -309,8 +394,9 @@ def _tokenize(soql: str) -> list[_Token]:
 
 
 class _Parser:
-    def __init__(self, soql: str) -> None:
+    def __init__(self, soql: str, today: date) -> None:
         self.soql = soql
+        self.today = today
         self.tokens = _tokenize(soql)
         self.position = 0
 
@@ -342,7 +428,10 @@ class _Parser:
     def parse(self) -> _Query:
         self._expect_keyword("SELECT")
         selected: list[_Token] = []
-        while True:
+        first = self._peek()
+        counting = first is not None and first.kind == "count"
+        self.position += counting
+        while not counting:
             token = self._next("a field name")
             if token.kind != "word" or token.text.upper() == "FROM":
                 raise _malformed(self.soql, token.column, f"unexpected token: '{token.text}'")
@@ -422,6 +511,13 @@ class _Parser:
             if operator not in ("=", "!="):
                 raise _malformed(self.soql, token.column, "null can only be compared with = or !=")
             return None
+        if kind in (DATETIME, DATE) and token.kind in ("word", "dateliteral"):
+            days = _relative_days(token.text, self.today)
+            if days is None:
+                raise _malformed(self.soql, token.column, f"unexpected token: '{token.text}'")
+            if kind == DATE:
+                return _DateRange(*days)
+            return _DateRange(*(_ms_from_datetime(datetime.combine(day, datetime.min.time())) for day in days))
         if kind == DATETIME and token.kind == "datetime":
             return _ms_from_datetime(datetime.fromisoformat(token.text.replace("Z", "+00:00")))
         if kind == DATE and token.kind == "date":
@@ -440,10 +536,11 @@ class _Parser:
         )
 
 
-def parse_soql(soql: str) -> _Query:
+def parse_soql(soql: str, today: date) -> _Query:
+    """Parse `soql`; relative date literals resolve against `today` (the org's current day, UTC here)."""
     if not soql.strip():
         raise SalesforceApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
-    return _Parser(soql).parse()
+    return _Parser(soql, today).parse()
 
 
 # --- data generation -----------------------------------------------------------------------------------------------
@@ -587,6 +684,166 @@ def _parse_api_version(raw: str) -> str:
     return f"{match.group(1)}.0"
 
 
+def _release_label(version: int) -> str:
+    """Salesforce names each API version after its release: 31.0 Summer '14, 32.0 Winter '15, 33.0 Spring '15, ..."""
+    season = ("Winter", "Spring", "Summer")[(version - 32) % 3]
+    return f"{season} '{15 + (version - 32) // 3:02d}"
+
+
+def api_versions() -> list[dict[str, str]]:
+    """`GET /services/data`: every version the instance serves, oldest first."""
+    return [
+        {"label": _release_label(number), "url": f"/services/data/v{number}.0", "version": f"{number}.0"}
+        for number in range(int(OLDEST_API_VERSION), int(float(API_VERSION)) + 1)
+    ]
+
+
+_DESCRIBE_TYPES = {
+    # field kind -> (describe `type`, `soapType`, length, byteLength)
+    ID: ("id", "tns:ID", 18, 18),
+    STRING: ("string", "xsd:string", 80, 240),
+    BOOLEAN: ("boolean", "xsd:boolean", 0, 0),
+    DATETIME: ("datetime", "xsd:dateTime", 0, 0),
+    DATE: ("date", "xsd:date", 0, 0),
+    INT: ("int", "xsd:int", 0, 0),
+    REFERENCE: ("reference", "tns:ID", 18, 18),
+}
+_STRING_SUBTYPES = {"Email": ("email", 80, 240), "Phone": ("phone", 40, 120), "Username": ("string", 80, 240)}
+
+
+def _label(sobject: _SObject, name: str) -> str:
+    """`LastModifiedDate` -> "Last Modified Date", `OwnerId` -> "Owner ID", as describe labels standard fields."""
+    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", sobject.name if name == "Id" else name.removesuffix("Id"))
+    return f"{spaced} ID" if name.endswith("Id") else spaced
+
+
+def _describe_field(sobject: _SObject, name: str, kind: str) -> dict[str, Any]:
+    """One entry of a describe's `fields`, with every key Salesforce sends (values fitting a standard field)."""
+    type_name, soap_type, length, byte_length = _DESCRIBE_TYPES[kind]
+    if kind == STRING and name in _STRING_SUBTYPES:
+        type_name, length, byte_length = _STRING_SUBTYPES[name]
+    writable = name in sobject.writable
+    relation = next((r for r in sobject.relations.values() if r.lookup_field == name), None)
+    system = name in _AUDIT_FIELDS or name in ("Id", "IsDeleted")
+    return {
+        "aggregatable": kind != BOOLEAN,
+        "aiPredictionField": False,
+        "autoNumber": False,
+        "byteLength": byte_length,
+        "calculated": False,
+        "calculatedFormula": None,
+        "cascadeDelete": False,
+        "caseSensitive": False,
+        "compoundFieldName": "Name" if name in ("FirstName", "LastName") else None,
+        "controllerName": None,
+        "createable": writable,
+        "custom": False,
+        "defaultValue": False if kind == BOOLEAN and writable else None,
+        "defaultValueFormula": None,
+        "defaultedOnCreate": system or kind == BOOLEAN,
+        "dependentPicklist": False,
+        "deprecatedAndHidden": False,
+        "digits": 9 if kind == INT else 0,
+        "displayLocationInDecimal": False,
+        "encrypted": False,
+        "externalId": False,
+        "extraTypeInfo": None,
+        "filterable": True,
+        "filteredLookupInfo": None,
+        "formulaTreatNullNumberAsZero": False,
+        "groupable": kind not in (DATETIME,),
+        "highScaleNumber": False,
+        "htmlFormatted": False,
+        "idLookup": name in ("Id", "Email", "Username"),
+        "inlineHelpText": None,
+        "label": _label(sobject, name),
+        "length": length,
+        "mask": None,
+        "maskType": None,
+        "name": name,
+        "nameField": False,
+        "namePointing": False,
+        "nillable": not system and name not in ("LastName", "Subject") and kind != BOOLEAN,
+        "permissionable": writable and name not in ("LastName",),
+        "picklistValues": [],
+        "polymorphicForeignKey": False,
+        "precision": 0,
+        "queryByDistance": False,
+        "referenceTargetField": None,
+        "referenceTo": [relation.parent_type] if relation is not None else [],
+        "relationshipName": relation.relationship if relation is not None else None,
+        "relationshipOrder": None,
+        "restrictedDelete": False,
+        "restrictedPicklist": False,
+        "scale": 0,
+        "searchPrefilterable": False,
+        "soapType": soap_type,
+        "sortable": True,
+        "type": type_name,
+        "unique": name == "Username",
+        "updateable": writable,
+        "writeRequiresMasterRead": False,
+    }
+
+
+def describe_sobject(sobject: _SObject, version: str) -> dict[str, Any]:
+    """`GET sobjects/{Object}/describe`: the object's properties, `fields` and `urls` in Salesforce's shape."""
+    base = f"/services/data/v{version}/sobjects/{sobject.name}"
+    writable = sobject is not USER
+    return {
+        "actionOverrides": [],
+        "activateable": False,
+        "associateEntityType": None,
+        "associateParentEntity": None,
+        "childRelationships": [],
+        "compactLayoutable": True,
+        "createable": writable,
+        "custom": False,
+        "customSetting": False,
+        "deepCloneable": False,
+        "defaultImplementation": None,
+        "deletable": writable,
+        "deprecatedAndHidden": False,
+        "extendedBy": None,
+        "extendsInterfaces": None,
+        "feedEnabled": sobject is not EVENT,
+        "fields": [_describe_field(sobject, name, kind) for name, kind in sobject.fields.items()],
+        "hasSubtypes": False,
+        "implementedBy": None,
+        "implementsInterfaces": None,
+        "isInterface": False,
+        "isSubtype": False,
+        "keyPrefix": sobject.key_prefix,
+        "label": sobject.name,
+        "labelPlural": f"{sobject.name}s",
+        "layoutable": True,
+        "listviewable": None,
+        "lookupLayoutable": None,
+        "mergeable": sobject is CONTACT,
+        "mruEnabled": True,
+        "name": sobject.name,
+        "namedLayoutInfos": [],
+        "networkScopeFieldName": None,
+        "queryable": True,
+        "recordTypeInfos": [],
+        "replicateable": True,
+        "retrieveable": True,
+        "searchLayoutable": True,
+        "searchable": True,
+        "supportedScopes": [],
+        "triggerable": True,
+        "undeletable": writable,
+        "updateable": True,
+        "urls": {
+            "compactLayouts": f"{base}/describe/compactLayouts",
+            "rowTemplate": f"{base}/{{ID}}",
+            "describe": f"{base}/describe",
+            "sobject": base,
+            "layouts": f"{base}/describe/layouts",
+        },
+    }
+
+
 def _parse_replication_date(raw: str | None, name: str) -> int:
     if not raw:
         raise SalesforceApiError(400, "MISSING_ARGUMENT", f"Required parameter '{name}' is missing")
@@ -608,6 +865,9 @@ class SalesforceEmulator:
     Inspection and mutation methods are thread-safe. `clock` (seconds since the epoch) moves token expiry, query
     cursor idleness, the 24-hour API allowance and modification stamps without sleeping; generated data never
     depends on it. `api_request_limit=None` reports the usual allowance in `Sforce-Limit-Info` but never refuses.
+    `rotate_refresh_tokens` is the connected app's opt-in "Enable Refresh Token Rotation": off (Salesforce's
+    default), a refresh answers no new refresh token; on, each refresh retires the presented token and presenting a
+    retired one revokes the whole grant.
     """
 
     def __init__(
@@ -621,6 +881,7 @@ class SalesforceEmulator:
         seed: int = 7,
         access_token_ttl_s: int = DEFAULT_ACCESS_TOKEN_TTL_S,
         api_request_limit: int | None = None,
+        rotate_refresh_tokens: bool = False,
         push_time_scale: float = 1.0,
         clock: Clock = time.time,
     ) -> None:
@@ -638,11 +899,11 @@ class SalesforceEmulator:
             clients={client_id: client_secret},
             access_token_ttl_s=access_token_ttl_s,
             clock=clock,
-            rotate_refresh_tokens=True,
+            rotate_refresh_tokens=rotate_refresh_tokens,
             access_token_prefix=self.org_id[:15] + "!",
         )
-        # Refresh-token rotation bookkeeping: every token belongs to a grant; a retired refresh token presented
-        # again revokes its whole grant, as Salesforce does for rotating connected apps.
+        # Grant bookkeeping: every token belongs to a grant (revoking a refresh token ends its sessions); with
+        # rotation on, a retired refresh token presented again revokes its whole grant.
         self._grant_of: dict[str, int] = {}
         self._grant_tokens: dict[int, set[str]] = {}
         self._retired_refresh_tokens: dict[str, int] = {}
@@ -781,6 +1042,9 @@ class SalesforceEmulator:
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+    def _today(self) -> date:
+        return datetime.fromtimestamp(self.clock(), UTC).date()
 
     def _purge_old_deletions(self) -> None:
         """Rows in the recycle bin for more than 15 days are hard-deleted and leave the delete log."""
@@ -927,6 +1191,9 @@ class SalesforceEmulator:
 
     def _filtered(self, rows: Iterable[_Row], condition: _Condition) -> Iterable[_Row]:
         compare, name, bound = _COMPARE[condition.operator], condition.field, condition.value
+        if isinstance(bound, _DateRange):
+            date_range, operator = bound, condition.operator
+            compare = lambda value, _: date_range.compare(operator, value)  # noqa: E731 - same shape as _COMPARE
         if name == "Id":
             return (row for row in rows if compare(row.id, bound))
         if name == "IsDeleted":
@@ -985,6 +1252,8 @@ class SalesforceEmulator:
     @synchronized
     def _first_page(self, query: _Query, *, include_deleted: bool, batch_size: int, version: str) -> dict[str, Any]:
         rows = self._matching_rows(query, include_deleted=include_deleted)
+        if not query.fields:  # SELECT COUNT(): the number alone
+            return {"totalSize": len(rows), "done": True, "records": []}
         locator_id = None
         if len(rows) > batch_size:
             locator_id = "01g" + secrets.token_hex(8)[:15]
@@ -1090,8 +1359,9 @@ class SalesforceEmulator:
             if self._oauth.refresh_tokens.pop(token, None) is not None:
                 self._retired_refresh_tokens[token] = grant_id
 
-    def _refresh(self, form: dict[str, str]) -> tuple[str, str, tuple[str, ...]]:
-        """Rotate: the presented refresh token retires; presenting a retired one revokes the whole grant."""
+    def _refresh(self, form: dict[str, str]) -> tuple[str, str | None, tuple[str, ...]]:
+        """A new access token; with rotation on, the presented refresh token retires (presenting a retired one
+        revokes the whole grant) and the answer carries its successor, without rotation it carries none."""
         presented = form["refresh_token"]
         expected_secret = self._oauth.clients.get(form["client_id"])
         if expected_secret is None:
@@ -1106,6 +1376,9 @@ class SalesforceEmulator:
             client_id=form["client_id"], client_secret=form["client_secret"], refresh_token=presented
         )
         assert grant_id is not None  # every live refresh token was remembered with its grant
+        if not self._oauth.rotate_refresh_tokens:
+            self._remember_grant(grant_id, grant.access_token)
+            return grant.access_token, None, grant.scopes
         self._retired_refresh_tokens[presented] = grant_id
         self._grant_tokens[grant_id].discard(presented)
         self._remember_grant(grant_id, grant.access_token, grant.refresh_token)
@@ -1291,7 +1564,7 @@ class SalesforceEmulator:
         return await self._run_query(request, include_deleted=True)
 
     async def _run_query(self, request: Request, *, include_deleted: bool) -> Response:
-        query = parse_soql(request.query_params.get("q", ""))
+        query = parse_soql(request.query_params.get("q", ""), self._today())
         batch_size = _batch_size(request.headers.get("sforce-query-options"))
         page = self._first_page(
             query, include_deleted=include_deleted, batch_size=batch_size, version=request.state.api_version
@@ -1342,6 +1615,25 @@ class SalesforceEmulator:
         self._delete(sobject, request.path_params["record_id"])
         return Response(status_code=204)
 
+    async def _describe(self, request: Request) -> Response:
+        return json_response(describe_sobject(self._sobject(request), request.state.api_version))
+
+    async def _limits(self, request: Request) -> Response:
+        """The org's limits; `DailyApiRequests` is the rolling allowance that `Sforce-Limit-Info` reports."""
+        with self._lock:
+            allowance = self._allowance.peek()
+        body = {name: {"Max": maximum, "Remaining": maximum} for name, maximum in OTHER_LIMITS.items()}
+        body["DailyApiRequests"] = {"Max": allowance.limit, "Remaining": allowance.remaining}
+        return json_response(dict(sorted(body.items())))
+
+    async def _versions(self, request: Request) -> Response:
+        return json_response(api_versions())
+
+    async def _version_resources(self, request: Request) -> Response:
+        root = f"/services/data/v{request.state.api_version}"
+        names = ("limits", "query", "queryAll", "sobjects")
+        return json_response({name: f"{root}/{name}" for name in names})
+
     async def _deleted(self, request: Request) -> Response:
         sobject = self._sobject(request)
         if not sobject.has_is_deleted:
@@ -1367,6 +1659,9 @@ class SalesforceEmulator:
         sobjects = f"{data}/sobjects/{{sobject}}"
         record = f"{sobjects}/{{record_id}}"
         routes = [
+            # The versions list needs no session on a real instance either.
+            Route("/services/data", self._versions, methods=["GET"]),
+            Route("/services/data/", self._versions, methods=["GET"]),
             Route("/services/oauth2/authorize", self._authorize, methods=["GET"]),
             Route("/services/oauth2/token", self._token, methods=["POST"]),
             Route("/services/oauth2/revoke", self._revoke, methods=["POST"]),
@@ -1383,6 +1678,12 @@ class SalesforceEmulator:
             (f"{data}/queryAll/{{locator}}", self._query_more),
             (f"{sobjects}/deleted", self._deleted),
             (f"{sobjects}/deleted/", self._deleted),
+            (f"{sobjects}/describe", self._describe),
+            (f"{sobjects}/describe/", self._describe),
+            (data, self._version_resources),
+            (f"{data}/", self._version_resources),
+            (f"{data}/limits", self._limits),
+            (f"{data}/limits/", self._limits),
             (record, self._get_record),
         ):
             routes.append(Route(path, self._data_endpoint(handler), methods=["GET"]))

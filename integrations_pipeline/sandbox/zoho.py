@@ -10,6 +10,10 @@ and our connector both run against it unchanged:
 - CRM: records need `fields`; `per_page` is at most 200; `page` alone cannot reach past record 2,000
   (DISCRETE_PAGINATION_LIMIT_EXCEEDED) and `next_page_token` / `page_token` pages beyond it; page tokens expire
   (EXPIRED_VALUE). Empty answers are 204, and 304 when `If-Modified-Since` matched nothing.
+- Data centres: every data centre has an accounts server and an API host of its own. Served on one origin, the
+  emulator is one data centre (`location`); `serve_data_centre` names further origins (the caller serves `app` on
+  each), and then a grant is redeemed, refreshed and revoked only at its data centre's accounts server, and a token
+  is honoured only at its data centre's API host (elsewhere: 401 INVALID_TOKEN, as Zoho answers).
 - Timestamps are rendered in the org's time zone with an offset (`2025-03-01T10:15:30+05:30`), as Zoho does, so
   clients must convert to UTC themselves.
 
@@ -68,6 +72,18 @@ MAX_FIELDS = 50
 MAX_CRITERIA = 10
 PAGE_TOKEN_TTL_S = 86_400
 ACCESS_TOKEN_TTL_S = 3_600
+DATA_CENTRES = {
+    "us": ("https://accounts.zoho.com", "https://www.zohoapis.com"),
+    "eu": ("https://accounts.zoho.eu", "https://www.zohoapis.eu"),
+    "in": ("https://accounts.zoho.in", "https://www.zohoapis.in"),
+    "au": ("https://accounts.zoho.com.au", "https://www.zohoapis.com.au"),
+    "cn": ("https://accounts.zoho.com.cn", "https://www.zohoapis.com.cn"),
+    "jp": ("https://accounts.zoho.jp", "https://www.zohoapis.jp"),
+    "ca": ("https://accounts.zohocloud.ca", "https://www.zohoapis.ca"),
+    "sa": ("https://accounts.zoho.sa", "https://www.zohoapis.sa"),
+    "uk": ("https://accounts.zoho.uk", "https://www.zohoapis.uk"),
+}
+"""Zoho's data centres (the `location` of the callback): accounts server and API domain of the real provider."""
 OAUTH_HEADER_SCHEME = "Zoho-oauthtoken"
 SEARCH_SCOPE = "ZohoSearch.securesearch.READ"
 ORG_ID = "60012345678"
@@ -137,6 +153,8 @@ MODULE_FIELDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
     ),
 }
 RECORD_MODULES = ("Contacts", "Events")
+MODULES = {"Accounts": ("Account", 2), "Contacts": ("Contact", 3), "Events": ("Meeting", 6)}
+"""The modules `/settings/modules` lists (each with fields at `/settings/fields`): singular label, tab position."""
 SYSTEM_FIELDS = frozenset(("Owner", "Created_Time", "Modified_Time"))
 DATETIME_FIELDS = frozenset(("Created_Time", "Modified_Time", "Start_DateTime", "End_DateTime"))
 SORTABLE_FIELDS = ("id", "Created_Time", "Modified_Time")
@@ -503,9 +521,10 @@ class ZohoEmulator:
         clock: Clock = time.time,
     ) -> None:
         self._lock = threading.RLock()
-        # The data centre the sandbox account lives in. Outside "us", the code and refresh tokens are redeemable only
-        # at that data centre's accounts server, served under /accounts-<location> of this origin.
+        # The data centre the sandbox account lives in; its grants and tokens work only at that data centre's origins.
         self.location = location
+        self._data_centres: dict[str, tuple[str, str]] = {}
+        """location -> (accounts server origin, API origin) where the caller serves `app` for that data centre."""
         self.client_id = client_id
         self.clock = clock
         self.request_log: list[RequestRecord] = []
@@ -844,17 +863,39 @@ class ZohoEmulator:
         if "state" in params:
             redirect_params["state"] = params["state"]
         # Multi-DC: Zoho names the user's data centre and the accounts server the code must be redeemed at.
-        redirect_params |= {"location": self.location, "accounts-server": self._accounts_server(request)}
+        redirect_params |= {"location": self.location, "accounts-server": self._home(request)[0]}
         return RedirectResponse(_with_query(redirect_uri, redirect_params), status_code=302)
 
-    def _accounts_server(self, request: Request) -> str:
-        base = str(request.base_url).rstrip("/")
-        return base if self.location == "us" else f"{base}/accounts-{self.location}"
+    @synchronized
+    def serve_data_centre(self, location: str, *, accounts_origin: str, api_origin: str) -> None:
+        """Serve `location`'s accounts server and API host at these origins (the caller serves `app` on each; one
+        origin may be both). Once any is named, every data centre in use must be: an origin not named is no one's."""
+        if location not in DATA_CENTRES:
+            raise ValueError(f"Zoho has no data centre {location!r}; known: {', '.join(DATA_CENTRES)}")
+        self._data_centres[location] = (accounts_origin.rstrip("/"), api_origin.rstrip("/"))
+
+    @synchronized
+    def data_centre_origins(self, location: str) -> tuple[str, str]:
+        """The (accounts server, API host) origins `serve_data_centre` named for `location`."""
+        return self._data_centres[location]
+
+    def _home(self, request: Request) -> tuple[str, str]:
+        """(accounts server, API origin) of the account's data centre: the named ones, or with none named the origin
+        that was asked (one origin, one data centre) with the configured api_domain."""
+        with self._lock:
+            named = self._data_centres.get(self.location) if self._data_centres else None
+        if named is not None:
+            return named
+        here = f"{request.url.scheme}://{request.url.netloc}"
+        return ("", "") if self._data_centres else (here, self._api_domain or here)
+
+    def _at_own(self, request: Request, role: int) -> bool:
+        """Whether the request reached the account's own accounts server (role 0) or API host (role 1)."""
+        return not self._data_centres or f"{request.url.scheme}://{request.url.netloc}" == self._home(request)[role]
 
     def _at_own_accounts_server(self, request: Request) -> bool:
         """Grants of an account are redeemable only at its data centre's accounts server."""
-        regional = request.url.path.startswith(f"/accounts-{self.location}/")
-        return regional if self.location != "us" else not request.url.path.startswith("/accounts-")
+        return self._at_own(request, 0)
 
     @staticmethod
     def _token_error(kind: OAuthErrorKind) -> JSONResponse:
@@ -917,7 +958,7 @@ class ZohoEmulator:
             body["refresh_token"] = grant.refresh_token
         # Zoho's token response names no scope: clients learn nothing about what was granted from it.
         body |= {
-            "api_domain": self._api_domain or str(request.base_url).rstrip("/"),
+            "api_domain": self._home(request)[1],
             "token_type": "Bearer",
             "expires_in": grant.expires_in,
         }
@@ -943,6 +984,9 @@ class ZohoEmulator:
         async def endpoint(request: Request) -> Response:
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
             token = token.strip() if scheme == OAUTH_HEADER_SCHEME else ""
+            if token and not self._at_own(request, 1):
+                # Another data centre's API host knows nothing of this account's tokens.
+                return ZohoApiError(401, "INVALID_TOKEN", "invalid oauth token").response()
             with self._lock:
                 status, access = self._oauth.authenticate(token) if token else (AccessStatus.UNKNOWN, None)
                 granted = access.scopes if access is not None else ()
@@ -1220,9 +1264,13 @@ class ZohoEmulator:
                 "length": 255,
             }
             if data_type == "lookup":
-                description["lookup"] = {"module": {"api_name": "Accounts", "id": str(_ID_BASE + 800_000_001)}}
+                description["lookup"] = {"module": {"api_name": "Accounts", "id": _module_id("Accounts")}}
             fields.append(description)
         return json_response({"fields": fields})
+
+    async def _settings_modules(self, request: Request) -> Response:
+        """`GET /settings/modules`: the SDK lists modules (keeping the api_supported ones) before it reads fields."""
+        return json_response({"modules": [_module_description(name) for name in sorted(MODULES)]})
 
     # --- app --------------------------------------------------------------------------------------------------------
 
@@ -1277,10 +1325,13 @@ class ZohoEmulator:
             Route("/oauth/v2/auth", self._authorize, methods=["GET"]),
             Route("/oauth/v2/token", self._token, methods=["POST"]),
             Route("/oauth/v2/token/revoke", self._revoke, methods=["POST"]),
-            Route("/accounts-{location}/oauth/v2/token", self._token, methods=["POST"]),
-            Route("/accounts-{location}/oauth/v2/token/revoke", self._revoke, methods=["POST"]),
             Route("/crm/v8/users", self._crm_endpoint(self._users_endpoint, "ZohoCRM.users.READ"), methods=["GET"]),
             Route("/crm/v8/org", self._crm_endpoint(self._org, "ZohoCRM.org.READ"), methods=["GET"]),
+            Route(
+                "/crm/v8/settings/modules",
+                self._crm_endpoint(self._settings_modules, "ZohoCRM.settings.modules.READ"),
+                methods=["GET"],
+            ),
             Route(
                 "/crm/v8/settings/fields",
                 self._crm_endpoint(self._fields, "ZohoCRM.settings.fields.READ"),
@@ -1295,6 +1346,54 @@ class ZohoEmulator:
             middleware=[Middleware(RequestLogMiddleware, log=self.request_log, lock=self._lock)],
             exception_handlers={HTTPException: http_error},
         )
+
+
+def _module_id(api_name: str) -> str:
+    return str(_ID_BASE + 800_000_001 + sorted(MODULES).index(api_name))
+
+
+def _module_description(api_name: str) -> dict[str, Any]:
+    """One module as `/settings/modules` describes it (the keys of Zoho's v8 answer; standard, API-supported)."""
+    singular, sequence = MODULES[api_name]
+    return {
+        "has_more_profiles": False,
+        "access_type": "org_based",
+        "global_search_supported": True,
+        "deletable": False,
+        "description": None,
+        "creatable": True,
+        "recycle_bin_on_delete": True,
+        "modified_time": None,
+        "plural_label": api_name if api_name != "Events" else "Meetings",
+        "presence_sub_menu": api_name == "Events",
+        "triggers_supported": True,
+        "id": _module_id(api_name),
+        "visibility": 1,
+        "convertable": False,
+        "editable": True,
+        "emailTemplate_support": api_name != "Events",
+        "profiles": [{"name": "Administrator", "id": str(_ID_BASE + 900_000_001)}],
+        "filter_supported": True,
+        "show_as_tab": True,
+        "web_link": None,
+        "sequence_number": sequence,
+        "singular_label": singular,
+        "viewable": True,
+        "api_supported": True,
+        "api_name": api_name,
+        "quick_create": True,
+        "modified_by": None,
+        "generated_type": "default",
+        "feeds_required": False,
+        "scoring_supported": api_name != "Events",
+        "webform_supported": api_name == "Contacts",
+        "arguments": [],
+        "module_name": api_name,
+        "business_card_field_limit": 5,
+        "parent_module": {},
+        "status": "visible",
+        "isBlueprintSupported": api_name != "Events",
+    }
 
 
 def _scope_granted(required: str, granted: Iterable[str]) -> bool:

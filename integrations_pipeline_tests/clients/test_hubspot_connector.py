@@ -85,7 +85,7 @@ class Connected:
 def connect(clock: ManualClock, **sizes: Any) -> Iterator[Connected]:
     options: dict[str, Any] = {"contacts": 150, "owners": 6, "meetings": 1_200} | sizes
     emulator = HubSpotEmulator(
-        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, burst_limit=None, clock=clock, **options
+        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, burst_limit=None, search_limit=None, clock=clock, **options
     )
     with BackgroundServer(emulator.app) as server, httpx.Client(base_url=server.url, timeout=30.0) as http:
         auth = BearerAuth(run_code_flow(http, scope=SCOPES)["access_token"])

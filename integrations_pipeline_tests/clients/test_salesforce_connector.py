@@ -139,8 +139,8 @@ def test_full_then_incremental_contacts(org: ServedSalesforce, client: Salesforc
     assert changes[deleted]["is_deleted"] is True and changes[changed]["job_title"] == "Chief Sandbox Officer"
     # Only the changes travelled: one delete-log check and one page of queryAll.
     assert data_requests(org, before) == [
-        "GET /services/data/v62.0/sobjects/Contact/deleted/",
-        "GET /services/data/v62.0/queryAll",
+        "GET /services/data/v66.0/sobjects/Contact/deleted/",
+        "GET /services/data/v66.0/queryAll",
     ]
 
 

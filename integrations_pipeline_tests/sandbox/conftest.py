@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from integrations_pipeline.httpserver import BackgroundServer
 from integrations_pipeline.sandbox.hubspot import HubSpotEmulator
@@ -145,7 +152,9 @@ def run_code_flow(http: httpx.Client, *, scope: str = ALL_SCOPES) -> dict[str, A
 @contextmanager
 def serve_hubspot(clock: ManualClock, **emulator_options: Any) -> Iterator[ServedHubSpot]:
     """Serve a fresh emulator and hand back a client already holding tokens with every contacts scope."""
-    options: dict[str, Any] = {"contacts": SMALL_PORTAL_SIZE, "burst_limit": None} | emulator_options
+    # Limits off unless a test turns one on: the manual clock stands still, so no window would ever roll.
+    options: dict[str, Any] = {"contacts": SMALL_PORTAL_SIZE, "burst_limit": None, "search_limit": None}
+    options |= emulator_options
     emulator = HubSpotEmulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, clock=clock, **options)
     with BackgroundServer(emulator.app) as server, httpx.Client(base_url=server.url, timeout=30.0) as http:
         served = ServedHubSpot(emulator, server.url, clock, http)
@@ -170,3 +179,30 @@ def hubspot_factory(clock: ManualClock) -> Iterator[Callable[..., ServedHubSpot]
     """Build extra emulators with custom options (sizes, limits); all are stopped at teardown."""
     with ExitStack() as stack:
         yield lambda **options: stack.enter_context(serve_hubspot(clock, **options))
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate whose subjectAltName is the IP 127.0.0.1."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path

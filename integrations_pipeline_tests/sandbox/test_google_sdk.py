@@ -172,14 +172,17 @@ def test_calendar_events_list_next_then_a_sync_token_round(sandbox: ServedGoogle
     assert gone.value.error_details[0]["reason"] == "fullSyncRequired"
 
 
-def test_calendar_refuses_a_sync_token_with_time_min(sandbox: ServedGoogle) -> None:
+def test_calendar_refuses_a_sync_token_with_time_min_or_hidden_deletions(sandbox: ServedGoogle) -> None:
     events = service(sandbox, "calendar", "v3", "/calendar/v3/").events()
     _, pages = collect(events, events.list(calendarId="primary", maxResults=2500), "items")
+    token = pages[-1]["nextSyncToken"]
     with pytest.raises(HttpError) as refused:
-        events.list(
-            calendarId="primary", syncToken=pages[-1]["nextSyncToken"], timeMin="2026-09-01T00:00:00Z"
-        ).execute()
+        events.list(calendarId="primary", syncToken=token, timeMin="2026-09-01T00:00:00Z").execute()
     assert refused.value.status_code == 400
+    with pytest.raises(HttpError) as hidden:  # a sync reports deletions; hiding them is refused
+        events.list(calendarId="primary", syncToken=token, showDeleted=False).execute()
+    assert hidden.value.status_code == 400 and hidden.value.error_details[0]["reason"] == "invalid"
+    assert events.list(calendarId="primary", syncToken=token, showDeleted=True).execute()["items"] == []
 
 
 def test_the_sdk_refreshes_through_the_emulator_after_a_401(sandbox: ServedGoogle) -> None:

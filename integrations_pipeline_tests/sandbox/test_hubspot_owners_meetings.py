@@ -63,6 +63,7 @@ def portal(clock: ManualClock) -> Iterator[ServedHubSpot]:
         owners=OWNER_COUNT,
         meetings=MEETING_COUNT,
         burst_limit=None,
+        search_limit=None,
         clock=clock,
     )
     with BackgroundServer(emulator.app) as server, httpx.Client(base_url=server.url, timeout=30.0) as http:
@@ -234,7 +235,13 @@ def test_meeting_search_rejects_contact_properties_and_stops_at_10000(
     unknown = {"filterGroups": [{"filters": [{"propertyName": "lastmodifieddate", "operator": "GTE", "value": "0"}]}]}
     assert_hubspot_error(portal.post(MEETING_SEARCH, json=unknown), 400, "VALIDATION_ERROR")
     large = HubSpotEmulator(
-        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, contacts=1, meetings=10_050, burst_limit=None, clock=clock
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        contacts=1,
+        meetings=10_050,
+        burst_limit=None,
+        search_limit=None,
+        clock=clock,
     )
     with BackgroundServer(large.app) as server, httpx.Client(base_url=server.url, timeout=30.0) as http:
         headers = {"Authorization": f"Bearer {run_code_flow(http)['access_token']}"}

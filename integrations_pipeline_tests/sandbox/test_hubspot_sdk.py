@@ -155,6 +155,24 @@ def test_search_with_a_lastmodifieddate_window_pages_to_the_expected_ids(
     assert seen == [str(contact_id) for _, contact_id in expected]
 
 
+def test_search_has_its_own_per_second_limit(clock: ManualClock) -> None:
+    """Five searches per second per account, refused with HubSpot's secondly-limit body and no Retry-After; list
+    calls in the same second are not refused (search is exempt from the 10-second window and has its own)."""
+    with serve_hubspot(clock, search_limit=5, burst_limit=100) as served:
+        client = HubSpot(access_token=served.tokens["access_token"], host=served.url)
+        search = PublicObjectSearchRequest(filter_groups=[], limit=1)
+        for _ in range(5):
+            client.crm.contacts.search_api.do_search(public_object_search_request=search)
+        with pytest.raises(ApiException) as refused:
+            client.crm.contacts.search_api.do_search(public_object_search_request=search)
+        assert refused.value.status == 429 and "Retry-After" not in (refused.value.headers or {})
+        body = json.loads(refused.value.body)
+        assert body["message"] == "You have reached your secondly limit." and body["category"] == "RATE_LIMITS"
+        assert client.crm.contacts.basic_api.get_page(limit=1).results  # other calls are not held back
+        clock.advance(1.0)
+        assert client.crm.contacts.search_api.do_search(public_object_search_request=search).total == 230
+
+
 def test_basic_api_create_update_archive_change_the_portal(
     sandbox: ServedHubSpot, client: HubSpot, clock: ManualClock
 ) -> None:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -30,7 +30,7 @@ from integrations_pipeline_tests.sandbox.conftest import ManualClock, pkce_pair
 CLIENT_ID = "sandbox-salesforce-client"
 CLIENT_SECRET = "sandbox-salesforce-secret"
 REDIRECT_URI = "http://127.0.0.1:9/oauth/callback"  # never contacted: the helpers read the 302 Location
-DATA = "/services/data/v62.0"
+DATA = "/services/data/v67.0"
 TOKEN_PATH = "/services/oauth2/token"
 SMALL_ORG = {"users": 12, "contacts": 450, "events": 160, "api_request_limit": None}
 
@@ -210,6 +210,54 @@ def test_where_and_order_by_select_exactly_the_window(sf: ServedSalesforce) -> N
     assert [record["Id"] for record in newest] == [record_id for _, record_id in by_stamp[:3]]
 
 
+def test_count_answers_the_total_without_records(sf: ServedSalesforce) -> None:
+    live = len(sf.emulator.contact_records(include_deleted=False))
+    assert sf.soql("SELECT COUNT() FROM Contact").json() == {"totalSize": live, "done": True, "records": []}
+    assert sf.soql("select count() from Contact LIMIT 7").json()["totalSize"] == 7
+
+
+def test_relative_date_literals_resolve_against_the_org_clock(sf: ServedSalesforce, clock: ManualClock) -> None:
+    records = sf.emulator.contact_records()
+    newest_ms = max(wire_ms(record["SystemModstamp"]) for record in records)
+    clock.now = newest_ms / 1000 + 86_400 * 3  # three days after the last modification
+    today = datetime.fromtimestamp(clock.now, UTC).date()
+
+    def modified_day(record: dict[str, Any]) -> Any:
+        return datetime.fromtimestamp(wire_ms(record["SystemModstamp"]) / 1000, UTC).date()
+
+    for days in (3, 10, 40):
+        soql = f"SELECT COUNT() FROM Contact WHERE SystemModstamp = LAST_N_DAYS:{days}"
+        expected = sum(1 for record in records if today - timedelta(days=days) <= modified_day(record))
+        assert sf.soql(soql).json()["totalSize"] == expected
+    assert sf.soql("SELECT COUNT() FROM Contact WHERE SystemModstamp = LAST_N_DAYS:2").json()["totalSize"] == 0
+    assert sf.soql("SELECT COUNT() FROM Contact WHERE SystemModstamp < TODAY").json()["totalSize"] == len(records)
+    assert sf.soql("SELECT COUNT() FROM Contact WHERE CreatedDate > YESTERDAY").json()["totalSize"] == 0
+    events = sf.emulator.event_records()
+    first_day = min(date.fromisoformat(event["ActivityDate"]) for event in events)
+    clock.now = datetime(first_day.year, first_day.month, first_day.day, 12, tzinfo=UTC).timestamp()
+    expected = sum(1 for event in events if date.fromisoformat(event["ActivityDate"]) == first_day)
+    assert sf.soql("SELECT COUNT() FROM Event WHERE ActivityDate = TODAY").json()["totalSize"] == expected
+
+
+def test_versions_limits_and_describe(sf: ServedSalesforce) -> None:
+    versions = sf.http.get("/services/data/").json()  # no session needed
+    assert versions[0] == {"label": "Summer '14", "url": "/services/data/v31.0", "version": "31.0"}
+    assert {"label": "Summer '25", "url": "/services/data/v64.0", "version": "64.0"} in versions
+    assert versions[-1]["version"] == "67.0" and versions[-1]["label"] == "Summer '26"
+    limits = sf.get(f"{DATA}/limits/").json()
+    assert limits["DailyApiRequests"] == {"Max": 15000, "Remaining": 14999}  # this call spent one
+    assert sf.get("/services/data/v68.0/limits").status_code == 404
+    describe = sf.get(f"{DATA}/sobjects/Contact/describe").json()
+    assert describe["name"] == "Contact" and describe["keyPrefix"] == "003" and describe["queryable"] is True
+    fields = {entry["name"]: entry for entry in describe["fields"]}
+    assert fields["Email"]["type"] == "email" and fields["Email"]["soapType"] == "xsd:string"
+    assert fields["AccountId"]["referenceTo"] == ["Account"] and fields["AccountId"]["relationshipName"] == "Account"
+    assert fields["SystemModstamp"]["type"] == "datetime" and fields["SystemModstamp"]["updateable"] is False
+    assert fields["Id"]["label"] == "Contact ID"
+    assert describe["urls"]["describe"] == f"{DATA}/sobjects/Contact/describe"
+    assert salesforce_error(sf.get(f"{DATA}/sobjects/Lead/describe"), 404, "NOT_FOUND")
+
+
 @pytest.mark.parametrize(
     ("soql", "error_code", "fragment"),
     [
@@ -223,6 +271,7 @@ def test_where_and_order_by_select_exactly_the_window(sf: ServedSalesforce) -> N
         ("SELECT Id FROM Contact WHERE SystemModstamp > '2026-01-01'", "INVALID_FIELD", "must be of type dateTime"),
         ("SELECT Id FROM Contact WHERE IsDeleted = 1", "INVALID_FIELD", "must be of type boolean"),
         ("SELECT Id FROM Lead", "INVALID_TYPE", "sObject type 'Lead' is not supported"),
+        ("SELECT Id FROM Contact WHERE CreatedDate = LAST_N_FORTNIGHTS:2", "MALFORMED_QUERY", "LAST_N_FORTNIGHTS:2"),
     ],
 )
 def test_bad_soql_is_refused_in_salesforce_error_shape(
@@ -375,7 +424,24 @@ def test_pkce_verifier_is_checked(sf: ServedSalesforce) -> None:
     assert bad_secret.json() == {"error": "invalid_client", "error_description": "invalid client credentials"}
 
 
-def test_refresh_rotates_and_reusing_an_old_refresh_token_revokes_the_grant(sf: ServedSalesforce) -> None:
+def test_refresh_does_not_rotate_by_default(sf: ServedSalesforce) -> None:
+    """Rotation is the connected app's opt-in setting: by default a refresh answers no new refresh token and the
+    same one keeps working."""
+    for _ in range(2):
+        refreshed = refresh(sf.http, sf.tokens["refresh_token"])
+        assert refreshed.status_code == 200 and "refresh_token" not in refreshed.json()
+        assert sf.soql("SELECT Id FROM User LIMIT 1", access_token=refreshed.json()["access_token"]).status_code == 200
+
+
+@pytest.fixture
+def rotating_sf(clock: ManualClock) -> Iterator[ServedSalesforce]:
+    """An org whose connected app has "Enable Refresh Token Rotation" switched on."""
+    with serve_salesforce(clock, rotate_refresh_tokens=True) as served:
+        yield served
+
+
+def test_refresh_rotates_and_reusing_an_old_refresh_token_revokes_the_grant(rotating_sf: ServedSalesforce) -> None:
+    sf = rotating_sf
     first = sf.tokens
     second = refresh(sf.http, first["refresh_token"]).json()
     assert second["refresh_token"] != first["refresh_token"] and "expires_in" not in second

@@ -8,18 +8,13 @@ emulator's paging, record shape, errors and `Sforce-Limit-Info` header are what 
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import (
     SalesforceExpiredSession,
@@ -32,33 +27,6 @@ from integrations_pipeline_tests.sandbox.test_salesforce_emulator import ServedS
 
 SMALL_BATCH = {"Sforce-Query-Options": "batchSize=200"}  # forces several pages out of a small org
 CONTACT_FIELDS = ["Id", "Email", "LastName", "Account", "IsDeleted", "SystemModstamp"]
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A throwaway self-signed certificate whose subjectAltName is the IP 127.0.0.1."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    directory = tmp_path_factory.mktemp("tls")
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
 
 
 @pytest.fixture
@@ -90,7 +58,7 @@ def sf(sandbox: ServedSalesforce, http_session: requests.Session) -> Salesforce:
         instance_url=sandbox.tokens["instance_url"],
         session_id=sandbox.tokens["access_token"],
         session=http_session,
-        version="62.0",
+        version="67.0",
     )
 
 
@@ -112,7 +80,7 @@ def expected_contacts(sandbox: ServedSalesforce, *, include_deleted: bool) -> li
 
 def test_the_instance_url_is_https_and_the_sdk_targets_it(sandbox: ServedSalesforce, sf: Salesforce) -> None:
     assert sandbox.tokens["instance_url"].startswith("https://127.0.0.1:")
-    assert sf.base_url == sandbox.tokens["instance_url"] + "/services/data/v62.0/"
+    assert sf.base_url == sandbox.tokens["instance_url"] + "/services/data/v67.0/"
 
 
 def test_query_all_pages_to_exactly_the_live_contacts(sandbox: ServedSalesforce, sf: Salesforce) -> None:
@@ -181,6 +149,24 @@ def test_sobject_writes_and_the_delete_log(sandbox: ServedSalesforce, sf: Salesf
     assert error_body(refused.value)[0]["errorCode"] == "INVALID_FIELD"
 
 
+def test_describe_limits_count_and_date_literals_through_the_sdk(
+    sandbox: ServedSalesforce, sf: Salesforce, http_session: requests.Session
+) -> None:
+    versions = http_session.get(sandbox.tokens["instance_url"] + "/services/data/").json()
+    assert {"64.0", "65.0", "66.0", "67.0"} <= {entry["version"] for entry in versions}
+    contacts: Any = sf.Contact
+    describe = contacts.describe()
+    assert describe["name"] == "Contact"
+    assert {"Id", "Email", "AccountId", "SystemModstamp"} <= {entry["name"] for entry in describe["fields"]}
+    assert sf.limits()["DailyApiRequests"]["Max"] == 15000
+    live = len(sandbox.emulator.contact_records(include_deleted=False))
+    assert sf.query("SELECT COUNT() FROM Contact") == {"totalSize": live, "done": True, "records": []}
+    # A window reaching back to the org's creation (2025-01-01) holds every contact.
+    window = (datetime.fromtimestamp(sandbox.clock(), UTC) - datetime(2025, 1, 1, tzinfo=UTC)).days + 1
+    assert sf.query(f"SELECT COUNT() FROM Contact WHERE SystemModstamp = LAST_N_DAYS:{window}")["totalSize"] == live
+    assert sf.query("SELECT COUNT() FROM Contact WHERE SystemModstamp > TODAY")["totalSize"] == 0
+
+
 def test_errors_map_onto_the_sdk_exceptions(clock: ManualClock, certificate: tuple[Path, Path]) -> None:
     cert_path, key_path = certificate
     session = requests.Session()
@@ -189,7 +175,7 @@ def test_errors_map_onto_the_sdk_exceptions(clock: ManualClock, certificate: tup
     with serve_salesforce(clock, ssl_certfile=str(cert_path), ssl_keyfile=str(key_path), api_request_limit=2) as box:
         tokens = box.tokens
         sf = Salesforce(
-            instance_url=tokens["instance_url"], session_id=tokens["access_token"], session=session, version="62.0"
+            instance_url=tokens["instance_url"], session_id=tokens["access_token"], session=session, version="67.0"
         )
         with pytest.raises(SalesforceMalformedRequest) as malformed:
             sf.query("SELECT Id FORM Contact")

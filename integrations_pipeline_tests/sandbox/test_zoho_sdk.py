@@ -22,10 +22,12 @@ import httpx
 import pytest
 from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
 from zohocrmsdk.src.com.zoho.api.authenticator.store.file_store import FileStore
-from zohocrmsdk.src.com.zoho.crm.api import ParameterMap
+from zohocrmsdk.src.com.zoho.crm.api import HeaderMap, ParameterMap
 from zohocrmsdk.src.com.zoho.crm.api.dc.data_center import DataCenter
 from zohocrmsdk.src.com.zoho.crm.api.exception import SDKException
 from zohocrmsdk.src.com.zoho.crm.api.initializer import Initializer
+from zohocrmsdk.src.com.zoho.crm.api.modules import ModulesOperations
+from zohocrmsdk.src.com.zoho.crm.api.modules import ResponseWrapper as ModulesResponseWrapper
 from zohocrmsdk.src.com.zoho.crm.api.record import APIException, GetRecordsParam, RecordOperations, ResponseWrapper
 from zohocrmsdk.src.com.zoho.crm.api.sdk_config import SDKConfig
 from zohocrmsdk.src.com.zoho.crm.api.util import Utility
@@ -37,7 +39,9 @@ from integrations_pipeline_tests.sandbox.conftest import ManualClock
 CLIENT_ID = "1000.SANDBOXCLIENT"
 CLIENT_SECRET = "sandbox-zoho-secret"
 REDIRECT_URI = "http://127.0.0.1:9/oauth/callback"
-SCOPES = "ZohoCRM.modules.ALL,ZohoCRM.users.READ,ZohoCRM.org.READ,ZohoCRM.settings.fields.READ"
+SCOPES = (
+    "ZohoCRM.modules.ALL,ZohoCRM.users.READ,ZohoCRM.org.READ,ZohoCRM.settings.fields.READ,ZohoCRM.settings.modules.READ"
+)
 FIELDS = ("First_Name", "Last_Name", "Email", "Phone", "Modified_Time")
 CONTACTS = 450
 
@@ -57,31 +61,35 @@ def _fresh_sdk_state() -> Iterator[None]:
     Initializer.initializer = None
 
 
+def grant_code_url(url: str) -> str:
+    params = {
+        "client_id": CLIENT_ID,
+        "redirect_uri": REDIRECT_URI,
+        "response_type": "code",
+        "scope": SCOPES,
+        "access_type": "offline",
+        "prompt": "consent",
+    }
+    return str(httpx.URL(url + "/oauth/v2/auth", params=params))
+
+
 def grant_code(url: str) -> str:
-    response = httpx.get(
-        url + "/oauth/v2/auth",
-        params={
-            "client_id": CLIENT_ID,
-            "redirect_uri": REDIRECT_URI,
-            "response_type": "code",
-            "scope": SCOPES,
-            "access_type": "offline",
-            "prompt": "consent",
-        },
-    )
+    response = httpx.get(grant_code_url(url))
     assert response.status_code == 302, response.text
     return httpx.URL(response.headers["location"]).params["code"]
 
 
-def initialize(url: str, token: OAuthToken, tmp_path: Path) -> None:
-    environment = DataCenter.Environment(url, url + "/oauth/v2/token", url)
+def initialize(
+    url: str, token: OAuthToken, tmp_path: Path, *, auto_refresh_fields: bool = False, accounts: str | None = None
+) -> None:
+    environment = DataCenter.Environment(url, (accounts or url) + "/oauth/v2/token", url)
     resources = tmp_path / "resources"
     resources.mkdir(parents=True, exist_ok=True)
     Initializer.initialize(
         environment=environment,
         token=token,
         store=FileStore(str(tmp_path / "sdk_tokens.txt")),
-        sdk_config=SDKConfig(auto_refresh_fields=False, pick_list_validation=False),
+        sdk_config=SDKConfig(auto_refresh_fields=auto_refresh_fields, pick_list_validation=False),
         resource_path=str(resources),
     )
 
@@ -200,3 +208,63 @@ def test_sdk_surfaces_zoho_errors_for_missing_fields_and_a_revoked_grant(
     with pytest.raises(SDKException) as refused:
         initialize(url, revoked, tmp_path / "second")
     assert "invalid_code" in str(refused.value)
+
+
+def test_sdk_refreshing_fields_lists_modules_then_reads_every_modules_fields(
+    sandbox: tuple[ZohoEmulator, str], tmp_path: Path
+) -> None:
+    """With auto_refresh_fields the SDK calls GET /settings/modules first, keeps the api_supported modules, and
+    reads /settings/fields for each of them: every module listed must answer its fields."""
+    emulator, url = sandbox
+    token = OAuthToken(
+        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, grant_token=grant_code(url), redirect_url=REDIRECT_URI
+    )
+    initialize(url, token, tmp_path, auto_refresh_fields=True)
+    modules = ModulesOperations().get_modules(ParameterMap(), HeaderMap()).get_object()
+    assert isinstance(modules, ModulesResponseWrapper), modules
+    listed = {module.get_api_name() for module in modules.get_modules() if module.get_api_supported()}
+    assert listed == {"Accounts", "Contacts", "Events"}
+    records, _ = all_contacts_through_sdk(per_page=200)
+    assert len(records) == CONTACTS
+    log = [(entry.path, entry.query, entry.status) for entry in emulator.request_log]
+    first_fields = next(index for index, (path, _, _) in enumerate(log) if path == "/crm/v8/settings/fields")
+    assert ("/crm/v8/settings/modules", "", 200) in log[:first_fields]  # modules first
+    fields_read = {query.split("module=")[1] for path, query, status in log if path == "/crm/v8/settings/fields"}
+    assert fields_read == listed
+    assert all(status == 200 for path, _, status in log if path.startswith("/crm/v8/settings/"))
+
+
+def test_sdk_reads_an_eu_account_at_the_eu_origins_only(clock: ManualClock, tmp_path: Path) -> None:
+    """The SDK's EU environment: tokens from the EU accounts server, data from the EU API host; the US API host
+    refuses that token as Zoho does (INVALID_TOKEN)."""
+    emulator = ZohoEmulator(
+        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, contacts=30, events=5, clock=clock, location="eu"
+    )
+    us, eu_accounts, eu_api = (BackgroundServer(emulator.app) for _ in range(3))
+    with us, eu_accounts, eu_api:
+        emulator.serve_data_centre("us", accounts_origin=us.url, api_origin=us.url)
+        emulator.serve_data_centre("eu", accounts_origin=eu_accounts.url, api_origin=eu_api.url)
+        consent = httpx.URL(httpx.get(grant_code_url(us.url)).headers["location"])
+        assert (consent.params["location"], consent.params["accounts-server"]) == ("eu", eu_accounts.url)
+        token = OAuthToken(
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            grant_token=consent.params["code"],
+            redirect_url=REDIRECT_URI,
+        )
+        initialize(eu_api.url, token, tmp_path, accounts=eu_accounts.url)
+        records, _ = all_contacts_through_sdk(per_page=200)
+        assert len(records) == 30
+        header = {"Authorization": f"Zoho-oauthtoken {token.get_access_token()}"}
+        refused = httpx.get(us.url + "/crm/v8/users", headers=header, params={"type": "AllUsers"})
+        assert refused.status_code == 401 and refused.json()["code"] == "INVALID_TOKEN"
+        at_us_accounts = httpx.post(
+            us.url + "/oauth/v2/token",
+            data={
+                "grant_type": "refresh_token",
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "refresh_token": token.get_refresh_token(),
+            },
+        )
+        assert at_us_accounts.json() == {"error": "invalid_code"}
