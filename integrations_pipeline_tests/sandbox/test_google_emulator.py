@@ -7,7 +7,6 @@ independently, never from the emulator's own filtering code.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -174,17 +173,12 @@ def test_same_seed_gives_identical_data_and_another_seed_does_not() -> None:
     assert first.event_records() == again.event_records() != other.event_records()
 
 
-def test_a_hundred_thousand_contacts_build_in_about_a_second_and_page_quickly(clock: ManualClock) -> None:
-    started = time.perf_counter()
+def test_a_hundred_thousand_contacts_build_and_page(clock: ManualClock) -> None:
     with serve_google(clock, contacts=100_000) as google:
-        built_and_served = time.perf_counter() - started
-        started = time.perf_counter()
         params = {"personFields": PERSON_FIELDS, "pageSize": 1000}
         first = google.get(CONNECTIONS, params=params).json()
         second = google.get(CONNECTIONS, params=params | {"pageToken": first["nextPageToken"]}).json()
-        paged = time.perf_counter() - started
     assert first["totalItems"] == 100_000 and len(first["connections"]) == len(second["connections"]) == 1000
-    assert built_and_served < 3.0 and paged < 2.0, (built_and_served, paged)
 
 
 def test_generated_timestamps_are_in_the_past_and_events_mix_all_day_and_zoned(google: ServedGoogle) -> None:

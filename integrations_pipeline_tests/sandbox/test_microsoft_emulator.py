@@ -8,7 +8,6 @@ helpers here are shared with the SDK and connector tests.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -184,18 +183,14 @@ def test_same_seed_gives_identical_records_and_another_seed_does_not() -> None:
     assert first.contact_records() != other.contact_records() and first.user_records() != other.user_records()
 
 
-def test_hundred_thousand_contacts_build_fast_and_page_quickly(clock: ManualClock) -> None:
-    started = time.perf_counter()
+def test_hundred_thousand_contacts_build_and_page(clock: ManualClock) -> None:
     emulator = MicrosoftEmulator(
         client_id=CLIENT_ID, client_secret=CLIENT_SECRET, contacts=100_000, events=10, clock=clock
     )
-    assert time.perf_counter() - started < 3.0  # about a second on an idle machine; the CI box is shared
     with BackgroundServer(emulator.app) as server, httpx.Client(base_url=server.url) as http:
         served = ServedMicrosoft(emulator, server.url, clock, http, run_code_flow(http))
-        started = time.perf_counter()
         first = served.get(CONTACTS_DELTA, headers={"Prefer": "odata.maxpagesize=999"})
         second = served.get(first.json()["@odata.nextLink"], headers={"Prefer": "odata.maxpagesize=999"})
-        assert time.perf_counter() - started < 3.0
     assert len(first.json()["value"]) == len(second.json()["value"]) == 999
 
 

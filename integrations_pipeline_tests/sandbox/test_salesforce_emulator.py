@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import secrets
 import ssl
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -473,17 +472,12 @@ def test_revoke_takes_the_grant_and_revoke_refresh_tokens_knob(sf: ServedSalesfo
 # --- size -------------------------------------------------------------------------------------------------------------
 
 
-def test_a_hundred_thousand_contacts_build_and_page_quickly(clock: ManualClock) -> None:
-    started = time.perf_counter()
+def test_a_hundred_thousand_contacts_build_deterministically_and_page(clock: ManualClock) -> None:
     emulator = SalesforceEmulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, contacts=100_000, clock=clock)
-    built_s = time.perf_counter() - started
     again = SalesforceEmulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, contacts=100_000, clock=clock)
     assert emulator.contact_records()[-1] == again.contact_records()[-1]  # deterministic for a seed
-    assert built_s < 4.0  # about a second on a quiet machine; generous for a shared CI core
     with BackgroundServer(emulator.app) as server, httpx.Client(base_url=server.url, timeout=60.0) as http:
         tokens = run_code_flow(http)
-        started = time.perf_counter()
         bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
         page = http.get(f"{DATA}/queryAll", params={"q": "SELECT Id, Email FROM Contact"}, headers=bearer).json()
         assert (page["totalSize"], len(page["records"]), page["done"]) == (100_000, 2000, False)
-        assert time.perf_counter() - started < 3.0
