@@ -44,7 +44,9 @@ def build_definitions() -> dg.Definitions:
         assets=[*assets.values(), *unified, connection_health],
         jobs=[*provider_jobs, *unified_jobs.values(), replay_dead_letters_job, purge_webhook_inbox_job],
         sensors=[
-            build_connections_sensor(sync_jobs),
+            build_connections_sensor(
+                sync_jobs, {provider: jobs[True] for provider, jobs in jobs_by_provider.items() if True in jobs}
+            ),
             build_unified_sensor(provider_jobs, unified_jobs),
             build_webhook_events_sensor(jobs_by_provider),
             *build_delivery_sensors(provider_jobs),

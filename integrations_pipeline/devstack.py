@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 from contextlib import ExitStack
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -75,12 +76,17 @@ def ensure_env_file(defaults: dict[str, str], path: Path = ENV_FILE) -> list[str
     return missing
 
 
-def build_emulator(provider: str, settings: Settings, *, contacts: int = 2_000) -> Any:
+def build_emulator(provider: str, settings: Settings, *, contacts: int = 2_000, today: date | None = None) -> Any:
+    """A sandbox emulator whose events lie around `today` (the current UTC date by default): weeks of past and
+    coming events, so the first sync of a new connection finds some on its live days."""
     if provider not in EMULATORS:
         raise SettingsError(f"no sandbox emulator for {provider!r}; available: {', '.join(sorted(EMULATORS))}")
     app = settings.provider_app(provider)
     return EMULATORS[provider](
-        client_id=app.client_id, client_secret=app.client_secret.get_secret_value(), contacts=contacts
+        client_id=app.client_id,
+        client_secret=app.client_secret.get_secret_value(),
+        contacts=contacts,
+        events_around=today or datetime.now(UTC).date(),
     )
 
 

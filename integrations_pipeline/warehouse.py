@@ -22,15 +22,14 @@ import duckdb
 import pandas as pd
 from dagster._core.definitions.metadata import TableMetadataSet
 from dagster._core.storage.db_io_manager import DbClient, DbTypeHandler, TablePartitionDimension, TableSlice
-from dagster._utils.backoff import backoff
 
 from integrations_pipeline.frames import TIMESTAMP_DTYPE
+from integrations_pipeline.replica import connect_for_writing, refresh_read_replica
 from integrations_pipeline.settings import Settings
 
 if TYPE_CHECKING:  # psycopg2 is imported where PostgreSQL is used: a DuckDB run process never loads it (5 MiB)
     from psycopg2.extensions import connection as PgConnection
 
-WAREHOUSE_LOCK_RETRIES = 10  # about 100 s of exponential backoff, as Dagster's DuckDB I/O manager waits
 
 Window = tuple[datetime, datetime]
 
@@ -122,15 +121,9 @@ class DuckDbWarehouse(Warehouse):
         self.name = str(path)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """A DuckDB file admits one writing process at a time: wait for the lock like Dagster's client does."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return backoff(
-            fn=duckdb.connect,
-            retry_on=(RuntimeError, duckdb.IOException),
-            # The same configuration as Dagster's DuckDB client: one process may not open a file with two.
-            kwargs={"database": str(self.path), "config": {"custom_user_agent": "dagster"}},
-            max_retries=WAREHOUSE_LOCK_RETRIES,
-        )
+        """A DuckDB file admits one writing process at a time: wait for the lock, a bounded time (replica.py)."""
+        # The same configuration as Dagster's DuckDB client: one process may not open a file with two.
+        return connect_for_writing(self.path, config={"custom_user_agent": "dagster"})
 
     def client(self) -> DbClient:
         return _DuckDbClient(self)
@@ -175,6 +168,7 @@ class _DuckDbClient(DbClient):
                 connection.rollback()
                 raise
             connection.commit()
+            refresh_read_replica(connection, self.warehouse.path)  # analysts query the replica (replica.py)
 
     def ensure_schema_exists(self, context: Any, table_slice: TableSlice, connection: Any) -> None:  # type: ignore[override]
         connection.execute(f"CREATE SCHEMA IF NOT EXISTS {_quoted(table_slice.schema)}").fetchall()

@@ -25,6 +25,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
@@ -438,6 +439,16 @@ class OAuthAuthorizationServer:
         now = self.clock()
         for token in self.access_tokens.values():
             token.expires_at = min(token.expires_at, now)
+
+
+# --- generated events -------------------------------------------------------------------------------------------
+
+
+def events_first_day(fixed_first_day: date, days: int, around: date | None) -> date:
+    """The first day of an emulator's `days` of generated events: its fixed sample window (what the tests pin
+    their expectations on) or, given `around` (the dev stack passes today), half the window before that day, so a
+    fresh sandbox has past and coming events. Either way the data depends only on the seed and these dates."""
+    return fixed_first_day if around is None else around - timedelta(days=days // 2)
 
 
 # Name pools for generated people and companies, shared by the emulators whose data looks alike (HubSpot and

@@ -1,13 +1,18 @@
 """`connections_sensor` keeps each provider's connection partitions in step with the state store and
-starts the first sync of every new connection."""
+starts the first sync of every new connection: its users and contacts, and its live event days (yesterday, today,
+tomorrow), so a new connection has events without waiting for the hourly events schedule."""
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
 
-from integrations_pipeline.partitions import TENANTS, connection_partitions
+from integrations_pipeline.partitions import CONNECTION, DAY, TENANTS, connection_partitions
 from integrations_pipeline.resources import IntegrationsResource
+from integrations_pipeline.schedules import live_event_days
 from integrations_pipeline.store import ConnectionStatus
 
 SYNCABLE = (ConnectionStatus.ACTIVE, ConnectionStatus.NEEDS_REAUTH)
@@ -16,14 +21,19 @@ TENANTS_NAME = TENANTS.name or "tenants"
 PARTITION_TAG = "dagster/partition"
 
 
-def build_connections_sensor(sync_jobs: dict[str, UnresolvedAssetJobDefinition]) -> dg.SensorDefinition:
-    """`sync_jobs` maps each provider to the job that syncs one of its connections."""
+def build_connections_sensor(
+    sync_jobs: dict[str, UnresolvedAssetJobDefinition],
+    events_jobs: Mapping[str, UnresolvedAssetJobDefinition] | None = None,
+) -> dg.SensorDefinition:
+    """`sync_jobs` maps each provider to the job that syncs one of its connections; `events_jobs` to the job that
+    syncs one connection's day of events."""
+    events_jobs = events_jobs or {}
 
     @dg.sensor(
         name="connections_sensor",
         minimum_interval_seconds=CONNECTIONS_SENSOR_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        jobs=list(sync_jobs.values()),
+        jobs=[*sync_jobs.values(), *events_jobs.values()],
         description="Adds a partition for every new connection (and removes disconnected ones), then runs its "
         "first sync.",
     )
@@ -42,15 +52,23 @@ def build_connections_sensor(sync_jobs: dict[str, UnresolvedAssetJobDefinition])
             if removed:
                 partition_requests.append(dg.DeleteDynamicPartitionsRequest(partitions_name, removed))
             for connection_id in added:
-                if wanted[connection_id].status == ConnectionStatus.ACTIVE:
-                    run_requests.append(
+                if wanted[connection_id].status != ConnectionStatus.ACTIVE:
+                    continue
+                # Deterministic: the same connection (by creation time) gets one first sync, ever.
+                first_sync = f"first-sync:{connection_id}:{wanted[connection_id].created_at.isoformat()}"
+                tags = {"provider": provider, "trigger": "new_connection"}
+                run_requests.append(
+                    dg.RunRequest(job_name=job.name, partition_key=connection_id, run_key=first_sync, tags=tags)
+                )
+                if provider in events_jobs:
+                    run_requests.extend(
                         dg.RunRequest(
-                            job_name=job.name,
-                            partition_key=connection_id,
-                            # Deterministic: the same connection (by creation time) gets one first sync, ever.
-                            run_key=f"first-sync:{connection_id}:{wanted[connection_id].created_at.isoformat()}",
-                            tags={"provider": provider, "trigger": "new_connection"},
+                            job_name=events_jobs[provider].name,
+                            partition_key=dg.MultiPartitionKey({CONNECTION: connection_id, DAY: day}),
+                            run_key=f"{first_sync}:{day}",
+                            tags=tags,
                         )
+                        for day in live_event_days(datetime.now(UTC))
                     )
         tenants = sorted({c.tenant for c in integrations.store.list_connections(statuses=SYNCABLE)})
         known_tenants = set(context.instance.get_dynamic_partitions(TENANTS_NAME))

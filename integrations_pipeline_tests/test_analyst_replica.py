@@ -1,0 +1,103 @@
+"""Analysts never block the product: an analyst in another process holding a read-only DuckDB connection on the read
+replica does not delay a write, keeps reading its snapshot, and a new connection sees the write; an analyst on the
+warehouse file itself makes a write wait a bounded time, then fail with one line naming the holder and the replica."""
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from dagster._core.storage.db_io_manager import TableSlice
+
+from integrations_pipeline.replica import WarehouseLockedError, connect_for_writing, read_replica_path
+from integrations_pipeline.warehouse import DuckDbWarehouse
+
+# An analyst's session: a read-only connection held open; each line asks for a count on it ("held"), or on a new one
+# after closing it ("reopened": DuckDB shares one open database per file within a process); end of input closes it.
+ANALYST = """
+import sys, duckdb
+path = sys.argv[1]
+held = duckdb.connect(path, read_only=True)
+print("ready", flush=True)
+for line in sys.stdin:
+    if line.strip() == "reopened":
+        held.close()
+        held = duckdb.connect(path, read_only=True)
+    print(held.execute("SELECT count(*) FROM sales.orders").fetchone()[0], flush=True)
+"""
+
+
+class Analyst:
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+
+    def count(self, on: str) -> int:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(on + "\n")
+        self.process.stdin.flush()
+        return int(self.process.stdout.readline())
+
+
+@contextmanager
+def analyst_on(path: Path) -> Iterator[Analyst]:
+    process = subprocess.Popen(  # noqa: S603 (our own argv)
+        [sys.executable, "-c", ANALYST, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        yield Analyst(process)
+    finally:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.close()
+        process.wait(timeout=30)
+        process.stdout.close()
+
+
+def write_order(warehouse: DuckDbWarehouse, order_id: int) -> None:
+    """One write through the I/O manager's client: the transaction, then the replica refresh."""
+    table_slice = TableSlice(table="orders", schema="sales", database=warehouse.name)
+    with warehouse.client().connect(None, table_slice) as connection:
+        connection.execute("CREATE SCHEMA IF NOT EXISTS sales")
+        connection.execute("CREATE TABLE IF NOT EXISTS sales.orders (id INTEGER)")
+        connection.execute("INSERT INTO sales.orders VALUES (?)", [order_id])
+
+
+def test_an_analyst_on_the_replica_never_blocks_a_write(tmp_path: Path) -> None:
+    warehouse = DuckDbWarehouse(tmp_path / "warehouse.duckdb")
+    write_order(warehouse, 1)
+    replica = read_replica_path(warehouse.path)
+    assert replica == tmp_path / "warehouse-read.duckdb"
+    with analyst_on(replica) as analyst:
+        assert analyst.count("held") == 1
+        write_order(warehouse, 2)  # a lock conflict would wait, then raise: it completes while the analyst reads
+        write_order(warehouse, 3)
+        assert analyst.count("held") == 1  # the analyst's open connection keeps its snapshot
+        assert analyst.count("reopened") == 3  # a new connection sees every write
+    assert not list(tmp_path.glob(".*.tmp"))  # no staged copy left behind
+
+
+def test_an_analyst_on_the_warehouse_file_delays_a_write_a_bounded_time_with_a_clear_message(tmp_path: Path) -> None:
+    warehouse = DuckDbWarehouse(tmp_path / "warehouse.duckdb")
+    write_order(warehouse, 1)
+    with analyst_on(warehouse.path) as analyst:
+        with pytest.raises(WarehouseLockedError) as refusal:
+            connect_for_writing(warehouse.path, wait_s=0.2)
+        message = str(refusal.value)
+        assert f"process {analyst.process.pid}" in message
+        assert str(read_replica_path(warehouse.path)) in message
+        assert "\n" not in message and "Traceback" not in message
+
+        # The lock released within the wait: the write goes through.
+        connected = threading.Event()
+
+        def writer() -> None:
+            with connect_for_writing(warehouse.path, wait_s=60):
+                connected.set()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+    thread.join(timeout=90)
+    assert connected.is_set()
