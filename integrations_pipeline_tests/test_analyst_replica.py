@@ -43,7 +43,7 @@ class Analyst:
 
 @contextmanager
 def analyst_on(path: Path) -> Iterator[Analyst]:
-    process = subprocess.Popen(  # noqa: S603 (our own argv)
+    process = subprocess.Popen(
         [sys.executable, "-c", ANALYST, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
