@@ -1,4 +1,5 @@
-"""Imports point one way, down the layers of ../shared/design/architecture.md; this test fails on an upward arrow."""
+"""Imports point one way, down the layers of docs/architecture.md ("Layers as built"); this test fails on an upward
+arrow."""
 
 import ast
 from pathlib import Path
