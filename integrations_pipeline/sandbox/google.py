@@ -51,6 +51,7 @@ from integrations_pipeline.sandbox.common import (
     json_response,
     read_form,
     synchronized,
+    with_consent_page,
 )
 from integrations_pipeline.sandbox.google_push import GoogleApiRefusal, GooglePush
 from integrations_pipeline.sandbox.google_push import routes as push_routes
@@ -1288,7 +1289,7 @@ class GoogleEmulator:
             ).response()
 
         routes = [
-            Route(AUTHORIZE_PATH, self._authorize, methods=["GET"]),
+            Route(AUTHORIZE_PATH, with_consent_page(self._authorize, "Google"), methods=["GET", "POST"]),
             Route(TOKEN_PATH, self._token, methods=["POST"]),
             Route(REVOKE_PATH, self._revoke, methods=["POST"]),
             Route(TOKENINFO_PATH, self._tokeninfo, methods=["GET", "POST"]),

@@ -58,6 +58,7 @@ from integrations_pipeline.sandbox.common import (
     new_correlation_id,
     read_form,
     synchronized,
+    with_consent_page,
 )
 from integrations_pipeline.sandbox.hubspot_push import HubSpotPush, developer_api_key_for
 
@@ -1505,7 +1506,7 @@ class HubSpotEmulator:
 
         crm = self._crm_endpoint
         routes = [
-            Route("/oauth/authorize", self._authorize, methods=["GET"]),
+            Route("/oauth/authorize", with_consent_page(self._authorize, "HubSpot"), methods=["GET", "POST"]),
             Route("/oauth/v1/token", self._token, methods=["POST"]),
             Route("/oauth/v1/access-tokens/{token}", self._access_token_info, methods=["GET"]),
             Route("/oauth/v1/refresh-tokens/{token}", self._refresh_token_info, methods=["GET"]),

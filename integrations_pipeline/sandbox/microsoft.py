@@ -58,6 +58,7 @@ from integrations_pipeline.sandbox.common import (
     json_response,
     read_form,
     synchronized,
+    with_consent_page,
 )
 from integrations_pipeline.sandbox.microsoft_push import GraphPush, write_routes
 
@@ -1167,7 +1168,7 @@ class MicrosoftEmulator:
         contacts_delta = self._graph_endpoint(self._contacts_delta, CONTACTS_SCOPES, outlook_denied)
         events_delta = self._graph_endpoint(self._events_delta, EVENTS_SCOPES, outlook_denied)
         routes = [
-            Route(AUTHORIZE_PATH, self._authorize, methods=["GET"]),
+            Route(AUTHORIZE_PATH, with_consent_page(self._authorize, "Microsoft"), methods=["GET", "POST"]),
             Route(TOKEN_PATH, self._token, methods=["POST"]),
             Route("/v1.0/me", self._graph_endpoint(self._get_me, ME_SCOPES, users_denied), methods=["GET"]),
             Route("/v1.0/users", self._graph_endpoint(self._list_users, USERS_SCOPES, users_denied), methods=["GET"]),

@@ -51,6 +51,7 @@ from integrations_pipeline.sandbox.common import (
     json_response,
     read_form,
     synchronized,
+    with_consent_page,
 )
 from integrations_pipeline.sandbox.salesforce_push import SalesforcePush
 
@@ -1372,7 +1373,11 @@ class SalesforceEmulator:
         sobjects = f"{data}/sobjects/{{sobject}}"
         record = f"{sobjects}/{{record_id}}"
         routes = [
-            Route("/services/oauth2/authorize", self._authorize, methods=["GET"]),
+            Route(
+                "/services/oauth2/authorize",
+                with_consent_page(self._authorize, "Salesforce"),
+                methods=["GET", "POST"],
+            ),
             Route("/services/oauth2/token", self._token, methods=["POST"]),
             Route("/services/oauth2/revoke", self._revoke, methods=["POST"]),
             Route("/services/oauth2/userinfo", self._userinfo, methods=["GET"]),

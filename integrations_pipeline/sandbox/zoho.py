@@ -51,6 +51,7 @@ from integrations_pipeline.sandbox.common import (
     json_response,
     read_form,
     synchronized,
+    with_consent_page,
 )
 from integrations_pipeline.sandbox.zoho_push import ZohoPush, write_handler
 from integrations_pipeline.sandbox.zoho_push import routes as push_routes
@@ -1285,7 +1286,7 @@ class ZohoEmulator:
             module_written("POST", "CREATE"),
             module_written("PUT", "UPDATE"),
             module_written("DELETE", "DELETE"),
-            Route("/oauth/v2/auth", self._authorize, methods=["GET"]),
+            Route("/oauth/v2/auth", with_consent_page(self._authorize, "Zoho"), methods=["GET", "POST"]),
             Route("/oauth/v2/token", self._token, methods=["POST"]),
             Route("/oauth/v2/token/revoke", self._revoke, methods=["POST"]),
             Route("/accounts-{location}/oauth/v2/token", self._token, methods=["POST"]),
