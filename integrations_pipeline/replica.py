@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import duckdb
@@ -36,7 +37,7 @@ def read_replica_path(warehouse_path: Path) -> Path:
 
 
 def connect_for_writing(
-    warehouse_path: Path, *, wait_s: float = WRITE_LOCK_WAIT_S, config: dict[str, str] | None = None
+    warehouse_path: Path, *, wait_s: float = WRITE_LOCK_WAIT_S, config: Mapping[str, str] | None = None
 ) -> duckdb.DuckDBPyConnection:
     """A read-write connection, waiting up to `wait_s` for another process's lock (another run's write is over
     in moments; an analyst's connection may never end, hence the bound)."""
@@ -45,7 +46,7 @@ def connect_for_writing(
     delay = _FIRST_DELAY_S
     while True:
         try:
-            return duckdb.connect(str(warehouse_path), config=config or {})
+            return duckdb.connect(str(warehouse_path), config=dict(config or {}))
         except duckdb.IOException as refusal:
             if "lock" not in str(refusal).lower():
                 raise
