@@ -14,7 +14,7 @@ PACKAGE_ROOT = Path(integrations_pipeline.__file__).parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry points", ("definitions", "cli", "devstack")),
     ("orchestration", ("assets", "sensors", "schedules", "jobs", "partitions", "backfills")),
-    ("resources", ("resources", "warehouse")),
+    ("resources", ("resources", "warehouse", "replica")),
     ("gateway", ("gateway",)),
     ("clients", ("clients", "webhooks_out")),
     ("core", ("store", "crypto", "settings", "records", "frames", "mapping", "httpserver", "metrics")),
