@@ -119,8 +119,8 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-class PortBusyError(SettingsError):
-    """A port the dev stack needs is taken (most often by a `make dev` already running)."""
+class PortUnavailableError(SettingsError):
+    """A port the dev stack needs is taken (most often by a `make dev` already running) or not ours to use."""
 
 
 def require_free_ports(ports: dict[str, int]) -> None:
@@ -132,8 +132,8 @@ def require_free_ports(ports: dict[str, int]) -> None:
                 probe.bind(("127.0.0.1", port))
             except OSError as refusal:
                 if refusal.errno != errno.EADDRINUSE:
-                    raise
-                raise PortBusyError(
+                    raise PortUnavailableError(f"cannot listen on port {port} ({what}): {refusal.strerror}") from None
+                raise PortUnavailableError(
                     f"port {port} ({what}) is already in use: is `make dev` already running? Stop it with Ctrl-C in "
                     "its terminal, or free the port, then run `make dev` again"
                 ) from None

@@ -62,8 +62,9 @@ def test_make_dev_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
+        ports = ["--gateway-port", str(busy), "--dagster-port", str(free_port()), "--sandbox-port", str(free_port())]
         finished = subprocess.run(
-            [*CLI, "dev", "--dagster-port", str(free_port()), "--gateway-port", str(busy), "--sandbox-port", "0"],
+            [*CLI, "dev", *ports],
             cwd=tmp_path,
             env=clean_environment(tmp_path),
             capture_output=True,
