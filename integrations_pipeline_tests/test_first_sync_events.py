@@ -21,9 +21,7 @@ TODAY = datetime.now(UTC).date()
 
 
 @pytest.fixture
-def live_stack(
-    store_url: str, key_spec: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[Stack]:
+def live_stack(store_url: str, key_spec: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Stack]:
     with running_stack(store_url, key_spec, monkeypatch, tmp_path, events_around=TODAY) as running:
         yield running
 
@@ -53,6 +51,10 @@ def test_the_first_sync_of_every_provider_includes_its_live_event_days(live_stac
             for provider, connection_id in connections.items()
             for day in live_event_days(datetime.now(UTC))
         }
+        # Queued in this order: users and contacts, then every provider's events of today, then the other days.
+        assert requests[len(connections) :] == events_requests
+        first_days = [request.partition_key.keys_by_dimension[DAY] for request in events_requests]  # type: ignore[union-attr]
+        assert first_days[: len(connections)] == [TODAY.isoformat()] * len(connections)
         # The first sync is requested once: a second tick knows the partitions and asks for nothing.
         assert evaluate_connections_sensor(definitions, instance) == []
 

@@ -40,6 +40,11 @@ def build_connections_sensor(
     def connections_sensor(context: dg.SensorEvaluationContext, integrations: IntegrationsResource) -> dg.SensorResult:
         partition_requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
         run_requests = []
+        events_requests: list[tuple[int, dg.RunRequest]] = []  # (the day's place in days_first, the request)
+        now = datetime.now(UTC)
+        # Runs queue in the order requested: today's events of every new connection right after the users and
+        # contacts, so each provider's events table appears with the first few runs; yesterday and tomorrow follow.
+        days_first = sorted(live_event_days(now), key=lambda day: day != now.date().isoformat())
         for provider, job in sync_jobs.items():
             partitions_name = connection_partitions(provider).name
             assert partitions_name is not None
@@ -61,15 +66,19 @@ def build_connections_sensor(
                     dg.RunRequest(job_name=job.name, partition_key=connection_id, run_key=first_sync, tags=tags)
                 )
                 if provider in events_jobs:
-                    run_requests.extend(
-                        dg.RunRequest(
-                            job_name=events_jobs[provider].name,
-                            partition_key=dg.MultiPartitionKey({CONNECTION: connection_id, DAY: day}),
-                            run_key=f"{first_sync}:{day}",
-                            tags=tags,
+                    events_requests.extend(
+                        (
+                            rank,
+                            dg.RunRequest(
+                                job_name=events_jobs[provider].name,
+                                partition_key=dg.MultiPartitionKey({CONNECTION: connection_id, DAY: day}),
+                                run_key=f"{first_sync}:{day}",
+                                tags=tags,
+                            ),
                         )
-                        for day in live_event_days(datetime.now(UTC))
+                        for rank, day in enumerate(days_first)
                     )
+        run_requests += [request for _, request in sorted(events_requests, key=lambda ranked: ranked[0])]
         tenants = sorted({c.tenant for c in integrations.store.list_connections(statuses=SYNCABLE)})
         known_tenants = set(context.instance.get_dynamic_partitions(TENANTS_NAME))
         if set(tenants) - known_tenants:
