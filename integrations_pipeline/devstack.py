@@ -101,8 +101,9 @@ def build_emulator(provider: str, settings: Settings, *, contacts: int = 2_000, 
 
 
 def connect_through_oauth(gateway_url: str, api_key: str, provider: str, tenant: str) -> dict[str, Any]:
-    """What a person does in a browser: start at the gateway, consent at the provider (the sandbox consents by
-    itself), land back on the callback."""
+    """What a person does in a browser: start at the gateway, consent at the provider, land back on the callback.
+    This client asks for no HTML, so the sandbox consents at once (a browser gets its consent page) and the gateway
+    answers with the connection as JSON."""
     with httpx.Client(timeout=30, follow_redirects=True) as browser:
         started = browser.post(
             f"{gateway_url}/connections/{provider}/connect",
