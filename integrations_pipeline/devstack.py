@@ -180,7 +180,9 @@ def stop_runs(instance: dg.DagsterInstance, wait_s: float = RUN_STOP_WAIT_S) -> 
     while True:
         runs = instance.get_runs(filters=unfinished)
         for run in runs:
-            if run.run_id in asked:
+            # A starting run's worker marks itself failed if it finds the run already canceling: terminate it once
+            # it has started, so it ends canceled.
+            if run.run_id in asked or run.status == dg.DagsterRunStatus.STARTING:
                 continue
             asked.add(run.run_id)
             if run.status == dg.DagsterRunStatus.NOT_STARTED:
