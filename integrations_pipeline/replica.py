@@ -27,6 +27,10 @@ _FIRST_DELAY_S, _MAX_DELAY_S = 0.05, 2.0
 _HOLDER = re.compile(r"held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 
 
+# DuckDB's file header and its two database headers, which hold the checkpoint's iteration: equal bytes, same data.
+_HEADERS_BYTES = 3 * 4096
+
+
 class WarehouseLockedError(RuntimeError):
     """Another process held the warehouse file's lock for the whole bounded wait."""
 
@@ -68,9 +72,12 @@ def _locked_message(warehouse_path: Path, refusal: str, wait_s: float) -> str:
 
 def refresh_read_replica(connection: duckdb.DuckDBPyConnection, warehouse_path: Path) -> Path:
     """Publish the warehouse as it stands to the read replica; call it after a commit, on the writing connection
-    (its lock keeps other writers out while the file is copied)."""
+    (its lock keeps other writers out while the file is copied). A transaction that only read leaves the file's
+    checkpoint as it was, and the replica as it is."""
     connection.execute("CHECKPOINT").fetchall()  # every committed change in the file itself, none in the WAL
     replica = read_replica_path(warehouse_path)
+    if _same_checkpoint(warehouse_path, replica):
+        return replica
     staged = replica.with_name(f".{replica.name}.{os.getpid()}.tmp")
     try:
         shutil.copyfile(warehouse_path, staged)
@@ -80,3 +87,11 @@ def refresh_read_replica(connection: duckdb.DuckDBPyConnection, warehouse_path: 
     finally:
         staged.unlink(missing_ok=True)
     return replica
+
+
+def _same_checkpoint(warehouse_path: Path, replica: Path) -> bool:
+    try:
+        with warehouse_path.open("rb") as warehouse, replica.open("rb") as copy:
+            return warehouse.read(_HEADERS_BYTES) == copy.read(_HEADERS_BYTES)
+    except FileNotFoundError:
+        return False

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from dagster._core.storage.db_io_manager import TableSlice
 
 from integrations_pipeline.replica import WarehouseLockedError, connect_for_writing, read_replica_path
 from integrations_pipeline.warehouse import DuckDbWarehouse
@@ -57,12 +56,11 @@ def analyst_on(path: Path) -> Iterator[Analyst]:
 
 
 def write_order(warehouse: DuckDbWarehouse, order_id: int) -> None:
-    """One write through the I/O manager's client: the transaction, then the replica refresh."""
-    table_slice = TableSlice(table="orders", schema="sales", database=warehouse.name)
-    with warehouse.client().connect(None, table_slice) as connection:
-        connection.execute("CREATE SCHEMA IF NOT EXISTS sales")
-        connection.execute("CREATE TABLE IF NOT EXISTS sales.orders (id INTEGER)")
-        connection.execute("INSERT INTO sales.orders VALUES (?)", [order_id])
+    """One write through the warehouse's transaction: the commit, then the replica refresh."""
+    with warehouse.transaction() as execute:
+        execute("CREATE SCHEMA IF NOT EXISTS sales", [])
+        execute("CREATE TABLE IF NOT EXISTS sales.orders (id INTEGER)", [])
+        execute("INSERT INTO sales.orders VALUES (?)", [order_id])
 
 
 def test_an_analyst_on_the_replica_never_blocks_a_write(tmp_path: Path) -> None:
@@ -76,6 +74,9 @@ def test_an_analyst_on_the_replica_never_blocks_a_write(tmp_path: Path) -> None:
         write_order(warehouse, 3)
         assert analyst.count("held") == 1  # the analyst's open connection keeps its snapshot
         assert analyst.count("reopened") == 3  # a new connection sees every write
+        published = replica.stat().st_ino
+        assert warehouse.table_exists("sales.orders")  # a transaction that only reads
+        assert replica.stat().st_ino == published  # publishes nothing
     assert not list(tmp_path.glob(".*.tmp"))  # no staged copy left behind
 
 

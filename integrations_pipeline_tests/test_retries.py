@@ -13,7 +13,7 @@ import pytest
 from integrations_pipeline.assets.entities import RATE_LIMITED_TAG, RETRY_AT_TAG, SYNC_RETRY_POLICY
 from integrations_pipeline.definitions import build_definitions
 from integrations_pipeline.partitions import connection_partitions
-from integrations_pipeline.resources import IntegrationsResource, WarehouseIOManager
+from integrations_pipeline.resources import IntegrationsResource
 from integrations_pipeline.sensors.rate_limits import RESCHEDULED_FROM_TAG, build_rate_limit_sensor
 from integrations_pipeline_tests.conftest import Stack
 
@@ -33,10 +33,7 @@ def materialize_contacts(stack: Stack, instance: dg.DagsterInstance, connection_
         [build_definitions().get_assets_def("hubspot_contacts")],
         instance=instance,
         partition_key=connection_id,
-        resources={
-            "integrations": IntegrationsResource(),
-            "io_manager": WarehouseIOManager(database=str(stack.settings.warehouse_path)),
-        },
+        resources={"integrations": IntegrationsResource()},
         raise_on_error=False,
     )
 
