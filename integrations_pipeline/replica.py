@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,7 @@ import duckdb
 WRITE_LOCK_WAIT_S = 120.0
 """How long a write waits for another process's lock on the warehouse file before it fails."""
 _FIRST_DELAY_S, _MAX_DELAY_S = 0.05, 2.0
+COPY_ATTEMPTS = 3
 # DuckDB's refusal names the process holding the lock: "Conflicting lock is held in /usr/bin/python (PID 123)".
 _HOLDER = re.compile(r"held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 
@@ -70,23 +72,33 @@ def _locked_message(warehouse_path: Path, refusal: str, wait_s: float) -> str:
     )
 
 
-def refresh_read_replica(connection: duckdb.DuckDBPyConnection, warehouse_path: Path) -> Path:
+def refresh_read_replica(connection: duckdb.DuckDBPyConnection, warehouse_path: Path) -> bool:
     """Publish the warehouse as it stands to the read replica; call it after a commit, on the writing connection
-    (its lock keeps other writers out while the file is copied). A transaction that only read leaves the file's
-    checkpoint as it was, and the replica as it is."""
-    connection.execute("CHECKPOINT").fetchall()  # every committed change in the file itself, none in the WAL
+    (its file lock keeps other processes out). Returns whether the replica now holds that commit.
+
+    Threads of one process share the file: while another one is mid-write, the checkpoint is refused and the
+    replica is left to that writer's own commit; a checkpoint another thread completes during the copy changes the
+    headers, and the copy is taken again. A transaction that only read leaves the headers, and the replica, as
+    they were."""
+    try:
+        connection.execute("CHECKPOINT").fetchall()  # every committed change in the file itself, none in the WAL
+    except duckdb.TransactionException:
+        return False  # another thread of this process is writing: its commit publishes after it
     replica = read_replica_path(warehouse_path)
     if _same_checkpoint(warehouse_path, replica):
-        return replica
-    staged = replica.with_name(f".{replica.name}.{os.getpid()}.tmp")
+        return True
+    staged = replica.with_name(f".{replica.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        shutil.copyfile(warehouse_path, staged)
-        # A write-ahead log left by someone who opened the replica read-write must not be replayed onto the new one.
-        replica.with_name(f"{replica.name}.wal").unlink(missing_ok=True)
-        os.replace(staged, replica)  # atomic: a reader sees the old file or the new one, never half of one
+        for _ in range(COPY_ATTEMPTS):
+            shutil.copyfile(warehouse_path, staged)
+            if _same_checkpoint(warehouse_path, staged):  # no checkpoint landed while copying: a consistent copy
+                # A write-ahead log left by someone who opened the replica read-write must not meet the new file.
+                replica.with_name(f"{replica.name}.wal").unlink(missing_ok=True)
+                os.replace(staged, replica)  # atomic: a reader opens the old file or the new one, never half of one
+                return True
     finally:
         staged.unlink(missing_ok=True)
-    return replica
+    return False
 
 
 def _same_checkpoint(warehouse_path: Path, replica: Path) -> bool:

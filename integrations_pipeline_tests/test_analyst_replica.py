@@ -102,3 +102,27 @@ def test_an_analyst_on_the_warehouse_file_delays_a_write_a_bounded_time_with_a_c
         thread.start()
     thread.join(timeout=90)
     assert connected.is_set()
+
+
+def test_threads_writing_at_once_never_fail_on_the_refresh_and_the_last_commit_publishes_all(tmp_path: Path) -> None:
+    """Threads of one run process share the DuckDB file: a checkpoint during another thread's write is refused,
+    which must leave that write committed and the publishing to the later commit."""
+    warehouse = DuckDbWarehouse(tmp_path / "warehouse.duckdb")
+    write_order(warehouse, 0)
+    failures: list[BaseException] = []
+
+    def writer(first: int) -> None:
+        try:
+            for order_id in range(first, first + 5):
+                write_order(warehouse, order_id)
+        except BaseException as failure:
+            failures.append(failure)
+
+    threads = [threading.Thread(target=writer, args=(first,)) for first in (100, 200, 300, 400)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == []
+    with analyst_on(read_replica_path(warehouse.path)) as analyst:
+        assert analyst.count("held") == 21
