@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: dev test lint format bench clean
+.PHONY: dev test lint format bench clean docs-screenshot
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,13 +15,17 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 dev: $(INSTALLED)
-	$(BIN)/integrations-pipeline dev
+	$(BIN)/integrations-pipeline dev $(DEV_ARGS)
 
 # pytest exits 5 when it collected no test: that is a broken suite here, never a pass.
 test: $(INSTALLED)
 	@$(BIN)/pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests; failing" >&2; exit 1; fi; \
 	exit $$status
+
+# Refresh the UI screenshot in the docs (needs /usr/bin/chromium); `make test` writes it to a temporary path only.
+docs-screenshot: $(INSTALLED)
+	UI_SCREENSHOT=$(CURDIR)/docs/dagster-ui.png $(BIN)/pytest integrations_pipeline_tests/test_dagster_ui.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

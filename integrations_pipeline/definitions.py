@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from integrations_pipeline.assets.entities import build_entity_asset
@@ -35,7 +37,12 @@ def build_definitions() -> dg.Definitions:
     # The connections sensor and the hourly schedule drive the connection-partitioned jobs.
     sync_jobs = {provider: jobs[False] for provider, jobs in jobs_by_provider.items() if False in jobs}
 
-    assets = {entity.asset_name: build_entity_asset(entity) for entity in ENTITIES}
+    with warnings.catch_warnings():
+        # `backfill_policy` is beta in Dagster 1.13; the events assets rely on it (a backfill of a connection's days
+        # is one run: one connector, one write). Unfiltered, every process loading this code printed one
+        # BetaWarning per provider, which nobody could act on.
+        warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
+        assets = {entity.asset_name: build_entity_asset(entity) for entity in ENTITIES}
     sources = {name: [spec for spec in ENTITIES if spec.entity == name] for name in ENTITY_NAMES}
     unified = [build_unified_asset(name, specs) for name, specs in sources.items() if specs]
     unified_jobs = build_unified_jobs(
@@ -51,7 +58,9 @@ def build_definitions() -> dg.Definitions:
             refresh_field_catalogs_job,
         ],
         sensors=[
-            build_connections_sensor(sync_jobs),
+            build_connections_sensor(
+                sync_jobs, {provider: jobs[True] for provider, jobs in jobs_by_provider.items() if True in jobs}
+            ),
             build_webhook_events_sensor(jobs_by_provider),
             *build_delivery_sensors(provider_jobs),
             build_push_subscriptions_sensor(),

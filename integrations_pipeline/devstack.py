@@ -3,21 +3,29 @@
 Writes a git-ignored `.env` (fresh keys, the sandbox app's credentials) where values are not already set,
 migrates the state store, serves the sandbox emulator and the gateway from this process, connects the
 `sandbox` tenant through the real OAuth flow, then runs `dagster dev` with sensors and schedules on.
-Ctrl-C stops `dagster dev` (by its PID) and the servers this process started.
+
+Ctrl-C or SIGTERM stops everything in order: the daemon's runs first (queued ones cancelled, in-flight ones
+terminated through their code server, a bounded wait for them to end), then `dagster dev` (its own session, so a
+terminal's Ctrl-C reaches this process only and the order holds), then the emulators and the gateway. A port already
+in use is one line saying which and what to do.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from contextlib import ExitStack
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
@@ -30,6 +38,9 @@ from integrations_pipeline.sandbox import EMULATORS
 from integrations_pipeline.settings import Settings, SettingsError, load_settings
 from integrations_pipeline.store import StateStore, create_store_engine
 from integrations_pipeline.store import migrate as migrations
+
+if TYPE_CHECKING:  # dagster loads only where the stack stops: the CLI stays quick to start
+    import dagster as dg
 
 ENV_FILE = Path(".env")
 DAGSTER_HOME = Path(".data/dagster")
@@ -44,6 +55,9 @@ def sandbox_ports(first_port: int) -> dict[str, int]:
 
 
 ZOHO_SECOND_DATA_CENTRE = "eu"
+
+
+ZOHO_SECOND_PORT_NAMES = ("sandbox zoho EU accounts server", "sandbox zoho EU API host")
 
 
 def zoho_data_centre_ports(sandbox_port: int) -> tuple[int, int]:
@@ -98,18 +112,24 @@ def ensure_env_file(defaults: dict[str, str], path: Path = ENV_FILE) -> list[str
     return missing
 
 
-def build_emulator(provider: str, settings: Settings, *, contacts: int = 2_000) -> Any:
+def build_emulator(provider: str, settings: Settings, *, contacts: int = 2_000, today: date | None = None) -> Any:
+    """A sandbox emulator whose events lie around `today` (the current UTC date by default): weeks of past and
+    coming events, so the first sync of a new connection finds some on its live days."""
     if provider not in EMULATORS:
         raise SettingsError(f"no sandbox emulator for {provider!r}; available: {', '.join(sorted(EMULATORS))}")
     app = settings.provider_app(provider)
     return EMULATORS[provider](
-        client_id=app.client_id, client_secret=app.client_secret.get_secret_value(), contacts=contacts
+        client_id=app.client_id,
+        client_secret=app.client_secret.get_secret_value(),
+        contacts=contacts,
+        events_around=today or datetime.now(UTC).date(),
     )
 
 
 def connect_through_oauth(gateway_url: str, api_key: str, provider: str, tenant: str) -> dict[str, Any]:
-    """What a person does in a browser: start at the gateway, consent at the provider (the sandbox consents by
-    itself), land back on the callback."""
+    """What a person does in a browser: start at the gateway, consent at the provider, land back on the callback.
+    This client asks for no HTML, so the sandbox consents at once (a browser gets its consent page) and the gateway
+    answers with the connection as JSON."""
     with httpx.Client(timeout=30, follow_redirects=True) as browser:
         started = browser.post(
             f"{gateway_url}/connections/{provider}/connect",
@@ -126,25 +146,111 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+class PortUnavailableError(SettingsError):
+    """A port the dev stack needs is taken (most often by a `make dev` already running) or not ours to use."""
+
+
+def require_free_ports(ports: dict[str, int]) -> None:
+    """Refuse, in one line, before anything starts, when one of `ports` ({what: port}) is already taken."""
+    for what, port in ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is free
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as refusal:
+                if refusal.errno != errno.EADDRINUSE:
+                    raise PortUnavailableError(f"cannot listen on port {port} ({what}): {refusal.strerror}") from None
+                raise PortUnavailableError(
+                    f"port {port} ({what}) is already in use: is `make dev` already running? Stop it with Ctrl-C in "
+                    "its terminal, or free the port, then run `make dev` again"
+                ) from None
+
+
 def start_dagster_dev(
     port: int, dagster_home: Path, environment: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """`dagster dev` on 127.0.0.1:`port` with the dagster.yaml and workspace.yaml of the working directory (which
-    must hold no stale `.env`: dagster dev loads it over the environment); its instance in `dagster_home`."""
+    must hold no stale `.env`: dagster dev loads it over the environment); its instance in `dagster_home`. In its
+    own session: a terminal's Ctrl-C reaches only us, and `stop_dagster_dev` decides the order things stop in."""
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile("dagster.yaml", dagster_home / "dagster.yaml")
     env = {**(environment or os.environ), "DAGSTER_HOME": str(dagster_home.resolve())}
     command = [str(Path(sys.executable).with_name("dagster")), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1"]
-    return subprocess.Popen([*command, "-p", str(port)], env=env)  # noqa: S603 (our own argv, no shell)
+    return subprocess.Popen([*command, "-p", str(port)], env=env, start_new_session=True)  # noqa: S603 (our argv)
 
 
-def stop_dagster_dev(dagster: subprocess.Popen[bytes]) -> None:
+RUN_STOP_WAIT_S = 30.0
+"""How long stopping waits for terminated runs to end before stopping `dagster dev` anyway."""
+DAGSTER_STOP_WAIT_S = 30.0
+SESSION_END_WAIT_S = 10.0
+_POLL_S = 0.25
+
+
+def stop_runs(instance: dg.DagsterInstance, wait_s: float = RUN_STOP_WAIT_S) -> list[str]:
+    """Cancel every queued run and terminate every in-flight one (through the code server that launched it, which
+    must still be up), then wait up to `wait_s` for them all to end; runs the daemon launches meanwhile get the same.
+    Returns the ids of runs still unfinished at the deadline."""
+    import dagster as dg
+
+    unfinished = dg.RunsFilter(
+        statuses=[
+            dg.DagsterRunStatus.NOT_STARTED,
+            dg.DagsterRunStatus.QUEUED,
+            dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED,
+            dg.DagsterRunStatus.CANCELING,
+        ]
+    )
+    asked: set[str] = set()
+    deadline = time.monotonic() + wait_s
+    while True:
+        runs = instance.get_runs(filters=unfinished)
+        for run in runs:
+            # A starting run's worker marks itself failed if it finds the run already canceling: terminate it once
+            # it has started, so it ends canceled.
+            if run.run_id in asked or run.status == dg.DagsterRunStatus.STARTING:
+                continue
+            asked.add(run.run_id)
+            if run.status == dg.DagsterRunStatus.NOT_STARTED:
+                instance.report_run_canceled(run, message="Canceled: the dev stack is stopping.")
+            else:  # queued: cancelled from the queue; launched: terminated by its run worker
+                instance.run_coordinator.cancel_run(run.run_id)
+        if not runs or time.monotonic() > deadline:
+            return [run.run_id for run in runs]
+        time.sleep(_POLL_S)  # polling the run storage: no event to await across processes
+
+
+def stop_dagster_dev(dagster: subprocess.Popen[bytes], dagster_home: Path | None = None) -> None:
+    """Stop the runs of the instance in `dagster_home` (when given), then `dagster dev` itself, then whatever of
+    its session is left (a run worker that ignored its termination)."""
+    if dagster_home is not None and dagster.poll() is None:
+        import dagster as dg
+
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            stuck = stop_runs(instance)
+        if stuck:
+            click.echo(f"{len(stuck)} runs still running after {RUN_STOP_WAIT_S:.0f} s; stopping them with dagster dev")
     dagster.send_signal(signal.SIGINT)  # dagster dev stops its own webserver, daemon and code servers
     try:
-        dagster.wait(timeout=30)
+        dagster.wait(timeout=DAGSTER_STOP_WAIT_S)
     except subprocess.TimeoutExpired:
         dagster.kill()
         dagster.wait()
+    end_session(dagster.pid)
+
+
+def end_session(session_id: int, wait_s: float = SESSION_END_WAIT_S) -> None:
+    """End what is left of the session `start_dagster_dev` created (its code servers shut down only after it
+    exits; a run worker may have ignored its termination): SIGTERM, a bounded wait, then SIGKILL."""
+    for stop_signal in (signal.SIGTERM, signal.SIGKILL):
+        deadline = time.monotonic() + wait_s
+        try:
+            os.killpg(session_id, stop_signal)
+            while time.monotonic() < deadline:
+                os.killpg(session_id, 0)  # raises once no process of the session is left
+                time.sleep(_POLL_S)
+        except ProcessLookupError:
+            return
 
 
 def run_dev_stack(*, dagster_port: int, gateway_port: int, sandbox_port: int) -> None:
@@ -156,15 +262,22 @@ def run_dev_stack(*, dagster_port: int, gateway_port: int, sandbox_port: int) ->
     if written:
         click.echo(f"wrote {len(written)} local settings to {ENV_FILE} (git-ignored)")
     settings = load_settings()
+    # Each emulator is served where the settings point (an older .env may use other ports than the defaults).
+    emulator_ports = {
+        provider: urlsplit(str(settings.provider_app(provider).base_url)).port or 0 for provider in sorted(EMULATORS)
+    }
+    require_free_ports(
+        {"Dagster UI": dagster_port, "gateway": gateway_port}
+        | {f"sandbox {provider} emulator": port for provider, port in emulator_ports.items() if port}
+        | dict(zip(ZOHO_SECOND_PORT_NAMES, zoho_data_centre_ports(sandbox_port), strict=True))
+    )
     engine = create_store_engine(settings.state_database_url)
     migrations.upgrade(engine)
     store = StateStore(engine, settings.keyring())
     with ExitStack() as servers:
-        for provider in sorted(EMULATORS):
-            # Serve each emulator where the settings point (an older .env may use other ports than the defaults).
-            port = urlsplit(str(settings.provider_app(provider).base_url)).port
+        for provider, port in emulator_ports.items():
             emulator = build_emulator(provider, settings)
-            server = servers.enter_context(BackgroundServer(emulator.app, port=port or 0))
+            server = servers.enter_context(BackgroundServer(emulator.app, port=port))
             click.echo(f"sandbox {provider} emulator on {server.url}")
             if provider == "zoho":
                 ports = zoho_data_centre_ports(sandbox_port)
@@ -182,5 +295,11 @@ def run_dev_stack(*, dagster_port: int, gateway_port: int, sandbox_port: int) ->
         try:
             dagster.wait()
         except KeyboardInterrupt:
-            stop_dagster_dev(dagster)
+            # A second Ctrl-C must not cut the ordered stop short; every wait in it is bounded.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            click.echo("stopping: the daemon's runs first, then dagster dev, then the emulators and the gateway")
+        finally:
+            stop_dagster_dev(dagster, DAGSTER_HOME)
     engine.dispose()
+    click.echo("stopped")

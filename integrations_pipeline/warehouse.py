@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
-from dagster._utils.backoff import backoff
 
 from integrations_pipeline.frames import TIMESTAMP_DTYPE
 from integrations_pipeline.mapping import (
@@ -45,12 +44,12 @@ from integrations_pipeline.mapping import (
     ValueType,
     plan,
 )
+from integrations_pipeline.replica import connect_for_writing, refresh_read_replica
 from integrations_pipeline.settings import Settings
 
 if TYPE_CHECKING:  # psycopg2 is imported where PostgreSQL is used: a DuckDB run process never loads it (5 MiB)
     from psycopg2.extensions import connection as PgConnection
 
-WAREHOUSE_LOCK_RETRIES = 10  # about 100 s of exponential backoff, as Dagster's DuckDB I/O manager waits
 PREVIEW_ROWS = 10
 UNIFIED_SCHEMA = "unified"
 MAPPED_COLUMN = "mapped"
@@ -604,15 +603,9 @@ class DuckDbWarehouse(Warehouse):
             self.merges = _DUCKDB_MERGES.setdefault(str(path.resolve()), threading.Lock())
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """A DuckDB file admits one writing process at a time: wait for the lock like Dagster's client does."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return backoff(
-            fn=duckdb.connect,
-            retry_on=(RuntimeError, duckdb.IOException),
-            # The same configuration as Dagster's DuckDB client: one process may not open a file with two.
-            kwargs={"database": str(self.path), "config": {"custom_user_agent": "dagster"}},
-            max_retries=WAREHOUSE_LOCK_RETRIES,
-        )
+        """A DuckDB file admits one writing process at a time: wait for the lock, a bounded time (replica.py)."""
+        # The same configuration as Dagster's DuckDB client: one process may not open a file with two.
+        return connect_for_writing(self.path, config={"custom_user_agent": "dagster"})
 
     @contextmanager
     def transaction(self) -> Iterator[Execute]:
@@ -624,6 +617,7 @@ class DuckDbWarehouse(Warehouse):
                 connection.rollback()
                 raise
             connection.commit()
+            refresh_read_replica(connection, self.path)  # analysts query the replica (replica.py)
 
     @contextmanager
     def staging(self, columns: Sequence[str]) -> Iterator[Staging]:
@@ -680,6 +674,7 @@ class _DuckDbStaging(Staging):
                 connection.commit()
             finally:
                 connection.execute(f"DETACH {self.alias}")
+            refresh_read_replica(connection, self.warehouse.path)  # analysts query the replica (replica.py)
         return counts
 
     def close(self) -> None:

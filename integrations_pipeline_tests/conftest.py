@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +139,17 @@ def stack(store_url: str, key_spec: str, monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 
 @contextmanager
-def running_stack(store_url: str, key_spec: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Stack]:
-    """The `stack` fixture's body, for a test that needs two stacks one after the other (fresh emulators each)."""
+def running_stack(
+    store_url: str, key_spec: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, events_around: date | None = None
+) -> Iterator[Stack]:
+    """The `stack` fixture's body, for a test that needs two stacks one after the other (fresh emulators each), or
+    emulators whose events lie `events_around` a day (as `make dev`'s do) instead of their fixed sample window."""
     emulators = {
         provider: emulator_class(
-            client_id=client_credentials(provider)[0], client_secret=client_credentials(provider)[1], **SANDBOX_SIZES
+            client_id=client_credentials(provider)[0],
+            client_secret=client_credentials(provider)[1],
+            events_around=events_around,
+            **SANDBOX_SIZES,
         )
         for provider, emulator_class in EMULATORS.items()
     }

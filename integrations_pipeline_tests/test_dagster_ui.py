@@ -4,6 +4,9 @@ daemon), opened in Debian's headless Chromium through Playwright.
 
 Skips where /usr/bin/chromium is missing, except under CI (the CI variable set), where it fails: `.ci/run`
 installs the package. No test tool ever downloads a browser.
+
+The screenshot goes to the test's own directory, or to $UI_SCREENSHOT when set: `make docs-screenshot` refreshes
+docs/dagster-ui.png that way, and `make test` never rewrites a tracked file.
 """
 
 import json
@@ -36,7 +39,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 REPOSITORY = Path(__file__).resolve().parents[1]
-SCREENSHOT = REPOSITORY / "docs" / "dagster-ui.png"
 LOCATION = "integrations_pipeline"
 STARTUP_S = 180  # dagster dev: webserver, daemon and code server on 2 busy cores
 NEWSLETTER_PROMPT_MS = 5_000
@@ -94,13 +96,14 @@ def dagster_ui(stack: Stack) -> Iterator[str]:
         shutil.copyfile(REPOSITORY / name, Path.cwd() / name)
     port = free_port()
     # In the test's own directory, which pytest removes later: runs still finishing may write after the stop.
-    dagster = start_dagster_dev(port, Path.cwd() / "dagster_home", dict(os.environ))
+    home = Path.cwd() / "dagster_home"
+    dagster = start_dagster_dev(port, home, dict(os.environ))
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: httpx.get(f"{url}/server_info").is_success, STARTUP_S, "dagster dev to serve")
         yield url
     finally:
-        stop_dagster_dev(dagster)
+        stop_dagster_dev(dagster, home)
 
 
 def materialized_sandbox_partition(url: str) -> tuple[str, str] | None:
@@ -116,7 +119,8 @@ def materialized_sandbox_partition(url: str) -> tuple[str, str] | None:
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # the UI is the subject, not the store
-def test_the_dagster_ui_shows_groups_automation_and_a_synced_partition(dagster_ui: str) -> None:
+def test_the_dagster_ui_shows_groups_automation_and_a_synced_partition(dagster_ui: str, tmp_path: Path) -> None:
+    screenshot = Path(os.environ.get("UI_SCREENSHOT") or tmp_path / "dagster-ui.png")
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
     from playwright.sync_api import expect, sync_playwright
 
@@ -169,7 +173,7 @@ def test_the_dagster_ui_shows_groups_automation_and_a_synced_partition(dagster_u
             except PlaywrightTimeoutError:
                 pass  # this instance had already seen it
             expect(page.get_by_text("Join the Dagster community")).to_have_count(0)
-            page.screenshot(path=str(SCREENSHOT))
+            page.screenshot(path=str(screenshot))
         finally:
             browser.close()
-    assert SCREENSHOT.stat().st_size > 10_000, json.dumps({"asset": asset, "partition": partition})
+    assert screenshot.stat().st_size > 10_000, json.dumps({"asset": asset, "partition": partition})

@@ -1,4 +1,5 @@
-"""Imports point one way, down the layers of ../shared/design/architecture.md; this test fails on an upward arrow."""
+"""Imports point one way, down the layers of docs/architecture.md ("Layers as built"); this test fails on an upward
+arrow."""
 
 import ast
 from pathlib import Path
@@ -13,7 +14,7 @@ PACKAGE_ROOT = Path(integrations_pipeline.__file__).parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry points", ("definitions", "cli", "devstack")),
     ("orchestration", ("assets", "sensors", "schedules", "jobs", "partitions", "backfills", "catalog_refresh")),
-    ("resources", ("resources", "warehouse")),
+    ("resources", ("resources", "warehouse", "replica")),
     ("gateway", ("gateway",)),
     ("clients", ("clients", "webhooks_out")),
     ("core", ("store", "crypto", "settings", "records", "fields", "frames", "mapping", "httpserver", "metrics")),

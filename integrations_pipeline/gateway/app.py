@@ -36,6 +36,7 @@ from integrations_pipeline.gateway.mappings import (
     PreviewResponse,
     StoredRows,
 )
+from integrations_pipeline.gateway.pages import connected_page, wants_html
 from integrations_pipeline.gateway.schemas import (
     TENANT_PATTERN,
     ConnectionList,
@@ -171,7 +172,8 @@ class Gateway:
         if outcome.redirect_to is not None:
             return RedirectResponse(outcome.redirect_to, status_code=303)
         assert outcome.connection is not None
-        return _json(ConnectionView.of(outcome.connection))
+        view = ConnectionView.of(outcome.connection)
+        return connected_page(view) if wants_html(request) else _json(view)
 
     async def list_connections(self, request: Request) -> Response:
         tenant, provider = request.query_params.get("tenant"), request.query_params.get("provider")

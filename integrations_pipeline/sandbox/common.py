@@ -17,6 +17,7 @@ import base64
 import enum
 import functools
 import hashlib
+import html
 import json
 import math
 import secrets
@@ -24,14 +25,15 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 Clock = Callable[[], float]
@@ -518,6 +520,92 @@ class OAuthAuthorizationServer:
         now = self.clock()
         for token in self.access_tokens.values():
             token.expires_at = min(token.expires_at, now)
+
+
+# --- the consent step -------------------------------------------------------------------------------------------
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def with_query(url: str, extra: Mapping[str, str]) -> str:
+    """Append parameters to a redirect URI while keeping any query it already has."""
+    parts = urlsplit(url)
+    query = f"{parts.query}&{urlencode(extra)}" if parts.query else urlencode(extra)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def with_consent_page(authorize: Endpoint, provider: str) -> Endpoint:
+    """An emulator's authorize endpoint (serve it for GET and POST) with the consent step a person sees at
+    `provider`: a browser (`Accept: text/html`) gets a page naming the app and the scopes, with Allow and Deny, whose
+    form posts the authorize parameters back; Deny redirects with `error=access_denied`, as the real providers do.
+    Scripted clients (tests, SDKs, `make dev`'s connect step) ask for no HTML and consent at once, as before.
+
+    The emulator's own handler answers first either way, so a request it refuses (unknown client, no redirect_uri)
+    gets its refusal and never a page, and Deny only ever redirects to a redirect_uri it accepted. The code that
+    answer carries is left unused (it expires); Allow asks the handler again for a fresh one."""
+
+    async def endpoint(request: Request) -> Response:
+        if request.method == "POST":
+            form = await read_form(request)
+            decision = form.pop("decision", "")
+            answer = await authorize(_as_authorize_request(request, form))
+            if decision == "allow" or not _grants_code(answer):
+                return answer
+            denied = {"error": "access_denied", "error_description": "The user denied the app access."}
+            state = {"state": form["state"]} if "state" in form else {}
+            return RedirectResponse(with_query(form["redirect_uri"], denied | state), status_code=302)
+        answer = await authorize(request)
+        if "text/html" not in request.headers.get("accept", "") or not _grants_code(answer):
+            return answer
+        return _consent_page(provider, request.url.path, dict(request.query_params))
+
+    return endpoint
+
+
+def _as_authorize_request(request: Request, params: Mapping[str, str]) -> Request:
+    """The consent form's answer as the GET the emulator's handler reads (the parameters in the query)."""
+    scope = {**request.scope, "method": "GET", "query_string": urlencode(params).encode()}
+    return Request(scope, request.receive)
+
+
+def _grants_code(answer: Response) -> bool:
+    location = answer.headers.get("location", "")
+    return answer.status_code in (302, 303) and "code" in parse_qs(urlsplit(location).query)
+
+
+def _consent_page(provider: str, action: str, params: dict[str, str]) -> HTMLResponse:
+    # Zoho separates scopes with commas, the others with spaces; HubSpot adds optional ones.
+    requested = f"{params.get('scope', '')} {params.get('optional_scope', '')}"
+    scopes = requested.replace(",", " ").split()
+    hidden = "".join(
+        f'<input type="hidden" name="{html.escape(name)}" value="{html.escape(value)}">'
+        for name, value in params.items()
+    )
+    listed = "".join(f"<li><code>{html.escape(scope)}</code></li>" for scope in scopes) or "<li>(no scope)</li>"
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(provider)} sandbox: allow access?</title>
+<style>body{{font-family:sans-serif;max-width:34rem;margin:3rem auto}}button{{font-size:1rem;margin-right:1rem}}</style>
+</head><body>
+<h1>{html.escape(provider)} (sandbox)</h1>
+<p>The app <strong>{html.escape(params.get("client_id", ""))}</strong> asks for access to your account:</p>
+<ul>{listed}</ul>
+<form method="post" action="{html.escape(action)}">{hidden}
+<button type="submit" name="decision" value="allow">Allow</button>
+<button type="submit" name="decision" value="deny">Deny</button>
+</form>
+</body></html>
+"""
+    return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+
+# --- generated events -------------------------------------------------------------------------------------------
+
+
+def events_first_day(fixed_first_day: date, days: int, around: date | None) -> date:
+    """The first day of an emulator's `days` of generated events: its fixed sample window (what the tests pin
+    their expectations on) or, given `around` (the dev stack passes today), half the window before that day, so a
+    fresh sandbox has past and coming events. Either way the data depends only on the seed and these dates."""
+    return fixed_first_day if around is None else around - timedelta(days=days // 2)
 
 
 # Name pools for generated people and companies, shared by the emulators whose data looks alike (HubSpot and

@@ -47,9 +47,11 @@ from integrations_pipeline.sandbox.common import (
     RequestLogMiddleware,
     RequestRecord,
     SlidingWindowRateLimiter,
+    events_first_day,
     json_response,
     read_form,
     synchronized,
+    with_consent_page,
 )
 from integrations_pipeline.sandbox.google_push import GoogleApiRefusal, GooglePush
 from integrations_pipeline.sandbox.google_push import routes as push_routes
@@ -357,6 +359,7 @@ class GoogleEmulator:
         contacts: int = 2_000,
         events: int = 600,
         event_days: int = 90,
+        events_around: date | None = None,
         seed: int = 7,
         access_token_ttl_s: int = ACCESS_TOKEN_TTL_S,
         requests_per_minute: int | None = None,
@@ -388,7 +391,8 @@ class GoogleEmulator:
         self.owner_email = f"owner@{SANDBOX_DOMAIN}"
         self._users: dict[str, _User] = {user.id: user for user in self._generate_users(users, rng)}
         self._contacts: dict[int, _Contact] = {row.number: row for row in self._generate_contacts(contacts, rng)}
-        self._events: dict[str, _Event] = {row.id: row for row in self._generate_events(events, event_days, rng)}
+        generated_events = self._generate_events(events, event_days, events_around, rng)
+        self._events: dict[str, _Event] = {row.id: row for row in generated_events}
         self._next_contact = max(self._contacts, default=1_000) + 1
         self._next_event = len(self._events) + 1
         self._seq = 0
@@ -450,8 +454,9 @@ class GoogleEmulator:
             )
         ]
 
-    def _generate_events(self, count: int, days: int, rng: random.Random) -> list[_Event]:
-        first_day_ms = _to_ms(datetime.combine(EVENTS_FIRST_DAY, datetime.min.time(), UTC))
+    def _generate_events(self, count: int, days: int, around: date | None, rng: random.Random) -> list[_Event]:
+        first_day = events_first_day(EVENTS_FIRST_DAY, days, around)
+        first_day_ms = _to_ms(datetime.combine(first_day, datetime.min.time(), UTC))
         events = []
         for number in range(1, count + 1):
             day_ms = first_day_ms + rng.randrange(max(days, 1)) * 86_400_000
@@ -1292,7 +1297,7 @@ class GoogleEmulator:
             ).response()
 
         routes = [
-            Route(AUTHORIZE_PATH, self._authorize, methods=["GET"]),
+            Route(AUTHORIZE_PATH, with_consent_page(self._authorize, "Google"), methods=["GET", "POST"]),
             Route(TOKEN_PATH, self._token, methods=["POST"]),
             Route(REVOKE_PATH, self._revoke, methods=["POST"]),
             Route(TOKENINFO_PATH, self._tokeninfo, methods=["GET", "POST"]),

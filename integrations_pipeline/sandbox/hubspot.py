@@ -26,7 +26,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -54,10 +54,12 @@ from integrations_pipeline.sandbox.common import (
     RequestLogMiddleware,
     RequestRecord,
     SlidingWindowRateLimiter,
+    events_first_day,
     json_response,
     new_correlation_id,
     read_form,
     synchronized,
+    with_consent_page,
 )
 from integrations_pipeline.sandbox.hubspot_properties import HubSpotProperties
 from integrations_pipeline.sandbox.hubspot_push import HubSpotPush, developer_api_key_for
@@ -179,6 +181,8 @@ CREATED_UNTIL_MS = (datetime(2026, 6, 1, tzinfo=UTC) - _EPOCH) // _MS
 MODIFIED_UNTIL_MS = (datetime(2026, 9, 1, tzinfo=UTC) - _EPOCH) // _MS
 MEETINGS_FROM_MS = CREATED_FROM_MS
 MEETINGS_UNTIL_MS = (datetime(2027, 1, 1, tzinfo=UTC) - _EPOCH) // _MS
+LIVE_MEETING_DAYS = 90
+"""Given `events_around`, meetings start within this many days centred on that day instead of across 2025-2026."""
 MEETING_IDS_FROM = 80_000_000_001
 """Meeting ids live in their own range, as HubSpot's do, so a contact id is never mistaken for a meeting id."""
 OWNER_IDS_FROM = 40_000_001
@@ -345,14 +349,19 @@ def _generate_owners(count: int, seed: int) -> list[_OwnerRow]:
     return owners
 
 
-def _generate_meetings(count: int, seed: int, owner_ids: list[int]) -> list[_ObjectRow]:
-    """`count` meetings starting across 2025-2026 (ids roughly follow the start), one in twenty a whole UTC day
-    from midnight; created up to three weeks before the start, modified since, never after MODIFIED_UNTIL_MS."""
+def _generate_meetings(count: int, seed: int, owner_ids: list[int], around: date | None) -> list[_ObjectRow]:
+    """`count` meetings starting across 2025-2026, or around `around` (ids roughly follow the start), one in twenty
+    a whole UTC day from midnight; created up to three weeks before the start, modified since, never after
+    MODIFIED_UNTIL_MS."""
     rng = random.Random(seed * 104_729 + 2)  # noqa: S311 - reproducible sample data, not security
-    span = MEETINGS_UNTIL_MS - MEETINGS_FROM_MS
+    meetings_from_ms, span = MEETINGS_FROM_MS, MEETINGS_UNTIL_MS - MEETINGS_FROM_MS
+    if around is not None:
+        first_day = events_first_day(around, LIVE_MEETING_DAYS, around)
+        meetings_from_ms = (datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC) - _EPOCH) // _MS
+        span = LIVE_MEETING_DAYS * DAY_MS
     meetings = []
     for index in range(count):
-        start_ms = MEETINGS_FROM_MS + index * span // max(count, 1) + int(rng.random() * span // max(count, 1))
+        start_ms = meetings_from_ms + index * span // max(count, 1) + int(rng.random() * span // max(count, 1))
         start_ms -= start_ms % (15 * 60_000)  # meetings start on a quarter hour
         if rng.random() < 0.05:
             start_ms -= start_ms % DAY_MS  # all-day-like: midnight to midnight UTC
@@ -917,6 +926,7 @@ class HubSpotEmulator:
         contacts: int = 2_000,
         owners: int = 8,
         meetings: int = 400,
+        events_around: date | None = None,
         seed: int = 7,
         access_token_ttl_s: int = 1800,
         burst_limit: int | None = 100,
@@ -960,7 +970,7 @@ class HubSpotEmulator:
         )
         self._meetings = _ObjectStore(
             MEETINGS,
-            _generate_meetings(meetings, seed, [owner.id for owner in owner_rows]),
+            _generate_meetings(meetings, seed, [owner.id for owner in owner_rows], events_around),
             next_id=MEETING_IDS_FROM,
             now_ms=self._now_ms,
         )
@@ -1537,7 +1547,7 @@ class HubSpotEmulator:
 
         crm = self._crm_endpoint
         routes = [
-            Route("/oauth/authorize", self._authorize, methods=["GET"]),
+            Route("/oauth/authorize", with_consent_page(self._authorize, "HubSpot"), methods=["GET", "POST"]),
             Route("/oauth/v1/token", self._token, methods=["POST"]),
             Route("/oauth/v1/access-tokens/{token}", self._access_token_info, methods=["GET"]),
             Route("/oauth/v1/refresh-tokens/{token}", self._refresh_token_info, methods=["GET"]),

@@ -38,7 +38,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -59,9 +59,11 @@ from integrations_pipeline.sandbox.common import (
     RequestLogMiddleware,
     RequestRecord,
     SlidingWindowRateLimiter,
+    events_first_day,
     json_response,
     read_form,
     synchronized,
+    with_consent_page,
 )
 from integrations_pipeline.sandbox.microsoft_identity import (
     GRAPH_DEFAULT_SCOPE,
@@ -267,6 +269,7 @@ class MicrosoftEmulator:
         users: int = 25,
         contacts: int = 500,
         events: int = 300,
+        events_around: date | None = None,
         seed: int = 7,
         access_token_ttl_s: int = 3599,
         requests_per_window: int | None = 10_000,
@@ -322,12 +325,12 @@ class MicrosoftEmulator:
             me_id=lambda: self.me_id,
             time_scale=push_time_scale,
         )
-        self._generate(users, contacts, events, seed)
+        self._generate(users, contacts, events, seed, events_around)
         self.app = self._build_app()
 
     # --- data generation -------------------------------------------------------------------------------------------
 
-    def _generate(self, users: int, contacts: int, events: int, seed: int) -> None:
+    def _generate(self, users: int, contacts: int, events: int, seed: int, events_around: date | None) -> None:
         rng = random.Random(seed)  # noqa: S311 - reproducible sample data, not security
         for number in range(1, max(users, 1) + 1):
             first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
@@ -382,9 +385,11 @@ class MicrosoftEmulator:
                     "modified": modified,
                 },
             )
+        first_day = events_first_day(EVENTS_FROM.date(), EVENT_DAYS, events_around)
+        events_from = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
         for index in range(events):
             number = index + 1
-            day = EVENTS_FROM + timedelta(days=index * EVENT_DAYS // max(events, 1))
+            day = events_from + timedelta(days=index * EVENT_DAYS // max(events, 1))
             all_day = number % 10 == 0
             if all_day:
                 start, end = day, day + timedelta(days=1)
@@ -1288,7 +1293,11 @@ class MicrosoftEmulator:
         contacts_delta = self._graph_endpoint(self._contacts_delta, CONTACTS_SCOPES, outlook_denied)
         events_delta = self._graph_endpoint(self._events_delta, EVENTS_SCOPES, outlook_denied)
         routes = [
-            Route("/{tenant}/oauth2/v2.0/authorize", self._authorize, methods=["GET"]),
+            Route(
+                "/{tenant}/oauth2/v2.0/authorize",
+                with_consent_page(self._authorize, "Microsoft"),
+                methods=["GET", "POST"],
+            ),
             Route("/{tenant}/oauth2/v2.0/token", self._token, methods=["POST"]),
             Route("/{tenant}/v2.0/.well-known/openid-configuration", self._openid_configuration, methods=["GET"]),
             Route("/{tenant}/discovery/v2.0/keys", self._keys, methods=["GET"]),

@@ -50,9 +50,11 @@ from integrations_pipeline.sandbox.common import (
     RequestLogMiddleware,
     RequestRecord,
     SlidingWindowRateLimiter,
+    events_first_day,
     json_response,
     read_form,
     synchronized,
+    with_consent_page,
 )
 from integrations_pipeline.sandbox.salesforce_push import SalesforcePush
 
@@ -629,9 +631,10 @@ def _event_values(start: datetime, *, all_day: bool, minutes: int) -> dict[str, 
     }
 
 
-def _generate_events(count: int, seed: int, owner_ids: list[str]) -> list[_Row]:
+def _generate_events(count: int, seed: int, owner_ids: list[str], around: date | None) -> list[_Row]:
     rng = random.Random(f"events-{seed}")  # noqa: S311 - reproducible sample data, not security
-    first_day = datetime(EVENT_FIRST_DAY.year, EVENT_FIRST_DAY.month, EVENT_FIRST_DAY.day, tzinfo=UTC)
+    first = events_first_day(EVENT_FIRST_DAY, EVENT_DAYS, around)
+    first_day = datetime(first.year, first.month, first.day, tzinfo=UTC)
     rows = []
     for number in range(1, count + 1):
         start = first_day + timedelta(days=rng.randrange(EVENT_DAYS), minutes=30 * rng.randrange(14, 40))
@@ -878,6 +881,7 @@ class SalesforceEmulator:
         users: int = 50,
         contacts: int = 2_000,
         events: int = 500,
+        events_around: date | None = None,
         seed: int = 7,
         access_token_ttl_s: int = DEFAULT_ACCESS_TOKEN_TTL_S,
         api_request_limit: int | None = None,
@@ -921,7 +925,9 @@ class SalesforceEmulator:
         self._tables: dict[str, dict[str, _Row]] = {
             "User": {row.id: row for row in user_rows},
             "Contact": {row.id: row for row in _generate_contacts(contacts, seed, list(self._accounts))},
-            "Event": {row.id: row for row in _generate_events(events, seed, [row.id for row in user_rows])},
+            "Event": {
+                row.id: row for row in _generate_events(events, seed, [row.id for row in user_rows], events_around)
+            },
         }
         self._next_number = {"User": users + 1, "Contact": contacts + 1, "Event": events + 1}
         self.app = self._build_app()
@@ -1662,7 +1668,11 @@ class SalesforceEmulator:
             # The versions list needs no session on a real instance either.
             Route("/services/data", self._versions, methods=["GET"]),
             Route("/services/data/", self._versions, methods=["GET"]),
-            Route("/services/oauth2/authorize", self._authorize, methods=["GET"]),
+            Route(
+                "/services/oauth2/authorize",
+                with_consent_page(self._authorize, "Salesforce"),
+                methods=["GET", "POST"],
+            ),
             Route("/services/oauth2/token", self._token, methods=["POST"]),
             Route("/services/oauth2/revoke", self._revoke, methods=["POST"]),
             Route("/services/oauth2/userinfo", self._userinfo, methods=["GET"]),

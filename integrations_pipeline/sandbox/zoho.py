@@ -31,7 +31,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -51,9 +51,11 @@ from integrations_pipeline.sandbox.common import (
     OAuthErrorKind,
     RequestLogMiddleware,
     RequestRecord,
+    events_first_day,
     json_response,
     read_form,
     synchronized,
+    with_consent_page,
 )
 from integrations_pipeline.sandbox.zoho_push import ZohoPush, write_handler
 from integrations_pipeline.sandbox.zoho_push import routes as push_routes
@@ -99,9 +101,10 @@ _EPOCH_2025 = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp())
 CREATED_FROM_S = _EPOCH_2025
 CREATED_UNTIL_S = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
 MODIFIED_UNTIL_S = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp())
-EVENTS_FROM_S = int(datetime(2025, 6, 1, tzinfo=UTC).timestamp())
+EVENTS_FROM = date(2025, 6, 1)
 EVENT_DAYS = 30
-"""Events start within this many days of EVENTS_FROM_S, so a day partition holds several of them."""
+"""Events start within this many days of EVENTS_FROM (or from half as many before `events_around`), so a day
+partition holds several of them."""
 
 FIRST_NAMES = (
     "Ada", "Alan", "Amara", "Ben", "Chen", "Dara", "Elena", "Emeka", "Farah", "Grace", "Hiro", "Ines", "Jonas",
@@ -450,20 +453,26 @@ def _generate_contacts(count: int, owner_ids: list[int], rng: random.Random) -> 
     return rows
 
 
-def _generate_events(count: int, owner_ids: list[int], rng: random.Random) -> list[_Row]:
+def _generate_events(count: int, owner_ids: list[int], around: date | None, rng: random.Random) -> list[_Row]:
+    first_day = events_first_day(EVENTS_FROM, EVENT_DAYS, around)
+    events_from_s = int(datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC).timestamp())
+    # Coming events were created before the day they are generated around, never in the future.
+    created_until_s = events_from_s + EVENT_DAYS // 2 * 86_400 if around else None
     rows = []
     for index in range(count):
         number = index + 1
         all_day = number % 8 == 0
         day = int(rng.random() * EVENT_DAYS)
         if all_day:
-            start = EVENTS_FROM_S + day * 86_400  # rendered as local midnight of that date, see _render_event_time
+            start = events_from_s + day * 86_400  # rendered as local midnight of that date, see _render_event_time
             end = start + 86_400
         else:
-            start = EVENTS_FROM_S + day * 86_400 + int(rng.random() * 96) * 900
+            start = events_from_s + day * 86_400 + int(rng.random() * 96) * 900
             end = start + rng.choice((1_800, 3_600, 5_400))
         created = start - 86_400 * (1 + int(rng.random() * 20))
         modified = created + int(rng.random() * 86_400 * 5)
+        if created_until_s is not None:
+            created, modified = min(created, created_until_s - 86_400), min(modified, created_until_s)
         rows.append(
             _Row(
                 EVENT_ID_BASE + number,
@@ -510,6 +519,7 @@ class ZohoEmulator:
         users: int = 12,
         contacts: int = 2_000,
         events: int = 300,
+        events_around: date | None = None,
         seed: int = 7,
         access_token_ttl_s: int = ACCESS_TOKEN_TTL_S,
         page_token_ttl_s: int = PAGE_TOKEN_TTL_S,
@@ -558,7 +568,9 @@ class ZohoEmulator:
         owner_ids = list(self._users)
         self._modules = {
             "Contacts": _Module({row.id: row for row in _generate_contacts(contacts, owner_ids, rng)}, contacts + 1),
-            "Events": _Module({row.id: row for row in _generate_events(events, owner_ids, rng)}, events + 1),
+            "Events": _Module(
+                {row.id: row for row in _generate_events(events, owner_ids, events_around, rng)}, events + 1
+            ),
         }
         self.app = self._build_app()
 
@@ -1322,7 +1334,7 @@ class ZohoEmulator:
             module_written("POST", "CREATE"),
             module_written("PUT", "UPDATE"),
             module_written("DELETE", "DELETE"),
-            Route("/oauth/v2/auth", self._authorize, methods=["GET"]),
+            Route("/oauth/v2/auth", with_consent_page(self._authorize, "Zoho"), methods=["GET", "POST"]),
             Route("/oauth/v2/token", self._token, methods=["POST"]),
             Route("/oauth/v2/token/revoke", self._revoke, methods=["POST"]),
             Route("/crm/v8/users", self._crm_endpoint(self._users_endpoint, "ZohoCRM.users.READ"), methods=["GET"]),
