@@ -23,10 +23,16 @@ class Transform(StrEnum):
     TRIM = "trim"
 
 
+IDENTIFIER_SCHEMA = {"pattern": IDENTIFIER.pattern}  # documented; validate_update checks it with its own message
+TARGETS_SCHEMA = {"propertyNames": IDENTIFIER_SCHEMA, "description": "target column (an identifier) -> rule"}
+
+
 class FieldRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    source: str = Field(description="a field of the provider's records for this entity")
+    source: str = Field(
+        description="a field of the provider's records for this entity", json_schema_extra=IDENTIFIER_SCHEMA
+    )
     transform: Transform = Transform.NONE
 
 
@@ -48,9 +54,9 @@ class MappingUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    users: dict[str, FieldRule | None] = Field(default_factory=dict)
-    contacts: dict[str, FieldRule | None] = Field(default_factory=dict)
-    events: dict[str, FieldRule | None] = Field(default_factory=dict)
+    users: dict[str, FieldRule | None] = Field(default_factory=dict, json_schema_extra=TARGETS_SCHEMA)
+    contacts: dict[str, FieldRule | None] = Field(default_factory=dict, json_schema_extra=TARGETS_SCHEMA)
+    events: dict[str, FieldRule | None] = Field(default_factory=dict, json_schema_extra=TARGETS_SCHEMA)
 
 
 def validate_update(
@@ -64,14 +70,14 @@ def validate_update(
     for entity in ENTITIES:
         for target, rule in getattr(update, entity).items():
             path = f"{entity}.{target}"
-            if not IDENTIFIER.match(target):
+            if not IDENTIFIER.fullmatch(target):
                 problems[path] = "target columns are identifiers: a letter or _, then letters, digits or _ (max 63)"
             elif target in reserved_columns.get(entity, frozenset()):
                 problems[path] = f"{target!r} is a standard column of the unified {entity} table; choose another name"
             if rule is None:
                 continue
             known = known_fields.get(entity, frozenset())
-            if not IDENTIFIER.match(rule.source):
+            if not IDENTIFIER.fullmatch(rule.source):
                 problems[f"{path}.source"] = "source fields are identifiers"
             elif rule.source not in known:
                 problems[f"{path}.source"] = (

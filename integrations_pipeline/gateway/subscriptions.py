@@ -39,7 +39,11 @@ class RotateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     overlap_hours: float = Field(
-        default=24, ge=0, le=MAX_OVERLAP_HOURS, description="how long the replaced secret keeps signing too"
+        default=24,
+        ge=0,
+        le=MAX_OVERLAP_HOURS,
+        allow_inf_nan=False,
+        description="how long the replaced secret keeps signing too, in hours",
     )
 
 

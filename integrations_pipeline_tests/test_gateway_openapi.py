@@ -1,0 +1,94 @@
+"""The gateway against its own `/openapi.json`, on SQLite and PostgreSQL, over real HTTP on 127.0.0.1.
+
+Every operation is driven property-based by schemathesis (schema-valid and schema-violating requests) and every
+answer must conform to the document: status, media type, headers and body, no 5xx, violating requests refused
+with a 4xx, `Allow` on a 405, 401 without the API key. Bounded: a fixed number of examples per operation and
+mode, derandomized so that a failure reproduces.
+
+Two checks are left out, both for documented behaviour: `positive_data_acceptance` (a schema-valid request can
+still name an unknown OAuth state, an unknown source field or a refused destination: the schema cannot know the
+database) and `use_after_free` (a disconnected connection stays readable, with its status, by design).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import Case, GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance, use_after_free
+
+from integrations_pipeline.gateway import create_app
+from integrations_pipeline.httpserver import BackgroundServer
+from integrations_pipeline.store import StateStore, create_store_engine
+from integrations_pipeline.store import migrate as migrations
+from integrations_pipeline_tests.webhook_senders import API_KEY, prepare, receiver_settings
+
+EXAMPLES = 12  # per operation and generation mode
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+EXCLUDED = [positive_data_acceptance, use_after_free]
+
+
+@pytest.fixture
+def gateway_url(store_url: str, key_spec: str) -> Iterator[str]:
+    """A gateway with a connection and push subscription per provider and a Standard Webhooks source."""
+    engine = create_store_engine(store_url)
+    migrations.upgrade(engine)
+    server = BackgroundServer()
+    settings = receiver_settings(server.url, store_url, key_spec)
+    store = StateStore(engine, settings.keyring())
+    prepare(store, server.url)
+    with server.start(create_app(settings, store)):
+        yield server.url
+    engine.dispose()
+
+
+def failures_of(operation: schemathesis.APIOperation, mode: GenerationMode) -> list[str]:
+    found: list[str] = []
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],  # no shrinking: the failure is reported as found
+        suppress_health_check=list(HealthCheck),
+    )
+    def run(case: Case) -> None:
+        try:
+            case.call_and_validate(headers=AUTH, excluded_checks=EXCLUDED, timeout=30)
+        except Exception as failure:  # a FailureGroup: one message per failed check
+            found.append(f"{operation.label} ({mode.value}): {failure}")
+
+    run()
+    return found
+
+
+def modes(operation: schemathesis.APIOperation) -> list[GenerationMode]:
+    """Schema-violating requests need something to violate: a parameter or a body."""
+    inputs = [operation.path_parameters, operation.query, operation.headers, operation.body]
+    return [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if any(len(part) for part in inputs) else [])
+
+
+def test_every_operation_conforms_to_the_document(gateway_url: str) -> None:
+    schema = schemathesis.openapi.from_url(f"{gateway_url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 26
+    failures = [
+        failure for operation in operations for mode in modes(operation) for failure in failures_of(operation, mode)
+    ]
+    assert failures == []
+
+
+def test_a_405_lists_every_method_of_the_path_in_allow(gateway_url: str) -> None:
+    paths = httpx.get(f"{gateway_url}/openapi.json").json()["paths"]
+    for template, operations in paths.items():
+        path = "/".join("x" if part.startswith("{") else part for part in template.split("/"))
+        response = httpx.patch(f"{gateway_url}{path}", headers=AUTH)
+        assert response.status_code == 405 and response.json()["error"] == "method_not_allowed", template
+        allowed = {method.strip() for method in response.headers["allow"].split(",")}
+        assert allowed - {"HEAD"} == {method.upper() for method in operations}, template
