@@ -70,8 +70,8 @@ class BackgroundServer:
         self.app = app or self.app
         if self.app is None:
             raise ValueError("BackgroundServer.start needs an app")
-        options = {"log_config": log_config(), **self._uvicorn_options}
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="on", **options)
+        options = {"log_level": "warning", "lifespan": "on", "log_config": log_config(), **self._uvicorn_options}
+        config = uvicorn.Config(self.app, **options)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
         self._thread.start()

@@ -21,11 +21,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import Case, GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance, use_after_free
 
-from integrations_pipeline.gateway import create_app
-from integrations_pipeline.httpserver import BackgroundServer
-from integrations_pipeline.store import StateStore, create_store_engine
-from integrations_pipeline.store import migrate as migrations
-from integrations_pipeline_tests.webhook_senders import API_KEY, prepare, receiver_settings
+from integrations_pipeline_tests.webhook_senders import API_KEY, running_receiver
 
 EXAMPLES = 12  # per operation and generation mode
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -34,16 +30,8 @@ EXCLUDED = [positive_data_acceptance, use_after_free]
 
 @pytest.fixture
 def gateway_url(store_url: str, key_spec: str) -> Iterator[str]:
-    """A gateway with a connection and push subscription per provider and a Standard Webhooks source."""
-    engine = create_store_engine(store_url)
-    migrations.upgrade(engine)
-    server = BackgroundServer()
-    settings = receiver_settings(server.url, store_url, key_spec)
-    store = StateStore(engine, settings.keyring())
-    prepare(store, server.url)
-    with server.start(create_app(settings, store)):
-        yield server.url
-    engine.dispose()
+    with running_receiver(store_url, key_spec) as running:
+        yield running.url
 
 
 def failures_of(operation: schemathesis.APIOperation, mode: GenerationMode) -> list[str]:

@@ -30,6 +30,7 @@ from integrations_pipeline_tests.webhook_senders import (
     SignedRequest,
     prepare,
     receiver_settings,
+    running_receiver,
 )
 
 LIMIT = 64 * 1024
@@ -57,15 +58,11 @@ class Receiver:
 
 @pytest.fixture
 def receiver(store_url: str, key_spec: str) -> Iterator[Receiver]:
-    engine = create_store_engine(store_url)
-    migrations.upgrade(engine)
-    server = BackgroundServer()
-    settings = receiver_settings(server.url, store_url, key_spec, max_body_bytes=LIMIT)
-    store = StateStore(engine, settings.keyring())
-    secrets, connections = prepare(store, server.url)
-    with server.start(create_app(settings, store)), httpx.Client(base_url=server.url, timeout=10) as http:
-        yield Receiver(server.url, store, secrets, connections, http)
-    engine.dispose()
+    with (
+        running_receiver(store_url, key_spec, max_body_bytes=LIMIT) as running,
+        httpx.Client(base_url=running.url, timeout=10) as http,
+    ):
+        yield Receiver(running.url, running.store, running.secrets, running.connections, http)
 
 
 # -- accepted ---------------------------------------------------------------------------------------------------------
