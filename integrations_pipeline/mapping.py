@@ -10,6 +10,7 @@ from typing import Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import JsonDict
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 Entity = Literal["users", "contacts", "events"]
@@ -23,8 +24,8 @@ class Transform(StrEnum):
     TRIM = "trim"
 
 
-IDENTIFIER_SCHEMA = {"pattern": IDENTIFIER.pattern}  # documented; validate_update checks it with its own message
-TARGETS_SCHEMA = {"propertyNames": IDENTIFIER_SCHEMA, "description": "target column (an identifier) -> rule"}
+IDENTIFIER_SCHEMA: JsonDict = {"pattern": IDENTIFIER.pattern}  # documented; validate_update checks it with its own message
+TARGETS_SCHEMA: JsonDict = {"propertyNames": IDENTIFIER_SCHEMA, "description": "target column (an identifier) -> rule"}
 
 
 class FieldRule(BaseModel):
