@@ -93,6 +93,11 @@ def test_nul_in_an_identifier_is_a_4xx(gateway: RunningReceiver) -> None:
             api.post(f"/subscriptions/sub_1/deliveries/{nul}/replay"),
             api.get("/connections", params={"tenant": "a\x00"}),
             api.get(f"/oauth/hubspot/callback?state={nul}&code=c"),
+            api.post(
+                "/subscriptions",
+                json={"url": "http://93.184.215.14/h", "event_types": ["integration.error"], "description": "a\x00"},
+            ),
+            api.post("/connections/hubspot/connect", json={"tenant": "acme", "return_path": "/a\x00"}),
         ]:
             assert 400 <= response.status_code < 500, (response.request.url, response.text)
     secrets = gateway.secrets

@@ -7,6 +7,7 @@ every status with its headers. Request bodies are parsed in pydantic's strict mo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -104,13 +105,27 @@ def invalid(status: int, code: str, what: str, error: ValidationError) -> Gatewa
     return GatewayError(status, code, f"the {what} is invalid: {names}", fields)
 
 
+def strings_in(document: Any) -> Iterator[str]:
+    """Every string of a JSON document, keys included."""
+    if isinstance(document, str):
+        yield document
+    elif isinstance(document, list):
+        for item in document:
+            yield from strings_in(item)
+    elif isinstance(document, dict):
+        for key, value in document.items():
+            yield key
+            yield from strings_in(value)
+
+
 def parse_json(raw: bytes, model: type[ModelT]) -> ModelT:
     """A JSON body validated strictly (no `"12"` or `true` for a number), and standard JSON only (no NaN)."""
     try:
         parsed = model.model_validate_json(raw or b"null", strict=True)
     except ValidationError as error:
         raise invalid(422, "invalid_body", "request body", error) from None
-    read_json(raw, "request")  # NaN, Infinity, 1e999999: accepted by pydantic, refused by JSON and by us
+    document = read_json(raw or b"null", "request")  # NaN, Infinity, 1e999999: pydantic takes them, JSON does not
+    refuse_nul(strings_in(document), "request body")  # they are stored as text (a description, a return path)
     return parsed
 
 
