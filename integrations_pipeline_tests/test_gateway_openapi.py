@@ -23,6 +23,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance, use_after_free
 
@@ -52,18 +53,21 @@ def without_dns(case: Case) -> Case:
     return case
 
 
+BOUNDED = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],  # no shrinking: the failure is reported as found
+    suppress_health_check=list(HealthCheck),
+)
+
+
 def failures_of(operation: schemathesis.APIOperation, mode: GenerationMode) -> list[str]:
     found: list[str] = []
 
     @given(case=operation.as_strategy(generation_mode=mode).map(without_dns))
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=[Phase.explicit, Phase.generate],  # no shrinking: the failure is reported as found
-        suppress_health_check=list(HealthCheck),
-    )
+    @BOUNDED
     def run(case: Case) -> None:
         try:
             case.call_and_validate(headers=AUTH, excluded_checks=EXCLUDED, timeout=30)
@@ -110,3 +114,53 @@ def test_a_405_lists_every_method_of_the_path_in_allow(gateway_url: str) -> None
         assert response.status_code == 405 and response.json()["error"] == "method_not_allowed", template
         allowed = {method.strip() for method in response.headers["allow"].split(",")}
         assert allowed - {"HEAD"} == {method.upper() for method in operations}, template
+
+
+# -- schema-valid requests with one hostile value ------------------------------------------------------------------
+
+HOSTILE = st.sampled_from(
+    [
+        "a\x00b",
+        "\x00",
+        "/a\x00",
+        "²",
+        "١٢",
+        "1e999999",
+        "NaN",
+        "Infinity",
+        "-1",
+        "\n\r\x1b[2J",
+        "\u2028",
+        "\ufeff",
+        "x" * 5000,
+    ]
+)
+
+
+def places_in(document: Any) -> list[tuple[Any, Any]]:
+    """Every (container, key) of a JSON document's values, at any depth."""
+    if isinstance(document, dict):
+        return [(document, key) for key in document] + [p for value in document.values() for p in places_in(value)]
+    if isinstance(document, list):
+        return [(document, i) for i in range(len(document))] + [p for value in document for p in places_in(value)]
+    return []
+
+
+def test_a_hostile_value_in_any_parameter_or_field_is_never_a_5xx(gateway_url: str) -> None:
+    """Schema-valid requests for every operation, with one path parameter, query parameter or body value replaced
+    by a hostile string, so the value travels as deep as a valid request does (the store, on both backends)."""
+    schema = schemathesis.openapi.from_url(f"{gateway_url}/openapi.json")
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @given(case=operation.as_strategy().map(without_dns), data=st.data())
+        @BOUNDED
+        def sweep(case: Case, data: st.DataObject) -> None:
+            places = [(c, key) for c in (case.path_parameters, case.query) if c for key in c] + places_in(case.body)
+            if places:
+                container, key = data.draw(st.sampled_from(places))
+                container[key] = data.draw(HOSTILE)
+            response = case.call(headers=AUTH, timeout=30)
+            assert response.status_code < 500, (case.operation.label, case.as_curl_command(), response.text)
+
+        sweep()

@@ -30,17 +30,20 @@ from integrations_pipeline.gateway.health import IntegrationsHealthResponse, int
 from integrations_pipeline.gateway.mappings import MappingService, MappingView, PreviewRequest, PreviewResponse
 from integrations_pipeline.gateway.openapi import (
     ERROR,
-    MAX_JSON_BODY_BYTES,
     Answer,
     Body,
     Operation,
     check_request,
     ok,
     openapi_document,
+    text,
+)
+from integrations_pipeline.gateway.parsing import (
+    MAX_JSON_BODY_BYTES,
     parse_body,
     parse_json,
     parse_query,
-    text,
+    read_limited,
 )
 from integrations_pipeline.gateway.schemas import (
     TENANT_PATTERN,
@@ -79,7 +82,6 @@ from integrations_pipeline.gateway.webhooks import (
     StandardHeaders,
     WebhookReceiver,
     ZohoNotification,
-    read_limited,
 )
 from integrations_pipeline.httpserver import printable
 from integrations_pipeline.mapping import MappingUpdate

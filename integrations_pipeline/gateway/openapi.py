@@ -7,22 +7,17 @@ every status with its headers. Request bodies are parsed in pydantic's strict mo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.requests import Request
 
-from integrations_pipeline.gateway.connections import GatewayError
+from integrations_pipeline.gateway.parsing import NO_NUL, invalid, refuse_nul
 from integrations_pipeline.gateway.schemas import ErrorBody
-from integrations_pipeline.gateway.webhooks import read_json, read_limited, refuse_nul
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
-MAX_JSON_BODY_BYTES = 64 * 1024
 REF_TEMPLATE = "#/components/schemas/{model}"
-NO_NUL = "^[^\\x00]*$"  # PostgreSQL text cannot hold NUL: refused as 400 before any query
 # Response headers the gateway sets, by name.
 HEADERS: dict[str, dict[str, Any]] = {
     "Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "string"}},
@@ -87,58 +82,6 @@ class Operation:
             refused.append(Answer("503", "the state database is unreachable", (ERROR,), ("Retry-After",)))
         refused.append(Answer("5XX", "the gateway failed; its log names the error type", (ERROR,)))
         return (*self.answers, *self.refusals, *refused)
-
-
-# -- parsing with the operation's models --------------------------------------------------------------------------
-
-
-def _fields(invalid: ValidationError) -> dict[str, str]:
-    fields = {}
-    for issue in invalid.errors(include_url=False, include_input=False):
-        fields[".".join(str(part) for part in issue["loc"]) or "body"] = issue["msg"]
-    return fields
-
-
-def invalid(status: int, code: str, what: str, error: ValidationError) -> GatewayError:
-    fields = _fields(error)
-    names = ", ".join(list(fields)[:10])
-    return GatewayError(status, code, f"the {what} is invalid: {names}", fields)
-
-
-def strings_in(document: Any) -> Iterator[str]:
-    """Every string of a JSON document, keys included."""
-    if isinstance(document, str):
-        yield document
-    elif isinstance(document, list):
-        for item in document:
-            yield from strings_in(item)
-    elif isinstance(document, dict):
-        for key, value in document.items():
-            yield key
-            yield from strings_in(value)
-
-
-def parse_json(raw: bytes, model: type[ModelT]) -> ModelT:
-    """A JSON body validated strictly (no `"12"` or `true` for a number), and standard JSON only (no NaN)."""
-    try:
-        parsed = model.model_validate_json(raw or b"null", strict=True)
-    except ValidationError as error:
-        raise invalid(422, "invalid_body", "request body", error) from None
-    document = read_json(raw or b"null", "request")  # NaN, Infinity, 1e999999: pydantic takes them, JSON does not
-    refuse_nul(strings_in(document), "request body")  # they are stored as text (a description, a return path)
-    return parsed
-
-
-async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
-    return parse_json(await read_limited(request, MAX_JSON_BODY_BYTES), model)
-
-
-def parse_query(request: Request, model: type[ModelT]) -> ModelT:
-    """The query string through its model (parameters it does not name are ignored; the last of repeated ones wins)."""
-    try:
-        return model.model_validate(dict(request.query_params))
-    except ValidationError as error:
-        raise invalid(400, "invalid_query", "query string", error) from None
 
 
 def check_request(request: Request, operation: Operation) -> None:

@@ -17,22 +17,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, date, datetime
-from typing import Any, NoReturn
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from integrations_pipeline import metrics
 from integrations_pipeline.clients.providers import ENTITIES
 from integrations_pipeline.gateway.connections import GatewayError
+from integrations_pipeline.gateway.parsing import NO_NUL, invalid, parse_query, read_json, read_limited
 from integrations_pipeline.gateway.schemas import WebhookAck
 from integrations_pipeline.gateway.signatures import (
     SignatureRefused,
@@ -53,7 +53,6 @@ MAX_EVENTS_PER_REQUEST = 1000
 MAX_ID_LENGTH = 255
 MAX_SOURCE_IDS = 1000
 MAX_VALIDATION_TOKEN = 1024
-NO_NUL = "^[^\\x00]*$"  # PostgreSQL text cannot hold NUL: an id with one is refused before any query
 ENTITY_NAMES = ("users", "contacts", "events")
 GOOGLE_STATE = re.compile(r"[a-z_]{1,32}")  # sync, exists, not_exists (Calendar); add, update, trash (Drive)
 # The provider's object type -> our entity. Types we do not sync are acknowledged and not stored.
@@ -82,61 +81,11 @@ def digest(document: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def refuse_nul(values: Iterable[str], where: str) -> None:
-    """Identifiers reach the database as text, which cannot hold NUL on PostgreSQL: refuse them up front (400)."""
-    if any("\x00" in value for value in values):
-        raise GatewayError(400, "malformed_identifier", f"the {where} holds a NUL character")
-
-
-async def read_limited(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed `limit` (declared, or counted while streaming).
-    Every body the gateway reads comes through here, so one limit applies to every route."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isascii() or not declared.isdigit():
-            raise GatewayError(400, "malformed_header", "Content-Length must be a non-negative integer")
-        if int(declared) > limit:
-            raise GatewayError(413, "body_too_large", f"the body must be at most {limit} bytes")
-    raw = bytearray()
-    try:
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > limit:
-                raise GatewayError(413, "body_too_large", f"the body must be at most {limit} bytes")
-    except ClientDisconnect:  # nobody reads this answer; it keeps the disconnect out of the error log
-        raise GatewayError(400, "client_disconnected", "the client left before the body ended") from None
-    return bytes(raw)
-
-
-def _not_a_number(constant: str) -> NoReturn:
-    raise ValueError(f"{constant} is not a JSON number")
-
-
-def _finite(literal: str) -> float:
-    value = float(literal)
-    if not math.isfinite(value):  # 1e999999: the database's json column would refuse it
-        raise ValueError(f"{literal[:20]} is out of range")
-    return value
-
-
-def read_json(raw: bytes, what: str) -> Any:
-    """Standard JSON only: NaN, Infinity, numbers out of range and integers Python will not convert are refused
-    (400), so whatever is accepted can also be stored and acknowledged."""
-    try:
-        return json.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
-        raise GatewayError(400, "malformed_body", f"the {what} body is not valid JSON") from None
-
-
 def _validated(adapter: TypeAdapter[Any], document: Any, what: str) -> Any:
     try:
         return adapter.validate_python(document)
-    except ValidationError as invalid:
-        fields = {}
-        for issue in invalid.errors(include_url=False, include_input=False):
-            fields[".".join(str(part) for part in issue["loc"]) or "body"] = issue["msg"]
-        names = ", ".join(list(fields)[:10])
-        raise GatewayError(422, "invalid_body", f"the {what} body is invalid: {names}", fields) from None
+    except ValidationError as error:
+        raise invalid(422, "invalid_body", f"{what} body", error) from None
 
 
 def _source_ids(values: Iterable[Any]) -> list[str]:
@@ -388,9 +337,9 @@ class WebhookReceiver:
     # -- Microsoft Graph: validationToken echo, clientState per notification, lifecycle events ---------------------
 
     async def _microsoft(self, request: Request) -> Response:
-        token = request.query_params.get("validationToken")
+        token = parse_query(request, GraphQuery).validationToken
         if token is not None:  # subscription creation: echo at once, before anything else
-            if not token or len(token) > MAX_VALIDATION_TOKEN or not token.isprintable():
+            if not token.isprintable():
                 raise GatewayError(400, "malformed_validation_token", "validationToken must be printable text")
             if await read_limited(request, self.limit):  # Graph sends none: a body means a confused sender
                 raise GatewayError(400, "unexpected_body", "a validation request carries no body")
@@ -487,13 +436,10 @@ class WebhookReceiver:
     # -- Salesforce Outbound Messages: endpoint token in the URL, org id in the SOAP body, SOAP Ack ---------------
 
     async def _salesforce(self, request: Request) -> Response:
-        subscription_id = request.query_params.get("subscription")
-        token = request.query_params.get("token")
-        if not subscription_id or not token:
+        if not request.query_params.get("subscription") or not request.query_params.get("token"):
             raise GatewayError(401, "missing_token", "the endpoint URL must carry ?subscription=<id>&token=<secret>")
-        if len(subscription_id) > 64 or len(token) > 256:
-            raise GatewayError(400, "malformed_query", "subscription or token is too long")
-        subscription = await run_in_threadpool(self._subscription, "salesforce", subscription_id, token)
+        query = parse_query(request, SalesforceQuery)
+        subscription = await run_in_threadpool(self._subscription, "salesforce", query.subscription, query.token)
         if subscription is None:
             raise GatewayError(401, "bad_token", "unknown subscription, or its token does not match")
         body = await read_limited(request, self.limit)
