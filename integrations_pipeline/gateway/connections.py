@@ -56,7 +56,10 @@ def check_return_path(return_path: str | None, allowed_origins: list[str]) -> st
     """A relative path (never `//host` or a backslash trick) or a URL on an allow-listed origin."""
     if return_path is None:
         return None
-    parts = urlsplit(return_path)
+    try:
+        parts = urlsplit(return_path)
+    except ValueError:  # "http://[x", a netloc that changes under NFKC normalization
+        parts = urlsplit("invalid://")
     if not parts.scheme and not parts.netloc:
         if return_path.startswith("/") and not return_path.startswith(("//", "/\\")) and "\\" not in return_path:
             return return_path

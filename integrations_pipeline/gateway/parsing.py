@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -78,27 +78,13 @@ def invalid(status: int, code: str, what: str, error: ValidationError) -> Gatewa
     return GatewayError(status, code, f"the {what} is invalid: {names}", fields)
 
 
-def strings_in(document: Any) -> Iterator[str]:
-    """Every string of a JSON document, keys included."""
-    if isinstance(document, str):
-        yield document
-    elif isinstance(document, list):
-        for item in document:
-            yield from strings_in(item)
-    elif isinstance(document, dict):
-        for key, value in document.items():
-            yield key
-            yield from strings_in(value)
-
-
 def parse_json(raw: bytes, model: type[ModelT]) -> ModelT:
     """A JSON body validated strictly (no `"12"` or `true` for a number), and standard JSON only (no NaN)."""
     try:
         parsed = model.model_validate_json(raw or b"null", strict=True)
     except ValidationError as error:
         raise invalid(422, "invalid_body", "request body", error) from None
-    document = read_json(raw or b"null", "request")  # NaN, Infinity, 1e999999: pydantic takes them, JSON does not
-    refuse_nul(strings_in(document), "request body")  # they are stored as text (a description, a return path)
+    read_json(raw or b"null", "request")  # NaN, Infinity, 1e999999: pydantic takes them, JSON does not
     return parsed
 
 
