@@ -24,7 +24,8 @@ class Transform(StrEnum):
     TRIM = "trim"
 
 
-IDENTIFIER_SCHEMA: JsonDict = {"pattern": IDENTIFIER.pattern}  # documented; validate_update checks it with its own message
+# For the gateway's OpenAPI document; validate_update checks the same pattern with its own messages.
+IDENTIFIER_SCHEMA: JsonDict = {"pattern": IDENTIFIER.pattern}
 TARGETS_SCHEMA: JsonDict = {"propertyNames": IDENTIFIER_SCHEMA, "description": "target column (an identifier) -> rule"}
 
 
