@@ -27,6 +27,8 @@ from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance, use_after_free
 
+from integrations_pipeline.gateway.app import OPERATIONS
+from integrations_pipeline.gateway.openapi import openapi_document
 from integrations_pipeline_tests.webhook_senders import API_KEY, running_receiver
 
 EXAMPLES = 12  # per operation and generation mode
@@ -164,3 +166,31 @@ def test_a_hostile_value_in_any_parameter_or_field_is_never_a_5xx(gateway_url: s
             assert response.status_code < 500, (case.operation.label, case.as_curl_command(), response.text)
 
         sweep()
+
+
+def test_the_document_names_what_the_issue_found_missing() -> None:
+    paths = openapi_document(OPERATIONS)["paths"]
+
+    def parameters(path: str, method: str, where: str) -> dict[str, Any]:
+        return {p["name"]: p for p in paths[path][method].get("parameters", []) if p["in"] == where}
+
+    assert {"tenant", "provider"} <= set(parameters("/connections", "get", "query"))
+    assert parameters("/oauth/{provider}/callback", "get", "query")["state"]["required"] is True
+    assert set(parameters("/subscriptions/{subscription_id}/deliveries", "get", "query")) == {"limit"}
+    assert "validationToken" in parameters("/webhooks/microsoft", "post", "query")
+    assert {"subscription", "token"} == set(parameters("/webhooks/salesforce", "post", "query"))
+    headers = {
+        "/webhooks/hubspot": {"X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp"},
+        "/webhooks/standard/{source}": {"webhook-id", "webhook-timestamp", "webhook-signature"},
+        "/webhooks/google": {"X-Goog-Channel-ID", "X-Goog-Channel-Token"},
+    }
+    for path, names in headers.items():
+        assert names <= set(parameters(path, "post", "header")), path
+    for path in ["/webhooks/hubspot", "/webhooks/microsoft", "/webhooks/zoho", "/webhooks/standard/{source}"]:
+        assert "application/json" in paths[path]["post"]["requestBody"]["content"], path
+    assert "text/xml" in paths["/webhooks/salesforce"]["post"]["requestBody"]["content"]
+    assert "text/plain" in paths["/webhooks/microsoft"]["post"]["responses"]["200"]["content"]
+    assert any(media.startswith("text/plain") for media in paths["/metrics"]["get"]["responses"]["200"]["content"])
+    assert "Retry-After" in paths["/ready"]["get"]["responses"]["503"]["headers"]
+    assert "5XX" in paths["/connections"]["get"]["responses"]
+    assert paths["/subscriptions/{subscription_id}/rotate"]["post"]["requestBody"]["required"] is False
