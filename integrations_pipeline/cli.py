@@ -414,14 +414,16 @@ def gateway(host: str, port: int) -> None:
     import uvicorn
 
     from integrations_pipeline.gateway import create_app
+    from integrations_pipeline.httpserver import log_config
 
     settings = load_settings()
     settings.require_api_key()
     settings.keyring()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # uvicorn's access log prints query strings, which carry OAuth codes: the app logs requests itself.
+    # log_config: an exception that escapes the app is logged as its type only, never a traceback.
     app = create_app(settings, stored_rows=warehouse_rows(settings))
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=log_config())
 
 
 @main.command(help="Serve a provider's sandbox emulator (for local development and tests).")

@@ -1,11 +1,14 @@
 """Serve an ASGI app from a background thread: used by the CLI's `dev` stack, tests and benchmarks.
 
 Core layer: depends on uvicorn only. The caller gets the bound URL once uvicorn reports it is
-listening, so nobody has to sleep and hope.
+listening, so nobody has to sleep and hope. uvicorn's own log is configured by `log_config`: an exception an app
+lets through is logged as its type only, never a traceback (its frames and message may quote request data).
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import socket
 import threading
 import time
@@ -15,6 +18,33 @@ from typing import Any
 import uvicorn
 
 STARTUP_TIMEOUT_S = 30.0
+
+
+def printable(text: str) -> str:
+    """`text` with every non-printable character escaped (newline, NUL, U+2028): one log line stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+class ExceptionTypeOnly(logging.Filter):
+    """Rewrites a record carrying an exception to its message and the exception's type, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is not None:
+            record.msg = f"{printable(record.getMessage())}: {record.exc_info[0].__name__}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration, with `ExceptionTypeOnly` on its error log."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config.setdefault("filters", {})["exception_type_only"] = {"()": ExceptionTypeOnly}
+    config["loggers"]["uvicorn.error"]["filters"] = ["exception_type_only"]
+    return config
 
 
 class BackgroundServer:
@@ -40,7 +70,8 @@ class BackgroundServer:
         self.app = app or self.app
         if self.app is None:
             raise ValueError("BackgroundServer.start needs an app")
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="on", **self._uvicorn_options)
+        options = {"log_level": "warning", "lifespan": "on", "log_config": log_config(), **self._uvicorn_options}
+        config = uvicorn.Config(self.app, **options)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
         self._thread.start()

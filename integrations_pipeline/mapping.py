@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import JsonDict
 
 from integrations_pipeline.fields import FieldInfo, FieldType
 
@@ -66,12 +67,18 @@ class ValueType(StrEnum):
 Default = bool | int | float | str | None
 
 
+# For the gateway's OpenAPI document; validate_update checks the same pattern with its own messages.
+IDENTIFIER_SCHEMA: JsonDict = {"pattern": IDENTIFIER.pattern}
+TARGETS_SCHEMA: JsonDict = {"propertyNames": IDENTIFIER_SCHEMA, "description": "target column (an identifier) -> rule"}
+
+
 class FieldRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: str = Field(
         max_length=255,
         description="a normalized column, a field of the connection's catalog, or `raw.<path>` into the raw record",
+        json_schema_extra={"pattern": SOURCE.pattern},
     )
     transform: Transform = Transform.NONE
     default: Default = Field(default=None, description="the value (cast like the field) when the source is missing")
@@ -95,9 +102,9 @@ class MappingUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    users: dict[str, FieldRule | None] = Field(default_factory=dict)
-    contacts: dict[str, FieldRule | None] = Field(default_factory=dict)
-    events: dict[str, FieldRule | None] = Field(default_factory=dict)
+    users: dict[str, FieldRule | None] = Field(default_factory=dict, json_schema_extra=TARGETS_SCHEMA)
+    contacts: dict[str, FieldRule | None] = Field(default_factory=dict, json_schema_extra=TARGETS_SCHEMA)
+    events: dict[str, FieldRule | None] = Field(default_factory=dict, json_schema_extra=TARGETS_SCHEMA)
 
 
 # -- what a mapping may read ------------------------------------------------------------------------------------
@@ -348,7 +355,7 @@ def validate_update(
     for entity in ENTITIES:
         for target, rule in getattr(update, entity).items():
             path = f"{entity}.{target}"
-            if not IDENTIFIER.match(target):
+            if not IDENTIFIER.fullmatch(target):
                 problems[path] = "target columns are identifiers: a letter or _, then letters, digits or _ (max 63)"
             elif target in reserved_columns.get(entity, frozenset()):
                 problems[path] = f"{target!r} is a standard column of the unified {entity} table; choose another name"

@@ -109,7 +109,8 @@ def test_health_reports_each_connection_and_its_problems(stack: Stack) -> None:
         assert report["status"] == "critical"
         item = next(item for item in report["connections"] if item["connection_id"] == troubled)
         assert item["health"] == "critical" and item["problems"][0] == "needs re-authorization: invalid_grant"
-        assert api.get("/health/integrations", params={"provider": "nowhere"}).json()["connections"] == []
+        unknown = api.get("/health/integrations", params={"provider": "nowhere"})
+        assert unknown.status_code == 400 and list(unknown.json()["fields"]) == ["provider"]
 
 
 def test_metrics_parse_as_prometheus_text_and_agree_with_the_database(stack: Stack) -> None:

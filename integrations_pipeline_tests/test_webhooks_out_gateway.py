@@ -150,7 +150,9 @@ def test_other_bad_requests_get_clear_4xx(stack: Stack) -> None:
         assert api.delete("/subscriptions/sub_nope").status_code == 404
         created = api.post("/subscriptions", json={"url": "http://127.0.0.1:9/h", "event_types": ["integration.error"]})
         subscription_id = created.json()["id"]
-        assert api.get(f"/subscriptions/{subscription_id}/deliveries?limit=abc").json()["fields"] == {"limit": "abc"}
+        for limit in ("abc", "0", "501", "\N{SUPERSCRIPT TWO}"):  # "²".isdigit(), but not a number
+            refused = api.get(f"/subscriptions/{subscription_id}/deliveries", params={"limit": limit})
+            assert refused.status_code == 400 and list(refused.json()["fields"]) == ["limit"]
         too_long = api.post(f"/subscriptions/{subscription_id}/rotate", json={"overlap_hours": 10_000})
         assert too_long.status_code == 422 and "overlap_hours" in too_long.json()["fields"]
     assert httpx.get(f"{stack.gateway_url}/subscriptions").status_code == 401

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
@@ -14,9 +15,12 @@ from urllib.parse import urlencode
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
+from integrations_pipeline.gateway import create_app
+from integrations_pipeline.httpserver import BackgroundServer
 from integrations_pipeline.sandbox.hubspot_push import sign_v3
 from integrations_pipeline.settings import Settings, load_settings
-from integrations_pipeline.store import StateStore, TokenSet
+from integrations_pipeline.store import StateStore, TokenSet, create_store_engine
+from integrations_pipeline.store import migrate as migrations
 from integrations_pipeline.store.push import PushSubscriptions
 from integrations_pipeline.store.repository import utcnow
 
@@ -69,8 +73,14 @@ class Secrets:
 
 
 def hubspot(
-    secrets: Secrets, n: int, *, timestamp_ms: int | None = None, client_secret: str | None = None
+    secrets: Secrets,
+    n: int,
+    *,
+    timestamp_ms: int | None = None,
+    client_secret: str | None = None,
+    raw: bytes | None = None,
 ) -> SignedRequest:
+    """A signed batch of one event, or `raw` signed as the body."""
     events = [
         {
             "eventId": 4_000_000 + n,
@@ -86,7 +96,7 @@ def hubspot(
             "changeSource": "CRM_UI",
         }
     ]
-    body = json.dumps(events).encode()
+    body = raw if raw is not None else json.dumps(events).encode()
     stamp = str(timestamp_ms if timestamp_ms is not None else int(time.time() * 1000))
     path = "/webhooks/hubspot"
     signature = sign_v3(client_secret or secrets.hubspot_client_secret, "POST", secrets.public_url + path, body, stamp)
@@ -185,8 +195,9 @@ def standard(
     timestamp: datetime | None = None,
     event_type: str = "event.updated",
     data: dict[str, object] | None = None,
+    raw: bytes | None = None,
 ) -> SignedRequest:
-    """Signed by the Standard Webhooks reference implementation."""
+    """Signed by the Standard Webhooks reference implementation (`raw`, when given, is the body signed)."""
     message_id = f"msg_{n:08d}"
     moment = timestamp or datetime.now(UTC)
     payload = {
@@ -194,7 +205,7 @@ def standard(
         "timestamp": moment.isoformat(),
         "data": data or {"id": f"evt-{n}", "day": "2025-03-05"},
     }
-    body = json.dumps(payload)
+    body = raw.decode() if raw is not None else json.dumps(payload)
     signature = Webhook(secret or secrets.standard_secrets[0]).sign(message_id, moment, body)
     headers = {
         "content-type": "application/json",
@@ -273,3 +284,27 @@ def prepare(store: StateStore, public_url: str) -> tuple[Secrets, dict[str, str]
         salesforce_token=subscribe("salesforce", "events", subscription_id=SALESFORCE_ENDPOINT),
     )
     return secrets, connections
+
+
+@dataclass(frozen=True)
+class RunningReceiver:
+    url: str
+    store: StateStore
+    secrets: Secrets
+    connections: dict[str, str]  # provider -> connection id
+
+
+@contextmanager
+def running_receiver(store_url: str, key_spec: str, *, max_body_bytes: int = 1024 * 1024) -> Iterator[RunningReceiver]:
+    """The gateway on 127.0.0.1 with a connection and push subscription per provider and the standard source."""
+    engine = create_store_engine(store_url)
+    migrations.upgrade(engine)
+    server = BackgroundServer()
+    settings = receiver_settings(server.url, store_url, key_spec, max_body_bytes=max_body_bytes)
+    store = StateStore(engine, settings.keyring())
+    secrets, connections = prepare(store, server.url)
+    try:
+        with server.start(create_app(settings, store)):
+            yield RunningReceiver(server.url, store, secrets, connections)
+    finally:
+        engine.dispose()

@@ -1,6 +1,7 @@
 """The gateway: `create_app(settings, store) -> Starlette`.
 
-Routes are declared once in OPERATIONS, which builds both the routing table and `/openapi.json`.
+Routes are declared once in OPERATIONS (`openapi.Operation`: the models each handler parses with), which builds both
+the routing table (one route per path) and `/openapi.json`.
 Handlers are async; store and provider calls are blocking and run in the thread pool.
 """
 
@@ -8,17 +9,15 @@ from __future__ import annotations
 
 import hmac
 import logging
-import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -36,16 +35,38 @@ from integrations_pipeline.gateway.mappings import (
     PreviewResponse,
     StoredRows,
 )
+from integrations_pipeline.gateway.openapi import (
+    ERROR,
+    Answer,
+    Body,
+    Operation,
+    check_request,
+    ok,
+    openapi_document,
+    text,
+)
 from integrations_pipeline.gateway.pages import connected_page, wants_html
+from integrations_pipeline.gateway.parsing import (
+    MAX_JSON_BODY_BYTES,
+    parse_body,
+    parse_json,
+    parse_query,
+    read_limited,
+)
 from integrations_pipeline.gateway.schemas import (
-    TENANT_PATTERN,
+    CallbackQuery,
+    ConnectionFilter,
     ConnectionList,
     ConnectionView,
     ConnectRequest,
     ConnectResponse,
+    DeliveriesQuery,
     DisconnectResponse,
     ErrorBody,
+    FieldsQuery,
     HealthResponse,
+    ProviderPath,
+    TenantProviderPath,
     WebhookAck,
 )
 from integrations_pipeline.gateway.subscriptions import (
@@ -57,53 +78,38 @@ from integrations_pipeline.gateway.subscriptions import (
     SubscriptionService,
     SubscriptionView,
 )
-from integrations_pipeline.gateway.webhooks import WebhookReceiver, read_limited
+from integrations_pipeline.gateway.webhooks import (
+    DATABASE_UNAVAILABLE,
+    GoogleHeaders,
+    GraphBatch,
+    GraphQuery,
+    HubSpotBatch,
+    HubSpotHeaders,
+    SalesforceQuery,
+    StandardEvent,
+    StandardHeaders,
+    WebhookReceiver,
+    ZohoNotification,
+)
+from integrations_pipeline.httpserver import printable
 from integrations_pipeline.mapping import MappingUpdate
 from integrations_pipeline.settings import Settings
 from integrations_pipeline.store import StateStore, create_store_engine
 from integrations_pipeline.store.outbox import Delivery
 
-TENANT_RE = re.compile(TENANT_PATTERN)
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("integrations_pipeline.gateway.access")
-MAX_JSON_BODY_BYTES = 64 * 1024
 RETRY_AFTER_S = "5"
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def error_response(error: GatewayError) -> JSONResponse:
+def error_response(error: GatewayError, headers: Mapping[str, str] | None = None) -> JSONResponse:
     body = ErrorBody(error=error.code, message=error.message, fields=error.fields)
-    headers = {401: {"WWW-Authenticate": "Bearer"}, 503: {"Retry-After": RETRY_AFTER_S}}.get(error.status)
-    return JSONResponse(body.model_dump(), status_code=error.status, headers=headers)
+    extra = {401: {"WWW-Authenticate": "Bearer"}, 503: {"Retry-After": RETRY_AFTER_S}}.get(error.status, {})
+    return JSONResponse(body.model_dump(), status_code=error.status, headers={**extra, **(headers or {})})
 
 
 def _json(model: BaseModel, status: int = 200) -> JSONResponse:
     return JSONResponse(model.model_dump(mode="json"), status_code=status)
-
-
-async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
-    raw = await read_limited(request, MAX_JSON_BODY_BYTES)
-    try:
-        return model.model_validate_json(raw or b"null")
-    except ValidationError as invalid:
-        fields = {}
-        for issue in invalid.errors(include_url=False, include_input=False):
-            name = ".".join(str(part) for part in issue["loc"]) or "body"
-            fields[name] = issue["msg"]
-        names = ", ".join(fields)
-        raise GatewayError(422, "invalid_body", f"the request body is invalid: {names}", fields) from None
-
-
-@dataclass(frozen=True)
-class Operation:
-    method: str
-    path: str
-    summary: str
-    handler: str  # the name of a Gateway method
-    authenticated: bool = True
-    request_model: type[BaseModel] | None = None
-    response_model: type[BaseModel] | None = None
-    status: int = 200
 
 
 class Gateway:
@@ -144,8 +150,8 @@ class Gateway:
         return _json(HealthResponse(status="ready"))
 
     async def integrations_health(self, request: Request) -> Response:
-        tenant, provider = request.query_params.get("tenant"), request.query_params.get("provider")
-        return _json(await run_in_threadpool(integrations_health, self.store, tenant, provider))
+        query = parse_query(request, ConnectionFilter)
+        return _json(await run_in_threadpool(integrations_health, self.store, query.tenant, query.provider))
 
     async def metrics(self, request: Request) -> Response:
         body = await run_in_threadpool(metrics.render, self.metrics_registry)
@@ -160,14 +166,16 @@ class Gateway:
         return _json(ConnectResponse(**started.__dict__))
 
     async def callback(self, request: Request) -> Response:
-        query = request.query_params
+        if not request.query_params.get("state"):  # the most likely mistake, with its own advice
+            raise GatewayError(400, "missing_state", "the callback has no state; start the connection again")
+        query = parse_query(request, CallbackQuery)
         outcome = await run_in_threadpool(
             self.connections.complete,
             request.path_params["provider"],
-            state=query.get("state"),
-            code=query.get("code"),
-            error=query.get("error"),
-            accounts_server=query.get("accounts-server"),
+            state=query.state,
+            code=query.code,
+            error=query.error,
+            accounts_server=query.accounts_server,
         )
         if outcome.redirect_to is not None:
             return RedirectResponse(outcome.redirect_to, status_code=303)
@@ -176,9 +184,9 @@ class Gateway:
         return connected_page(view) if wants_html(request) else _json(view)
 
     async def list_connections(self, request: Request) -> Response:
-        tenant, provider = request.query_params.get("tenant"), request.query_params.get("provider")
-        connections = await run_in_threadpool(self.store.list_connections, provider=provider)
-        views = [ConnectionView.of(c) for c in connections if tenant is None or c.tenant == tenant]
+        query = parse_query(request, ConnectionFilter)
+        connections = await run_in_threadpool(self.store.list_connections, provider=query.provider)
+        views = [ConnectionView.of(c) for c in connections if query.tenant is None or c.tenant == query.tenant]
         return _json(ConnectionList(connections=views))
 
     async def get_connection(self, request: Request) -> Response:
@@ -189,34 +197,32 @@ class Gateway:
         return _json(ConnectionView.of(connection))
 
     async def list_fields(self, request: Request) -> Response:
-        query = request.query_params
-        flags = {}
-        for name in ("refresh", "include_removed"):
-            value = query.get(name, "false").lower()
-            if value not in ("true", "false"):
-                raise GatewayError(400, f"invalid_{name}", f"{name} is true or false", {name: value})
-            flags[name] = value == "true"
+        query = parse_query(request, FieldsQuery)
         listing = await run_in_threadpool(
-            self.fields.list, request.path_params["connection_id"], entity=query.get("entity"), **flags
+            self.fields.list,
+            request.path_params["connection_id"],
+            entity=query.entity,
+            refresh=query.refresh == "true",
+            include_removed=query.include_removed == "true",
         )
         return _json(listing)
 
     async def get_mapping(self, request: Request) -> Response:
-        view = await run_in_threadpool(self.mappings.get, tenant_of(request), request.path_params["provider"])
-        return _json(view)
+        tenant, provider = request.path_params["tenant"], request.path_params["provider"]
+        return _json(await run_in_threadpool(self.mappings.get, tenant, provider))
 
     async def put_mapping(self, request: Request) -> Response:
-        tenant, provider = tenant_of(request), request.path_params["provider"]
+        tenant, provider = request.path_params["tenant"], request.path_params["provider"]
         update = await parse_body(request, MappingUpdate)
         return _json(await run_in_threadpool(self.mappings.update, tenant, provider, update))
 
     async def preview_mapping(self, request: Request) -> Response:
-        tenant, provider = tenant_of(request), request.path_params["provider"]
+        tenant, provider = request.path_params["tenant"], request.path_params["provider"]
         body = await parse_body(request, PreviewRequest)
         return _json(await run_in_threadpool(self.mappings.preview, tenant, provider, body))
 
     async def provider_webhook(self, request: Request) -> Response:
-        return await self.webhooks.provider(request)
+        return await self.webhooks.provider(request.path_params["provider"], request)
 
     async def standard_webhook(self, request: Request) -> Response:
         return await self.webhooks.standard(request)
@@ -244,16 +250,15 @@ class Gateway:
         return _json(await run_in_threadpool(self.subscriptions.delete, request.path_params["subscription_id"]))
 
     async def rotate_subscription_secret(self, request: Request) -> Response:
-        body = await parse_body(request, RotateRequest) if await request.body() else RotateRequest()
+        raw = await read_limited(request, MAX_JSON_BODY_BYTES)
+        body = parse_json(raw, RotateRequest) if raw else RotateRequest()
         subscription_id = request.path_params["subscription_id"]
         return _json(await run_in_threadpool(self.subscriptions.rotate, subscription_id, body))
 
     async def list_deliveries(self, request: Request) -> Response:
-        raw_limit = request.query_params.get("limit", "50")
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
-            raise GatewayError(400, "invalid_limit", "limit must be a whole number from 1 to 500", {"limit": raw_limit})
+        limit = parse_query(request, DeliveriesQuery).limit
         subscription_id = request.path_params["subscription_id"]
-        return _json(await run_in_threadpool(self.subscriptions.deliveries, subscription_id, int(raw_limit)))
+        return _json(await run_in_threadpool(self.subscriptions.deliveries, subscription_id, limit))
 
     async def replay_delivery(self, request: Request) -> Response:
         params = request.path_params
@@ -261,247 +266,299 @@ class Gateway:
         return _json(delivery, status=202)
 
 
-OPERATIONS = [
-    Operation("GET", "/health", "Liveness", "health", authenticated=False, response_model=HealthResponse),
-    Operation(
-        "GET",
-        "/ready",
-        "Readiness: the state database answers",
-        "ready",
+def webhook(
+    provider: str,
+    summary: str,
+    answer: Answer,
+    *,
+    body: tuple[Body, ...] = (),
+    headers: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+) -> Operation:
+    """A provider's own receiver, `POST /webhooks/<provider>`: its own headers, query and body, no API key."""
+    return Operation(
+        "POST",
+        f"/webhooks/{provider}",
+        summary,
+        "provider_webhook",
+        (answer,),
         authenticated=False,
-        response_model=HealthResponse,
+        query=query,
+        headers=headers,
+        body=body,
+        path_values=(("provider", provider),),
+    )
+
+
+def graph_webhook(path: str, summary: str, handler: str, path_values: tuple[tuple[str, str], ...] = ()) -> Operation:
+    """Graph's notification and lifecycle URLs: the validation handshake (no body, text/plain 200) or a batch."""
+    return Operation(
+        "POST",
+        path,
+        summary,
+        handler,
+        (
+            ok(WebhookAck, 202, "the notifications are committed to the inbox"),
+            text(200, "the validationToken, echoed (subscription validation)"),
+        ),
+        authenticated=False,
+        query=GraphQuery,
+        body=(Body(GraphBatch),),
+        body_required=False,
+        path_values=path_values,
+    )
+
+
+OPERATIONS = [
+    Operation("GET", "/health", "Liveness", "health", (ok(HealthResponse),), authenticated=False, uses_database=False),
+    Operation(
+        "GET", "/ready", "Readiness: the state database answers", "ready", (ok(HealthResponse),), authenticated=False
     ),
     Operation(
         "GET",
         "/health/integrations",
         "Per connection: status, token expiry, last successful sync, lag, 429 rate, dead letters, push expiry",
         "integrations_health",
-        response_model=IntegrationsHealthResponse,
+        (ok(IntegrationsHealthResponse),),
+        query=ConnectionFilter,
     ),
-    Operation("GET", "/metrics", "Prometheus text format: requests, webhooks, inbox, deliveries, syncs", "metrics"),
+    Operation(
+        "GET",
+        "/metrics",
+        "Prometheus text format: requests, webhooks, inbox, deliveries, syncs",
+        "metrics",
+        (text(200, "Prometheus exposition format 0.0.4", metrics.CONTENT_TYPE),),
+    ),
     Operation(
         "POST",
         "/connections/{provider}/connect",
         "Start connecting a tenant's account",
         "connect",
-        request_model=ConnectRequest,
-        response_model=ConnectResponse,
+        (ok(ConnectResponse),),
+        path_params=ProviderPath,
+        body=(Body(ConnectRequest),),
     ),
     Operation(
         "GET",
         "/oauth/{provider}/callback",
         "OAuth redirect target (protected by the state)",
         "callback",
+        (
+            ok(ConnectionView, description="connected (no return path was given)"),
+            Answer("303", "to the return path, with ?connection_id=&status= or ?error=", headers=("Location",)),
+        ),
         authenticated=False,
-        response_model=ConnectionView,
+        path_params=ProviderPath,
+        query=CallbackQuery,
+        refusals=(Answer("502", "the provider failed to redeem the code", (ERROR,)),),
     ),
     Operation(
         "GET",
         "/connections",
         "List connections (filter with ?tenant= and ?provider=)",
         "list_connections",
-        response_model=ConnectionList,
+        (ok(ConnectionList),),
+        query=ConnectionFilter,
     ),
     Operation(
         "GET",
         "/connections/{connection_id}",
         "One connection's status, scopes and token expiry",
         "get_connection",
-        response_model=ConnectionView,
+        (ok(ConnectionView),),
     ),
     Operation(
         "DELETE",
         "/connections/{connection_id}",
-        "Disconnect: revoke at the provider, delete tokens",
+        "Disconnect: revoke at the provider (when its tokens can be read), delete tokens",
         "delete_connection",
-        response_model=DisconnectResponse,
+        (ok(DisconnectResponse),),
     ),
     Operation(
         "GET",
         "/connections/{connection_id}/fields",
         "The connection's field catalog (?entity=, ?refresh=true asks the provider now, ?include_removed=true)",
         "list_fields",
-        response_model=FieldList,
+        (ok(FieldList),),
+        query=FieldsQuery,
+        refusals=(Answer("502", "the provider failed to list its fields", (ERROR,)),),
     ),
     Operation(
         "GET",
         "/tenants/{tenant}/mappings/{provider}",
         "A tenant's field mapping for one provider",
         "get_mapping",
-        response_model=MappingView,
+        (ok(MappingView),),
+        path_params=TenantProviderPath,
     ),
     Operation(
         "PUT",
         "/tenants/{tenant}/mappings/{provider}",
         "Merge changes into the mapping (a null rule removes a target); refused whole if any part is invalid",
         "put_mapping",
-        request_model=MappingUpdate,
-        response_model=MappingView,
+        (ok(MappingView),),
+        path_params=TenantProviderPath,
+        body=(Body(MappingUpdate),),
     ),
     Operation(
         "POST",
         "/tenants/{tenant}/mappings/{provider}/preview",
         "Apply the mapping with unsaved changes to sample records",
         "preview_mapping",
-        request_model=PreviewRequest,
-        response_model=PreviewResponse,
+        (ok(PreviewResponse),),
+        path_params=TenantProviderPath,
+        body=(Body(PreviewRequest),),
     ),
     Operation(
         "POST",
         "/webhooks/standard/{source}",
         "Standard Webhooks sender (webhook-id/-timestamp/-signature); committed before the 200",
         "standard_webhook",
+        (ok(WebhookAck),),
         authenticated=False,
-        response_model=WebhookAck,
+        headers=StandardHeaders,
+        body=(Body(StandardEvent),),
     ),
-    Operation(
-        "POST",
+    graph_webhook(
         "/webhooks/microsoft/lifecycle",
         "Microsoft Graph lifecycle notifications (reauthorizationRequired, subscriptionRemoved, missed)",
         "microsoft_lifecycle_webhook",
-        authenticated=False,
-        response_model=WebhookAck,
-        status=202,
     ),
-    Operation(
-        "POST",
-        "/webhooks/{provider}",
-        "A provider's notifications, verified by its own scheme; committed before the 2xx",
+    webhook(
+        "hubspot",
+        "HubSpot: a batch of events signed with X-HubSpot-Signature-v3; committed before the 200",
+        ok(WebhookAck),
+        body=(Body(HubSpotBatch),),
+        headers=HubSpotHeaders,
+    ),
+    graph_webhook(
+        "/webhooks/microsoft",
+        "Microsoft Graph change notifications, each with its clientState",
         "provider_webhook",
-        authenticated=False,
-        response_model=WebhookAck,
+        (("provider", "microsoft"),),
+    ),
+    webhook(
+        "google",
+        "Google push: channel id and token headers, no body; `sync` is the channel's handshake",
+        ok(WebhookAck),
+        headers=GoogleHeaders,
+    ),
+    webhook(
+        "zoho",
+        "Zoho notifications: channel_id and token in the body (Zoho signs nothing)",
+        ok(WebhookAck),
+        body=(Body(ZohoNotification),),
+    ),
+    webhook(
+        "salesforce",
+        "Salesforce Outbound Messages (SOAP); answered with the SOAP Ack",
+        text(200, "the SOAP Ack: the notifications are committed", "text/xml"),
+        body=(Body(None, "text/xml"),),
+        query=SalesforceQuery,
     ),
     Operation(
         "POST",
         "/subscriptions",
         "Subscribe a URL to signed events; the answer holds the `whsec_` secret, shown this once",
         "create_subscription",
-        request_model=SubscriptionRequest,
-        response_model=SubscriptionCreated,
-        status=201,
+        (ok(SubscriptionCreated, 201),),
+        body=(Body(SubscriptionRequest),),
     ),
-    Operation(
-        "GET", "/subscriptions", "List webhook subscriptions", "list_subscriptions", response_model=SubscriptionList
-    ),
+    Operation("GET", "/subscriptions", "List webhook subscriptions", "list_subscriptions", (ok(SubscriptionList),)),
     Operation(
         "GET",
         "/subscriptions/{subscription_id}",
         "One webhook subscription (never its secret)",
         "get_subscription",
-        response_model=SubscriptionView,
+        (ok(SubscriptionView),),
     ),
     Operation(
         "DELETE",
         "/subscriptions/{subscription_id}",
         "Delete a subscription with its delivery history",
         "delete_subscription",
-        response_model=SubscriptionView,
+        (ok(SubscriptionView),),
     ),
     Operation(
         "POST",
         "/subscriptions/{subscription_id}/rotate",
         "New secret (shown this once); the old one keeps signing too for `overlap_hours` (body optional)",
         "rotate_subscription_secret",
-        request_model=RotateRequest,
-        response_model=SubscriptionCreated,
+        (ok(SubscriptionCreated),),
+        body=(Body(RotateRequest),),
+        body_required=False,
     ),
     Operation(
         "GET",
         "/subscriptions/{subscription_id}/deliveries",
         "Delivery history, newest first, every attempt with status, latency, error and response excerpt (?limit=)",
         "list_deliveries",
-        response_model=DeliveryList,
+        (ok(DeliveryList),),
+        query=DeliveriesQuery,
     ),
     Operation(
         "POST",
         "/subscriptions/{subscription_id}/deliveries/{delivery_id}/replay",
         "Send a delivered or failed delivery's event again, as a new delivery",
         "replay_delivery",
-        response_model=Delivery,
-        status=202,
+        (ok(Delivery, 202),),
     ),
 ]
 
 
-def tenant_of(request: Request) -> str:
-    tenant = request.path_params["tenant"]
-    if not TENANT_RE.match(tenant):
-        raise GatewayError(404, "unknown_tenant", "tenant ids are letters, digits, _ or -, up to 64 characters")
-    return str(tenant)
+def _route(path: str, operations: list[Operation]) -> Route:
+    """One route per path, so a 405 lists every method the path has in `Allow`."""
+    by_method = {operation.method: operation for operation in operations}
+    if "GET" in by_method:
+        by_method["HEAD"] = by_method["GET"]
 
-
-def openapi_document(operations: list[Operation]) -> dict[str, Any]:
-    schemas: dict[str, Any] = {}
-
-    def ref(model: type[BaseModel]) -> dict[str, str]:
-        document = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(document.pop("$defs", {}))
-        schemas[model.__name__] = document
-        return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-    paths: dict[str, Any] = {}
-    error = {"description": "refused; the body says why", "content": {"application/json": {"schema": ref(ErrorBody)}}}
-    for operation in operations:
-        spec: dict[str, Any] = {"summary": operation.summary, "responses": {"4XX": error}}
-        if operation.response_model is not None:
-            content = {"application/json": {"schema": ref(operation.response_model)}}
-            spec["responses"][str(operation.status)] = {"description": "success", "content": content}
-        if operation.request_model is not None:
-            spec["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": ref(operation.request_model)}},
-            }
-        if operation.authenticated:
-            spec["security"] = [{"apiKey": []}]
-        parameters = [
-            {"name": name.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in operation.path.split("/")
-            if name.startswith("{")
-        ]
-        if parameters:
-            spec["parameters"] = parameters
-        paths.setdefault(operation.path, {})[operation.method.lower()] = spec
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "integrations_pipeline gateway", "version": "1"},
-        "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}}},
-    }
-
-
-def _route(operation: Operation) -> Route:
     async def endpoint(request: Request) -> Response:
-        gateway: Gateway = request.app.state.gateway
-        try:
-            if operation.authenticated:
-                gateway.authorize(request)
-            return await getattr(gateway, operation.handler)(request)
-        except GatewayError as refusal:
-            return error_response(refusal)
-        except sa.exc.OperationalError:
-            logger.warning("state database unavailable during %s %s", operation.method, operation.path)
-            return error_response(GatewayError(503, "database_unavailable", "the state database is not reachable"))
+        return await _answer(by_method[request.method], request)
 
-    return Route(operation.path, endpoint, methods=[operation.method], name=operation.handler)
+    return Route(path, endpoint, methods=list(by_method), name=operations[0].handler)
+
+
+async def _answer(operation: Operation, request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    request.scope["path_params"] = {**request.path_params, **dict(operation.path_values)}
+    try:
+        if operation.authenticated:
+            gateway.authorize(request)
+        check_request(request, operation)
+        return await getattr(gateway, operation.handler)(request)
+    except GatewayError as refusal:
+        return error_response(refusal)
+    except DATABASE_UNAVAILABLE:
+        logger.warning("state database unavailable during %s %s", operation.method, operation.path)
+        return error_response(GatewayError(503, "database_unavailable", "the state database is not reachable"))
+    except Exception as failure:  # answered here, so no server above us prints a traceback for it
+        return _server_error(request, failure)
 
 
 async def _openapi(request: Request) -> Response:
     return JSONResponse(openapi_document(OPERATIONS))
 
 
-async def _server_error(request: Request, exc: Exception) -> Response:
+def _server_error(request: Request, exc: Exception) -> Response:
     # Never a stack trace to the caller; the log names the type only, as messages may quote provider responses.
-    logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, printable(request.url.path))
     body = ErrorBody(error="internal_error", message="the gateway failed; see its logs")
     return JSONResponse(body.model_dump(), status_code=500)
 
 
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    return _server_error(request, exc)
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return error_response(GatewayError(404, "not_found", f"no route {request.method} {request.url.path}"))
+    path = printable(request.url.path)
+    return error_response(GatewayError(404, "not_found", f"no route {printable(request.method)} {path}"))
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    return error_response(GatewayError(405, "method_not_allowed", f"{request.method} is not allowed here"))
+    allow = exc.headers if isinstance(exc, HTTPException) else None  # Starlette's 405 carries `Allow`
+    refusal = GatewayError(405, "method_not_allowed", f"{printable(request.method)} is not allowed here")
+    return error_response(refusal, allow)
 
 
 class AccessLog:
@@ -528,7 +585,9 @@ class AccessLog:
             await self.app(scope, receive, remember_status)
         finally:
             elapsed_ms = (time.monotonic() - started) * 1000
-            access_logger.info("%s %s %d %.1fms", scope["method"], scope["path"], status, elapsed_ms)
+            # Escaped: a percent-decoded path could otherwise write a newline and forge a log line.
+            method, path = printable(scope["method"]), printable(scope["path"])
+            access_logger.info("%s %s %d %.1fms", method, path, status, elapsed_ms)
             # The route's template, not the path: ids in paths would make a label value per connection.
             route = scope.get("route")
             metrics.observe_request(scope["method"], getattr(route, "path", "unmatched"), status, elapsed_ms / 1000)
@@ -551,11 +610,14 @@ def create_app(
             if store is None:
                 active_store.engine.dispose()
 
-    routes = [_route(operation) for operation in OPERATIONS]
+    paths: dict[str, list[Operation]] = {}
+    for operation in OPERATIONS:
+        paths.setdefault(operation.path, []).append(operation)
+    routes = [_route(path, operations) for path, operations in paths.items()]
     routes.append(Route("/openapi.json", _openapi, methods=["GET"]))
     return Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(AccessLog)],
-        exception_handlers={404: _not_found, 405: _method_not_allowed, 500: _server_error},
+        exception_handlers={404: _not_found, 405: _method_not_allowed, 500: _unhandled},
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,7 @@ from integrations_pipeline.clients.oauth import (
 )
 from integrations_pipeline.clients.providers import get_provider
 from integrations_pipeline.clients.spec import AccountInfo
+from integrations_pipeline.crypto import DecryptionError
 from integrations_pipeline.settings import Settings, SettingsError
 from integrations_pipeline.store import (
     Connection,
@@ -36,6 +38,7 @@ from integrations_pipeline.store.events import EventType, record_event
 from integrations_pipeline.store.repository import utcnow
 
 ACTOR = "gateway"
+logger = logging.getLogger(__name__)
 
 
 class GatewayError(Exception):
@@ -66,7 +69,10 @@ def check_return_path(return_path: str | None, allowed_origins: list[str]) -> st
     """A relative path (never `//host` or a backslash trick) or a URL on an allow-listed origin."""
     if return_path is None:
         return None
-    parts = urlsplit(return_path)
+    try:
+        parts = urlsplit(return_path)
+    except ValueError:  # "http://[x", a netloc that changes under NFKC normalization
+        parts = urlsplit("invalid://")
     if not parts.scheme and not parts.netloc:
         if return_path.startswith("/") and not return_path.startswith(("//", "/\\")) and "\\" not in return_path:
             return return_path
@@ -180,6 +186,10 @@ class ConnectionService:
             pending = self.store.consume_oauth_state(state, provider)
         except InvalidState as invalid:
             raise GatewayError(400, "invalid_state", str(invalid)) from None
+        except DecryptionError:  # the state's PKCE verifier, stored encrypted, cannot be read back
+            raise GatewayError(
+                400, "invalid_state", "this authorization state cannot be read (were the keys changed?); start again"
+            ) from None
         try:
             if error or not code:
                 reason = f"the provider reported {error!r}" if error else "the callback has no authorization code"
@@ -375,7 +385,11 @@ class ConnectionService:
         if connection is None:
             raise GatewayError(404, "unknown_connection", f"no connection {connection_id!r}")
         revoked = False
-        tokens = self.store.load_tokens(connection_id)
+        try:
+            tokens = self.store.load_tokens(connection_id)
+        except DecryptionError as unreadable:  # still disconnectable: the tokens are deleted without being read
+            logger.warning("disconnect %s: revoke skipped, tokens not decryptable: %s", connection_id, unreadable)
+            tokens = None
         if tokens is not None and get_provider(connection.provider) is not None:
             try:
                 shared = self.oauth_client(connection.provider)

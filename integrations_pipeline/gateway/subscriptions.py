@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from integrations_pipeline.gateway.connections import GatewayError
+from integrations_pipeline.gateway.parsing import NO_NUL
 from integrations_pipeline.settings import Settings
 from integrations_pipeline.store import StateStore, StoreError
 from integrations_pipeline.store.events import EventType
@@ -23,7 +24,7 @@ class SubscriptionRequest(BaseModel):
 
     url: AnyHttpUrl = Field(description="where events are POSTed: http(s), a public address unless allow-listed")
     event_types: list[EventType] = Field(min_length=1, description="which events to receive")
-    description: str | None = Field(default=None, max_length=500)
+    description: str | None = Field(default=None, max_length=500, pattern=NO_NUL)  # stored as text
 
     @field_validator("url")
     @classmethod
@@ -39,7 +40,11 @@ class RotateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     overlap_hours: float = Field(
-        default=24, ge=0, le=MAX_OVERLAP_HOURS, description="how long the replaced secret keeps signing too"
+        default=24,
+        ge=0,
+        le=MAX_OVERLAP_HOURS,
+        allow_inf_nan=False,
+        description="how long the replaced secret keeps signing too, in hours",
     )
 
 

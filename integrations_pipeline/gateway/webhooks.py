@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from integrations_pipeline import metrics
 from integrations_pipeline.clients.providers import ENTITIES
 from integrations_pipeline.gateway.connections import GatewayError
+from integrations_pipeline.gateway.parsing import NO_NUL, invalid, parse_query, read_json, read_limited
 from integrations_pipeline.gateway.schemas import WebhookAck
 from integrations_pipeline.gateway.signatures import (
     SignatureRefused,
@@ -80,38 +81,11 @@ def digest(document: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed `limit` (declared, or counted while streaming)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isascii() or not declared.isdigit():
-            raise GatewayError(400, "malformed_header", "Content-Length must be a non-negative integer")
-        if int(declared) > limit:
-            raise GatewayError(413, "body_too_large", f"the body must be at most {limit} bytes")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise GatewayError(413, "body_too_large", f"the body must be at most {limit} bytes")
-    return bytes(raw)
-
-
-def _json(raw: bytes, what: str) -> Any:
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise GatewayError(400, "malformed_body", f"the {what} body is not valid JSON") from None
-
-
 def _validated(adapter: TypeAdapter[Any], document: Any, what: str) -> Any:
     try:
         return adapter.validate_python(document)
-    except ValidationError as invalid:
-        fields = {}
-        for issue in invalid.errors(include_url=False, include_input=False):
-            fields[".".join(str(part) for part in issue["loc"]) or "body"] = issue["msg"]
-        names = ", ".join(list(fields)[:10])
-        raise GatewayError(422, "invalid_body", f"the {what} body is invalid: {names}", fields) from None
+    except ValidationError as error:
+        raise invalid(422, "invalid_body", f"{what} body", error) from None
 
 
 def _source_ids(values: Iterable[Any]) -> list[str]:
@@ -128,17 +102,17 @@ def _utc_day(value: str | None) -> str | None:
         if len(value) == 10:
             return date.fromisoformat(value).isoformat()
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).date().isoformat()
+    except (ValueError, OverflowError):  # OverflowError: 9999-12-31T23:00:00-05:00 is past the calendar in UTC
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).date().isoformat()
 
 
 # -- provider bodies (lenient: extra fields are kept in the stored payload, only what we use is required) ----------
 
 
-class _HubSpotEvent(BaseModel):
+class HubSpotEvent(BaseModel):
     model_config = ConfigDict(extra="allow")
     eventId: int
     subscriptionType: str = Field(max_length=100)
@@ -147,9 +121,9 @@ class _HubSpotEvent(BaseModel):
     objectTypeId: str | None = None
 
 
-class _GraphNotification(BaseModel):
+class GraphNotification(BaseModel):
     model_config = ConfigDict(extra="allow")
-    subscriptionId: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    subscriptionId: str = Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=NO_NUL)
     clientState: str | None = Field(default=None, max_length=256)
     changeType: str | None = None
     resource: str | None = None
@@ -157,36 +131,90 @@ class _GraphNotification(BaseModel):
     lifecycleEvent: str | None = None
 
 
-class _GraphBatch(BaseModel):
-    value: list[_GraphNotification] = Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
+class GraphBatch(BaseModel):
+    value: list[GraphNotification] = Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
 
 
-class _ZohoNotification(BaseModel):
+class ZohoNotification(BaseModel):
     model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
-    channel_id: str = Field(min_length=1, max_length=64)
+    channel_id: str = Field(min_length=1, max_length=64, pattern=NO_NUL)
     token: str | None = Field(default=None, max_length=256)
     module: str | None = None
     operation: str | None = None
     ids: list[str] = Field(default_factory=list, max_length=MAX_SOURCE_IDS)
 
 
-class _StandardData(BaseModel):
+class StandardData(BaseModel):
     model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
     id: str | None = None
     ids: list[str] = Field(default_factory=list, max_length=MAX_SOURCE_IDS)
     day: date | None = None
 
 
-class _StandardEvent(BaseModel):
+class StandardEvent(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_]+\.[A-Za-z0-9_.-]+$")
-    data: _StandardData = Field(default_factory=_StandardData)
+    data: StandardData = Field(default_factory=StandardData)
 
 
-HUBSPOT_BATCH = TypeAdapter(list[_HubSpotEvent])
-GRAPH_BATCH = TypeAdapter(_GraphBatch)
-ZOHO_NOTIFICATION = TypeAdapter(_ZohoNotification)
-STANDARD_EVENT = TypeAdapter(_StandardEvent)
+class HubSpotBatch(RootModel[list[HubSpotEvent]]):
+    root: list[HubSpotEvent] = Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
+
+
+# -- what each scheme sends besides its body, for /openapi.json: the handlers below check the same rules, and answer
+# 401 when a credential is missing, 400 when a header is malformed --------------------------------------------------
+
+TIMESTAMP = r"^[0-9]{1,16}$"
+
+
+class HubSpotHeaders(BaseModel):
+    signature: str = Field(
+        alias="X-HubSpot-Signature-v3",
+        min_length=1,
+        description="base64 HMAC-SHA256, with the app's client secret, of method + URI + body + timestamp",
+    )
+    timestamp: str = Field(
+        alias="X-HubSpot-Request-Timestamp", pattern=TIMESTAMP, description="milliseconds since 1970, within 5 min"
+    )
+
+
+class GraphQuery(BaseModel):
+    validationToken: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_VALIDATION_TOKEN,
+        description="subscription validation (printable text): echoed at once as text/plain with a 200",
+    )
+
+
+class GoogleHeaders(BaseModel):
+    channel_id: str = Field(alias="X-Goog-Channel-ID", min_length=1, max_length=64, description="our channel id")
+    channel_token: str = Field(alias="X-Goog-Channel-Token", max_length=256, description="the channel's secret")
+    resource_state: str = Field(alias="X-Goog-Resource-State", pattern=GOOGLE_STATE.pattern.join("^$"))
+    message_number: str = Field(alias="X-Goog-Message-Number", pattern=r"^[0-9]{1,20}$")
+    resource_id: str | None = Field(default=None, alias="X-Goog-Resource-ID")
+    resource_uri: str | None = Field(default=None, alias="X-Goog-Resource-URI")
+    channel_expiration: str | None = Field(default=None, alias="X-Goog-Channel-Expiration")
+    changed: str | None = Field(default=None, alias="X-Goog-Changed")
+
+
+class SalesforceQuery(BaseModel):
+    subscription: str = Field(min_length=1, max_length=64, pattern=NO_NUL, description="the push subscription")
+    token: str = Field(min_length=1, max_length=256, description="its secret, set in the outbound message's URL")
+
+
+class StandardHeaders(BaseModel):
+    id: str = Field(alias="webhook-id", pattern=r"^[ -~]{1,255}$", description="the message id (printable ASCII)")
+    timestamp: str = Field(alias="webhook-timestamp", pattern=TIMESTAMP, description="seconds since 1970, within 5 min")
+    signature: str = Field(
+        alias="webhook-signature", min_length=1, description="space-separated `v1,<base64 HMAC-SHA256>` signatures"
+    )
+
+
+HUBSPOT_BATCH = TypeAdapter(HubSpotBatch)
+GRAPH_BATCH = TypeAdapter(GraphBatch)
+ZOHO_NOTIFICATION = TypeAdapter(ZohoNotification)
+STANDARD_EVENT = TypeAdapter(StandardEvent)
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -208,8 +236,7 @@ class WebhookReceiver:
 
     # -- entry points ------------------------------------------------------------------------------------------
 
-    async def provider(self, request: Request) -> Response:
-        provider = str(request.path_params["provider"])
+    async def provider(self, provider: str, request: Request) -> Response:
         handler = self._handlers.get(provider)
         source = provider if handler is not None else "unknown"
         try:
@@ -291,10 +318,10 @@ class WebhookReceiver:
             timestamp_ms=request.headers.get("x-hubspot-request-timestamp"),
             now_s=time.time(),
         )
-        raw_events = _json(body, "HubSpot")
+        raw_events = read_json(body, "HubSpot")
         if not isinstance(raw_events, list) or not 0 < len(raw_events) <= MAX_EVENTS_PER_REQUEST:
             raise GatewayError(422, "invalid_body", "a HubSpot webhook body is a JSON array of 1 to 1000 events")
-        parsed: list[_HubSpotEvent] = _validated(HUBSPOT_BATCH, raw_events, "HubSpot")
+        parsed = _validated(HUBSPOT_BATCH, raw_events, "HubSpot").root
         accounts = await run_in_threadpool(self._connections_by_account, "hubspot")
         events = []
         for raw, event in zip(raw_events, parsed, strict=True):
@@ -310,13 +337,15 @@ class WebhookReceiver:
     # -- Microsoft Graph: validationToken echo, clientState per notification, lifecycle events ---------------------
 
     async def _microsoft(self, request: Request) -> Response:
-        token = request.query_params.get("validationToken")
+        token = parse_query(request, GraphQuery).validationToken
         if token is not None:  # subscription creation: echo at once, before anything else
-            if not token or len(token) > MAX_VALIDATION_TOKEN or not token.isprintable():
+            if not token.isprintable():
                 raise GatewayError(400, "malformed_validation_token", "validationToken must be printable text")
+            if await read_limited(request, self.limit):  # Graph sends none: a body means a confused sender
+                raise GatewayError(400, "unexpected_body", "a validation request carries no body")
             return PlainTextResponse(token)
         body = await read_limited(request, self.limit)
-        batch: _GraphBatch = _validated(GRAPH_BATCH, _json(body, "Graph"), "Graph")
+        batch: GraphBatch = _validated(GRAPH_BATCH, read_json(body, "Graph"), "Graph")
         verified = await run_in_threadpool(
             lambda: [(n, self._subscription("microsoft", n.subscriptionId, n.clientState)) for n in batch.value]
         )
@@ -394,7 +423,7 @@ class WebhookReceiver:
     async def _zoho(self, request: Request) -> Response:
         body = await read_limited(request, self.limit)
         # Zoho signs nothing: the token it echoes is in the body, so the JSON is parsed (bounded) to find it.
-        notification: _ZohoNotification = _validated(ZOHO_NOTIFICATION, _json(body, "Zoho"), "Zoho")
+        notification: ZohoNotification = _validated(ZOHO_NOTIFICATION, read_json(body, "Zoho"), "Zoho")
         subscription = await run_in_threadpool(self._subscription, "zoho", notification.channel_id, notification.token)
         if subscription is None:
             raise GatewayError(401, "bad_channel_token", "unknown channel_id, or the token does not match")
@@ -407,13 +436,10 @@ class WebhookReceiver:
     # -- Salesforce Outbound Messages: endpoint token in the URL, org id in the SOAP body, SOAP Ack ---------------
 
     async def _salesforce(self, request: Request) -> Response:
-        subscription_id = request.query_params.get("subscription")
-        token = request.query_params.get("token")
-        if not subscription_id or not token:
+        if not request.query_params.get("subscription") or not request.query_params.get("token"):
             raise GatewayError(401, "missing_token", "the endpoint URL must carry ?subscription=<id>&token=<secret>")
-        if len(subscription_id) > 64 or len(token) > 256:
-            raise GatewayError(400, "malformed_query", "subscription or token is too long")
-        subscription = await run_in_threadpool(self._subscription, "salesforce", subscription_id, token)
+        query = parse_query(request, SalesforceQuery)
+        subscription = await run_in_threadpool(self._subscription, "salesforce", query.subscription, query.token)
         if subscription is None:
             raise GatewayError(401, "bad_token", "unknown subscription, or its token does not match")
         body = await read_limited(request, self.limit)
@@ -467,10 +493,10 @@ class WebhookReceiver:
             body=body,
             now_s=time.time(),
         )
-        document = _json(body, "webhook")
+        document = read_json(body, "webhook")
         if not isinstance(document, dict):
             raise GatewayError(422, "invalid_body", "a standard webhook body is a JSON object with a `type`")
-        event: _StandardEvent = _validated(STANDARD_EVENT, document, "webhook")
+        event: StandardEvent = _validated(STANDARD_EVENT, document, "webhook")
         connection = await run_in_threadpool(self.store.get_connection, source.connection_id)
         if connection is None:
             raise GatewayError(422, "unknown_connection", f"source {name!r} names no existing connection")
