@@ -102,7 +102,7 @@ def test_fields_endpoint_refusals_are_clear(hubspot: tuple[Stack, str]) -> None:
     with stack.api() as api:
         assert api.get("/connections/hubspot-nobody/fields").json()["error"] == "unknown_connection"
         bad_entity = api.get(f"/connections/{connection_id}/fields", params={"entity": "deals"})
-        assert bad_entity.status_code == 400 and "users, contacts, events" in bad_entity.json()["message"]
+        assert bad_entity.status_code == 400 and "'users', 'contacts' or 'events'" in bad_entity.json()["message"]
         assert api.get(f"/connections/{connection_id}/fields", params={"refresh": "yes"}).status_code == 400
     result = CliRunner().invoke(main, ["fields", "list", "hubspot-nobody"])
     assert result.exit_code == 1 and "no connection 'hubspot-nobody'" in result.output

@@ -74,8 +74,10 @@ def _fields(invalid: ValidationError) -> dict[str, str]:
 
 def invalid(status: int, code: str, what: str, error: ValidationError) -> GatewayError:
     fields = _fields(error)
-    names = ", ".join(list(fields)[:10])
-    return GatewayError(status, code, f"the {what} is invalid: {names}", fields)
+    # The first problems with their reasons, so the message alone says what to send instead.
+    problems = "; ".join(f"{name} ({reason})" for name, reason in list(fields.items())[:3])
+    more = f"; and {len(fields) - 3} more" if len(fields) > 3 else ""
+    return GatewayError(status, code, f"the {what} is invalid: {problems}{more}", fields)
 
 
 def parse_json(raw: bytes, model: type[ModelT]) -> ModelT:
