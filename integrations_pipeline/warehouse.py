@@ -49,6 +49,12 @@ MAPPED_COLUMN = "mapped"
 APPLIED_MAPPINGS = f"{UNIFIED_SCHEMA}.applied_mappings"
 PRIMARY_KEY = ("connection_id", "source_id")
 SEQUENCE = "_seq"  # staging rows in fetch order: of two rows with one key, the later wins
+# A staging of at most this many rows names its keys in the merge's lookups (`source_id IN (...)`), so an
+# incremental merge reads the partition's rows of those keys only; larger stagings join set-based.
+KEY_LOOKUP_ROWS = 1_000
+# DuckDB's buffer memory per database: beyond it, temporary results spill to `<file>.tmp`, so a merge's peak memory
+# does not grow with the partition (docs/benchmarks.md). Insertion order need not be kept: reads order by key.
+DUCKDB_SETTINGS = {"memory_limit": "'64MB'", "preserve_insertion_order": "false"}
 
 Window = tuple[datetime, datetime]
 Execute = Any  # (sql, parameters) -> list of row tuples, on the open transaction
@@ -160,6 +166,7 @@ class _Dialect:
     placeholder: str
     types: Mapping[str, str]  # column kind -> SQL type
     temp_table: str  # CREATE <this> name AS ...
+    temp_view: str  # CREATE <this> name AS ...
     json_object: str  # the function building a JSON object from key, value pairs
 
     def column_definitions(self, columns: Sequence[str]) -> str:
@@ -180,12 +187,17 @@ class _Dialect:
 
 
 DUCKDB = _Dialect(
-    "?", {"timestamp": "TIMESTAMPTZ", "flag": "BOOLEAN", "text": "VARCHAR"}, "OR REPLACE TEMP TABLE", "json_object"
+    "?",
+    {"timestamp": "TIMESTAMPTZ", "flag": "BOOLEAN", "text": "VARCHAR"},
+    "OR REPLACE TEMP TABLE",
+    "OR REPLACE TEMP VIEW",
+    "json_object",
 )
 POSTGRES = _Dialect(
     "%s",
     {"timestamp": "timestamptz", "flag": "boolean", "text": "text"},
     "TEMP TABLE",
+    "OR REPLACE TEMP VIEW",
     "jsonb_build_object",
 )
 
@@ -210,10 +222,20 @@ def _ensure_table(
 class _Merge:
     """The statements of one merge, run on an open transaction through `execute(sql, parameters) -> rows`."""
 
-    def __init__(self, dialect: _Dialect, target: MergeTarget, staging: str, execute: Any) -> None:
-        self.dialect, self.target, self.staging, self.execute = dialect, target, staging, execute
+    def __init__(self, dialect: _Dialect, target: MergeTarget, staging: Staging, staged: str, execute: Execute) -> None:
+        self.dialect, self.target, self.staging, self.execute = dialect, target, staged, execute
         self.table = _qualified(target.slice.table)
         self.names = ", ".join(_quoted(column) for column in target.columns)
+        # The rows of a target table a lookup may match (alias t): those of the staged keys when they are few,
+        # so an incremental merge reads what it changes, not the partition; otherwise (and for a full resync, which
+        # also flags keys that were not staged) the connection's rows.
+        p = dialect.placeholder
+        self.lookup = f"t.connection_id = {p}"
+        self.lookup_parameters: list[Any] = [target.slice.connection_id]
+        if staging.keys is not None and not target.full:
+            keys = sorted(set(staging.keys))
+            self.lookup += f" AND t.{_quoted(target.key[-1])} IN ({', '.join(p for _ in keys) or 'NULL'})"
+            self.lookup_parameters += keys
 
     def _key_match(self, left: str, right: str) -> str:
         return " AND ".join(f"{left}.{_quoted(k)} = {right}.{_quoted(k)}" for k in self.target.key)
@@ -225,20 +247,24 @@ class _Merge:
         target, dialect, p = self.target, self.dialect, self.dialect.placeholder
         self.ensure_table(target.slice.table, target.columns)
         key = ", ".join(_quoted(k) for k in target.key)
-        self.execute(
-            f"CREATE {dialect.temp_table} fresh AS SELECT {self.names} FROM (SELECT *, row_number() OVER "
-            f"(PARTITION BY {key} ORDER BY {SEQUENCE} DESC) AS _rank FROM {self.staging}) ranked WHERE _rank = 1",
-            [],
-        )
+        # fresh: the last staged row per key, as a view (staging is read where it lies, never copied); ranking
+        # only when some key was staged twice, which costs a sort of the staged rows
+        fresh = f"SELECT {self.names} FROM {self.staging}"
+        if self.execute(f"SELECT 1 FROM {self.staging} GROUP BY {key} HAVING count(*) > 1 LIMIT 1", []):
+            fresh = (
+                f"SELECT {self.names} FROM (SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY {SEQUENCE} "
+                f"DESC) AS _rank FROM {self.staging}) ranked WHERE _rank = 1"
+            )
+        self.execute(f"CREATE {dialect.temp_view} fresh AS {fresh}", [])
         differs = " OR ".join(f"f.{_quoted(c)} IS DISTINCT FROM t.{_quoted(c)}" for c in target.columns)
         fresh_columns = ", ".join(f"f.{_quoted(c)}" for c in target.columns)
         changes = (
             f"SELECT {fresh_columns}, CASE WHEN t.{_quoted(target.key[-1])} IS NULL THEN 'inserted' "
             "WHEN f.is_deleted AND NOT coalesce(t.is_deleted, FALSE) THEN 'deleted' ELSE 'updated' END AS _change "
-            f"FROM fresh f LEFT JOIN (SELECT * FROM {self.table} WHERE connection_id = {p}) t "
+            f"FROM fresh f LEFT JOIN (SELECT * FROM {self.table} t WHERE {self.lookup}) t "
             f"ON {self._key_match('f', 't')} WHERE t.{_quoted(target.key[-1])} IS NULL OR {differs}"
         )
-        parameters: list[Any] = [target.slice.connection_id]
+        parameters = list(self.lookup_parameters)
         if target.full:
             where, slice_parameters = target.slice.where(p, "t")
             kept = ", ".join("TRUE" if c == "is_deleted" else f"t.{_quoted(c)}" for c in target.columns)
@@ -248,6 +274,7 @@ class _Merge:
             )
             parameters += slice_parameters
         self.execute(f"CREATE {dialect.temp_table} changes AS {changes}", parameters)
+        self.execute("DROP VIEW fresh", [])
         self._upsert(self.table, target.columns, [f"c.{_quoted(c)}" for c in target.columns], [], provider=True)
         counts = dict(self.execute("SELECT _change, count(*) FROM changes GROUP BY _change", []))
         written = WriteCounts(counts.get("inserted", 0), counts.get("updated", 0), counts.get("deleted", 0))
@@ -257,12 +284,20 @@ class _Merge:
         self, table: str, columns: Sequence[str], values: list[str], parameters: list[Any], *, provider: bool
     ) -> None:
         """The changed rows into `table`: UPDATE the keys it holds, INSERT the others. The provider table knows
-        which keys are new (`_change`); the unified table may lack rows of any kind, so it looks."""
-        assignments = ", ".join(f"{_quoted(c)} = {v}" for c, v in zip(columns, values, strict=True))
-        match = self._key_match("t", "c")
+        which keys are new (`_change`); the unified table may lack rows of any kind, so it looks. Both read the
+        target's rows through the lookup; key columns are never assigned (they match already)."""
+        assignments = ", ".join(
+            f"{_quoted(c)} = {v}" for c, v in zip(columns, values, strict=True) if c not in self.target.key
+        )
+        match = f"{self._key_match('t', 'c')} AND {self.lookup}"
         existing = f"c._change <> 'inserted' AND {match}" if provider else match
-        self.execute(f"UPDATE {table} AS t SET {assignments} FROM changes c WHERE {existing}", parameters)
+        self.execute(
+            f"UPDATE {table} AS t SET {assignments} FROM changes c WHERE {existing}",
+            [*parameters, *self.lookup_parameters],
+        )
         missing = "c._change = 'inserted'" if provider else f"NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})"
+        if not provider:
+            parameters = [*parameters, *self.lookup_parameters]
         names = ", ".join(_quoted(c) for c in columns)
         self.execute(
             f"INSERT INTO {table} ({names}) SELECT {', '.join(values)} FROM changes c WHERE {missing}", parameters
@@ -319,10 +354,22 @@ class UnifiedSource:
 
 
 def _summarize(
-    execute: Execute, dialect: _Dialect, part: PartitionSlice, key: Sequence[str], required: Sequence[str]
+    execute: Execute,
+    dialect: _Dialect,
+    part: PartitionSlice,
+    key: Sequence[str],
+    required: Sequence[str],
+    written_keys: Sequence[str] | None,
 ) -> PartitionSummary:
+    """Counts over the partition; duplicate keys and the preview over the keys a small merge wrote when given (the
+    merge inserts only keys the partition lacks, so only those rows can have become duplicates): a sync of 10
+    changes costs no sort or grouping of a million rows."""
     p, table = dialect.placeholder, _qualified(part.table)
     where, parameters = part.where(p)
+    counted_where, counted_parameters = where, parameters
+    if written_keys is not None:
+        where += f" AND {_quoted(key[-1])} IN ({', '.join(p for _ in written_keys) or 'NULL'})"
+        parameters = [*parameters, *sorted(written_keys)]
     schema, name = part.table.split(".")
     types = execute(
         "SELECT column_name, data_type FROM information_schema.columns "
@@ -330,7 +377,7 @@ def _summarize(
         [schema, name],
     )
     nulls = ", ".join(f"sum(CASE WHEN {_quoted(c)} IS NULL THEN 1 ELSE 0 END)" for c in required)
-    row_count, *missing = execute(f"SELECT count(*), {nulls} FROM {table} WHERE {where}", parameters)[0]
+    row_count, *missing = execute(f"SELECT count(*), {nulls} FROM {table} WHERE {counted_where}", counted_parameters)[0]
     keys = ", ".join(_quoted(k) for k in key)
     duplicates = execute(
         f"SELECT {_quoted(key[-1])} FROM {table} WHERE {where} GROUP BY {keys} HAVING count(*) > 1 ORDER BY {keys}",
@@ -379,11 +426,17 @@ class Staging(ABC):
     def __init__(self, columns: Sequence[str]) -> None:
         self.columns = tuple(columns)
         self.rows = 0
+        self.keys: list[str] | None = []  # the staged source ids while there are few (KEY_LOOKUP_ROWS)
 
     def append(self, frame: pd.DataFrame) -> None:
         if not frame.empty:
             self._append(frame.assign(**{SEQUENCE: range(self.rows, self.rows + len(frame))}))
             self.rows += len(frame)
+            few = self.keys is not None and self.rows <= KEY_LOOKUP_ROWS
+            self.keys = [*self.keys, *frame[PRIMARY_KEY[-1]].astype(str)] if few and self.keys is not None else None
+
+    def start_over(self) -> None:
+        self.rows, self.keys = 0, []
 
     @abstractmethod
     def _append(self, frame: pd.DataFrame) -> None: ...
@@ -419,9 +472,15 @@ class Warehouse(ABC):
             )
         return bool(rows[0][0])
 
-    def summarize(self, part: PartitionSlice, key: Sequence[str], required: Sequence[str]) -> PartitionSummary:
+    def summarize(
+        self,
+        part: PartitionSlice,
+        key: Sequence[str],
+        required: Sequence[str],
+        written_keys: Sequence[str] | None = None,
+    ) -> PartitionSummary:
         with self.transaction() as execute:
-            return _summarize(execute, self.dialect, part, key, required)
+            return _summarize(execute, self.dialect, part, key, required, written_keys)
 
     def rebuild_unified(self, entity: str, tenant: str, window: Window | None, sources: list[UnifiedSource]) -> int:
         with self.transaction() as execute:
@@ -479,6 +538,12 @@ _DUCKDB_MERGES: dict[str, threading.Lock] = {}
 _DUCKDB_MERGES_GUARD = threading.Lock()
 
 
+def _bounded(connection: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    for name, value in DUCKDB_SETTINGS.items():
+        connection.execute(f"SET {name} = {value}")
+    return connection
+
+
 def _duckdb_executor(connection: duckdb.DuckDBPyConnection) -> Execute:
     return lambda sql, parameters: connection.execute(sql, parameters).fetchall()
 
@@ -496,12 +561,14 @@ class DuckDbWarehouse(Warehouse):
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB file admits one writing process at a time: wait for the lock like Dagster's client does."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        return backoff(
-            fn=duckdb.connect,
-            retry_on=(RuntimeError, duckdb.IOException),
-            # The same configuration as Dagster's DuckDB client: one process may not open a file with two.
-            kwargs={"database": str(self.path), "config": {"custom_user_agent": "dagster"}},
-            max_retries=WAREHOUSE_LOCK_RETRIES,
+        return _bounded(
+            backoff(
+                fn=duckdb.connect,
+                retry_on=(RuntimeError, duckdb.IOException),
+                # The same configuration as Dagster's DuckDB client: one process may not open a file with two.
+                kwargs={"database": str(self.path), "config": {"custom_user_agent": "dagster"}},
+                max_retries=WAREHOUSE_LOCK_RETRIES,
+            )
         )
 
     @contextmanager
@@ -535,7 +602,7 @@ class _DuckDbStaging(Staging):
         directory.mkdir(parents=True, exist_ok=True)
         self.alias = f"staging_{uuid.uuid4().hex}"
         self.path = directory / f"{self.alias}.duckdb"
-        self.connection: duckdb.DuckDBPyConnection | None = duckdb.connect(str(self.path))
+        self.connection: duckdb.DuckDBPyConnection | None = _bounded(duckdb.connect(str(self.path)))
         self._create()
 
     def _create(self) -> None:
@@ -551,7 +618,7 @@ class _DuckDbStaging(Staging):
         self.connection.unregister("chunk")
 
     def clear(self) -> None:
-        self.rows = 0
+        self.start_over()
         self._create()
 
     def merge(self, target: MergeTarget) -> WriteCounts:
@@ -563,7 +630,7 @@ class _DuckDbStaging(Staging):
             try:
                 connection.begin()
                 try:
-                    counts = _Merge(DUCKDB, target, f"{self.alias}.staging", _duckdb_executor(connection)).run()
+                    counts = _Merge(DUCKDB, target, self, f"{self.alias}.staging", _duckdb_executor(connection)).run()
                 except duckdb.Error as error:
                     connection.rollback()
                     raise WarehouseWriteError(f"{type(error).__name__}: {error}") from None
@@ -642,7 +709,7 @@ class _PostgresStaging(Staging):
             cursor.copy_expert(f"COPY staging ({names}) FROM STDIN", io.StringIO(copy_text(frame)))
 
     def clear(self) -> None:
-        self.rows = 0
+        self.start_over()
         with self.connection.cursor() as cursor:
             cursor.execute("TRUNCATE staging")
 
@@ -656,7 +723,7 @@ class _PostgresStaging(Staging):
                 # catalog): writers of one table take turns for the length of their transaction.
                 for table in tables:
                     cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [table])
-                counts = _Merge(POSTGRES, target, "staging", _postgres_executor(cursor)).run()
+                counts = _Merge(POSTGRES, target, self, "staging", _postgres_executor(cursor)).run()
             self.connection.commit()
         except psycopg2.Error as error:
             self.connection.rollback()
