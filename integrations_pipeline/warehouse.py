@@ -9,6 +9,8 @@ the partition into pandas: memory stays bounded by the chunk size however large 
 DuckDB stages into a file of its own (a run holds the warehouse file's lock only for the merge, not while it
 pages through a provider) and attaches it for the merge; PostgreSQL COPYs into a temporary table of the merge's
 own session. The SQL is the same on both (no constraint needed: tables written before keys existed keep working).
+A small incremental staging names its keys in the lookups, so its merge reads the rows it changes (PostgreSQL: the
+key index; DuckDB: a filtered scan of the key column), and DuckDB's memory is capped so large merges spill.
 `open_warehouse(settings)` picks the backend from configuration only: `INTEGRATIONS_WAREHOUSE_URL` set to a
 `postgresql://` URL selects PostgreSQL, otherwise the DuckDB file at `INTEGRATIONS_WAREHOUSE_PATH`.
 
