@@ -25,7 +25,7 @@ import json
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -361,7 +361,7 @@ def _summarize(
     part: PartitionSlice,
     key: Sequence[str],
     required: Sequence[str],
-    written_keys: Sequence[str] | None,
+    written_keys: Collection[str] | None,
 ) -> PartitionSummary:
     """Counts over the partition; duplicate keys and the preview over the keys a small merge wrote when given (the
     merge inserts only keys the partition lacks, so only those rows can have become duplicates): a sync of 10
@@ -479,7 +479,7 @@ class Warehouse(ABC):
         part: PartitionSlice,
         key: Sequence[str],
         required: Sequence[str],
-        written_keys: Sequence[str] | None = None,
+        written_keys: Collection[str] | None = None,
     ) -> PartitionSummary:
         with self.transaction() as execute:
             return _summarize(execute, self.dialect, part, key, required, written_keys)
