@@ -101,18 +101,21 @@ def contact_frames(rows: int, start: int = 0, company: str = "Acme") -> Iterator
 def sync(warehouse: Any, frames: Iterator[Any], *, full: bool, phases: PhaseRss) -> dict[str, Any]:
     """Stage, merge (unified following), summarize: what `assets.entities.sync_scope` does after fetching."""
     from integrations_pipeline.records import CONTACT_COLUMNS, PRIMARY_KEY
-    from integrations_pipeline.warehouse import MergeTarget, PartitionSlice, UnifiedFollow
+    from integrations_pipeline.warehouse import SUMMARY_KEYS_MAX, MergeTarget, PartitionSlice, UnifiedFollow
 
     part = PartitionSlice("hubspot.contacts", CONNECTION_ID)
     target = MergeTarget(part, CONTACT_COLUMNS, PRIMARY_KEY, full, UnifiedFollow("contacts", "bench", "hubspot", {}))
     started = time.perf_counter()
+    keys: list[str] = []
     with warehouse.staging(CONTACT_COLUMNS) as staging:
         with phases.during("stage"):
             for frame in frames:
                 staging.append(frame)
+                if not full:
+                    keys += frame["source_id"].tolist()
         with phases.during("merge"):
             counts = staging.merge(target)
-        written_keys = None if full else staging.keys  # as sync_scope passes a small incremental's source ids
+    written_keys = None if full or len(keys) > SUMMARY_KEYS_MAX else keys  # as sync_scope passes the fetched ids
     with phases.during("summarize"):
         summary = warehouse.summarize(part, PRIMARY_KEY, PRIMARY_KEY, written_keys)
     seconds = time.perf_counter() - started

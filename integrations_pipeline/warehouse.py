@@ -9,8 +9,8 @@ the partition into pandas: memory stays bounded by the chunk size however large 
 DuckDB stages into a file of its own (a run holds the warehouse file's lock only for the merge, not while it
 pages through a provider) and attaches it for the merge; PostgreSQL COPYs into a temporary table of the merge's
 own session. The SQL is the same on both (no constraint needed: tables written before keys existed keep working).
-A small incremental staging names its keys in the lookups, so its merge reads the rows it changes (PostgreSQL: the
-key index; DuckDB: a filtered scan of the key column), and DuckDB's memory is capped so large merges spill.
+An incremental merge looks up the staged keys only (a semi-join on staging: PostgreSQL probes the key index, DuckDB
+filters its scan by the keys), and DuckDB's memory is capped so large merges spill.
 `open_warehouse(settings)` picks the backend from configuration only: `INTEGRATIONS_WAREHOUSE_URL` set to a
 `postgresql://` URL selects PostgreSQL, otherwise the DuckDB file at `INTEGRATIONS_WAREHOUSE_PATH`.
 
@@ -51,9 +51,9 @@ MAPPED_COLUMN = "mapped"
 APPLIED_MAPPINGS = f"{UNIFIED_SCHEMA}.applied_mappings"
 PRIMARY_KEY = ("connection_id", "source_id")
 SEQUENCE = "_seq"  # staging rows in fetch order: of two rows with one key, the later wins
-# A staging of at most this many rows names its keys in the merge's lookups (`source_id IN (...)`), so an
-# incremental merge reads the partition's rows of those keys only; larger stagings join set-based.
-KEY_LOOKUP_ROWS = 1_000
+# After an incremental merge of at most this many fetched keys, the partition's summary looks for duplicate keys and
+# takes its preview among those keys only (`source_id IN (...)`), not by grouping and sorting the whole partition.
+SUMMARY_KEYS_MAX = 20_000
 # DuckDB's buffer memory per database: beyond it, temporary results spill to `<file>.tmp`, so a merge's peak memory
 # does not grow with the partition (docs/benchmarks.md). Insertion order need not be kept: reads order by key.
 DUCKDB_SETTINGS = {"memory_limit": "'64MB'", "preserve_insertion_order": "false"}
@@ -170,6 +170,10 @@ class _Dialect:
     temp_table: str  # CREATE <this> name AS ...
     temp_view: str  # CREATE <this> name AS ...
     json_object: str  # the function building a JSON object from key, value pairs
+    any_of: str  # `column` is one of a list bound as one parameter (one plan, however many values)
+    # `column` is one of the staged keys: PostgreSQL probes its key index with the array (a semi-join would be
+    # planned as a merge join over the connection's whole index range); DuckDB filters its scan with a hash
+    staged_keys: str
 
     def column_definitions(self, columns: Sequence[str]) -> str:
         return ", ".join(f"{_quoted(column)} {self.types[column_kind(column)]}" for column in columns)
@@ -194,6 +198,8 @@ DUCKDB = _Dialect(
     "OR REPLACE TEMP TABLE",
     "OR REPLACE TEMP VIEW",
     "json_object",
+    "{column} IN (SELECT unnest(?::VARCHAR[]))",
+    "{column} IN (SELECT {key} FROM {staging})",
 )
 POSTGRES = _Dialect(
     "%s",
@@ -201,6 +207,8 @@ POSTGRES = _Dialect(
     "TEMP TABLE",
     "OR REPLACE TEMP VIEW",
     "jsonb_build_object",
+    "{column} = ANY(%s)",
+    "{column} = ANY(ARRAY(SELECT {key} FROM {staging}))",
 )
 
 
@@ -224,20 +232,18 @@ def _ensure_table(
 class _Merge:
     """The statements of one merge, run on an open transaction through `execute(sql, parameters) -> rows`."""
 
-    def __init__(self, dialect: _Dialect, target: MergeTarget, staging: Staging, staged: str, execute: Execute) -> None:
-        self.dialect, self.target, self.staging, self.execute = dialect, target, staged, execute
+    def __init__(self, dialect: _Dialect, target: MergeTarget, staging: str, execute: Execute) -> None:
+        self.dialect, self.target, self.staging, self.execute = dialect, target, staging, execute
         self.table = _qualified(target.slice.table)
         self.names = ", ".join(_quoted(column) for column in target.columns)
-        # The rows of a target table a lookup may match (alias t): those of the staged keys when they are few,
-        # so an incremental merge reads what it changes, not the partition; otherwise (and for a full resync, which
-        # also flags keys that were not staged) the connection's rows.
-        p = dialect.placeholder
-        self.lookup = f"t.connection_id = {p}"
+        # The rows of a target table a lookup may match (alias t): for an incremental merge, those of the staged
+        # keys, so it reads what it changes, not the partition; for a full resync, which also flags the keys that
+        # were not staged, the connection's rows.
+        last = _quoted(target.key[-1])
+        self.lookup = f"t.connection_id = {dialect.placeholder}"
+        if not target.full:
+            self.lookup += " AND " + dialect.staged_keys.format(column=f"t.{last}", key=last, staging=staging)
         self.lookup_parameters: list[Any] = [target.slice.connection_id]
-        if staging.keys is not None and not target.full:
-            keys = sorted(set(staging.keys))
-            self.lookup += f" AND t.{_quoted(target.key[-1])} IN ({', '.join(p for _ in keys) or 'NULL'})"
-            self.lookup_parameters += keys
 
     def _key_match(self, left: str, right: str) -> str:
         return " AND ".join(f"{left}.{_quoted(k)} = {right}.{_quoted(k)}" for k in self.target.key)
@@ -370,8 +376,8 @@ def _summarize(
     where, parameters = part.where(p)
     counted_where, counted_parameters = where, parameters
     if written_keys is not None:
-        where += f" AND {_quoted(key[-1])} IN ({', '.join(p for _ in written_keys) or 'NULL'})"
-        parameters = [*parameters, *sorted(written_keys)]
+        where += " AND " + dialect.any_of.format(column=_quoted(key[-1]))
+        parameters = [*parameters, sorted(written_keys)]
     schema, name = part.table.split(".")
     types = execute(
         "SELECT column_name, data_type FROM information_schema.columns "
@@ -428,17 +434,11 @@ class Staging(ABC):
     def __init__(self, columns: Sequence[str]) -> None:
         self.columns = tuple(columns)
         self.rows = 0
-        self.keys: list[str] | None = []  # the staged source ids while there are few (KEY_LOOKUP_ROWS)
 
     def append(self, frame: pd.DataFrame) -> None:
         if not frame.empty:
             self._append(frame.assign(**{SEQUENCE: range(self.rows, self.rows + len(frame))}))
             self.rows += len(frame)
-            few = self.keys is not None and self.rows <= KEY_LOOKUP_ROWS
-            self.keys = [*self.keys, *frame[PRIMARY_KEY[-1]].astype(str)] if few and self.keys is not None else None
-
-    def start_over(self) -> None:
-        self.rows, self.keys = 0, []
 
     @abstractmethod
     def _append(self, frame: pd.DataFrame) -> None: ...
@@ -620,7 +620,7 @@ class _DuckDbStaging(Staging):
         self.connection.unregister("chunk")
 
     def clear(self) -> None:
-        self.start_over()
+        self.rows = 0
         self._create()
 
     def merge(self, target: MergeTarget) -> WriteCounts:
@@ -632,7 +632,7 @@ class _DuckDbStaging(Staging):
             try:
                 connection.begin()
                 try:
-                    counts = _Merge(DUCKDB, target, self, f"{self.alias}.staging", _duckdb_executor(connection)).run()
+                    counts = _Merge(DUCKDB, target, f"{self.alias}.staging", _duckdb_executor(connection)).run()
                 except duckdb.Error as error:
                     connection.rollback()
                     raise WarehouseWriteError(f"{type(error).__name__}: {error}") from None
@@ -711,7 +711,7 @@ class _PostgresStaging(Staging):
             cursor.copy_expert(f"COPY staging ({names}) FROM STDIN", io.StringIO(copy_text(frame)))
 
     def clear(self) -> None:
-        self.start_over()
+        self.rows = 0
         with self.connection.cursor() as cursor:
             cursor.execute("TRUNCATE staging")
 
@@ -725,7 +725,8 @@ class _PostgresStaging(Staging):
                 # catalog): writers of one table take turns for the length of their transaction.
                 for table in tables:
                     cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [table])
-                counts = _Merge(POSTGRES, target, self, "staging", _postgres_executor(cursor)).run()
+                cursor.execute("ANALYZE staging")  # its size, so the planner probes the key index for a few rows
+                counts = _Merge(POSTGRES, target, "staging", _postgres_executor(cursor)).run()
             self.connection.commit()
         except psycopg2.Error as error:
             self.connection.rollback()
