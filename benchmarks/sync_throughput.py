@@ -63,7 +63,8 @@ TABLE = "hubspot.contacts"
 class RunResult:
     seconds: float
     peak_rss_mib: float
-    rows_written: int | None = None  # the project's materialization metadata
+    rows_fetched: int | None = None  # the project's materialization metadata
+    rows_written: int | None = None
     unified_rows_written: int | None = None
 
 
@@ -132,7 +133,7 @@ def sync_with_project(connection_id: str, profile_path: Path | None) -> tuple[fl
     if not result.success:
         raise RuntimeError(f"hubspot_sync failed for {connection_id}")
     metadata = result.asset_materializations_for_node("hubspot_contacts")[0].metadata
-    written = {name: int(metadata[name].value) for name in ("rows_written", "unified_rows_written")}  # type: ignore[arg-type]
+    written = {name: int(metadata[name].value) for name in ("rows_fetched", "rows_written", "unified_rows_written")}  # type: ignore[arg-type]
     return elapsed, written
 
 
@@ -373,7 +374,8 @@ def report(figures: dict[str, ContenderFigures], records: int, load_before: floa
     incremental = figures["project"].incremental
     if incremental is not None:
         print(
-            f"project incremental sync after the first full sync: {incremental.seconds:.2f} s, rows written "
+            f"project incremental sync after the first full sync: {incremental.seconds:.2f} s, rows fetched "
+            f"{incremental.rows_fetched} (archived contacts are listed in full), rows written "
             f"{incremental.rows_written}, unified rows written {incremental.unified_rows_written}, "
             f"peak RSS {incremental.peak_rss_mib:.0f} MiB"
         )
