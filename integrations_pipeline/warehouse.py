@@ -369,9 +369,10 @@ def _summarize(
     required: Sequence[str],
     written_keys: Collection[str] | None,
 ) -> PartitionSummary:
-    """Counts over the partition; duplicate keys and the preview over the keys a small merge wrote when given (the
-    merge inserts only keys the partition lacks, so only those rows can have become duplicates): a sync of 10
-    changes costs no sort or grouping of a million rows."""
+    """The partition's row count; missing values, duplicate keys and the preview over the whole partition, or over
+    the keys an incremental merge fetched when given (it writes only those rows and inserts only keys the partition
+    lacked, so only they can have become duplicates or lost a value): a sync of 10 changes then costs no grouping,
+    sort or column sums over a million rows."""
     p, table = dialect.placeholder, _qualified(part.table)
     where, parameters = part.where(p)
     counted_where, counted_parameters = where, parameters
@@ -385,7 +386,11 @@ def _summarize(
         [schema, name],
     )
     nulls = ", ".join(f"sum(CASE WHEN {_quoted(c)} IS NULL THEN 1 ELSE 0 END)" for c in required)
-    row_count, *missing = execute(f"SELECT count(*), {nulls} FROM {table} WHERE {counted_where}", counted_parameters)[0]
+    if written_keys is None:
+        row_count, *missing = execute(f"SELECT count(*), {nulls} FROM {table} WHERE {where}", parameters)[0]
+    else:  # a bare count is cheap; missing values can only be new in the rows the merge wrote
+        row_count = execute(f"SELECT count(*) FROM {table} WHERE {counted_where}", counted_parameters)[0][0]
+        missing = list(execute(f"SELECT {nulls} FROM {table} WHERE {where}", parameters)[0])
     keys = ", ".join(_quoted(k) for k in key)
     duplicates = execute(
         f"SELECT {_quoted(key[-1])} FROM {table} WHERE {where} GROUP BY {keys} HAVING count(*) > 1 ORDER BY {keys}",
