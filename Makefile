@@ -38,6 +38,7 @@ format: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/sync_throughput.py
+	$(BIN)/python benchmarks/incremental_merge.py
 	$(BIN)/python benchmarks/webhook_ack.py
 
 clean:

@@ -63,12 +63,17 @@ TABLE = "hubspot.contacts"
 class RunResult:
     seconds: float
     peak_rss_mib: float
+    rows_fetched: int | None = None  # the project's materialization metadata
+    rows_written: int | None = None
+    unified_rows_written: int | None = None
 
 
 @dataclass
 class ContenderFigures:
     imports: RunResult
     runs: list[RunResult] = field(default_factory=list)
+    incremental: RunResult | None = None
+    """The project's incremental sync of --incremental changed contacts after its first full sync."""
     tables: list[tuple[int, list[tuple[str, str]]]] = field(default_factory=list)
     """(row count, [(column, type)]) of each run's warehouse table."""
 
@@ -101,7 +106,7 @@ def profiled(profile_path: Path | None) -> Iterator[None]:
         profiler.dump_stats(profile_path)
 
 
-def sync_with_project(connection_id: str, profile_path: Path | None) -> float:
+def sync_with_project(connection_id: str, profile_path: Path | None) -> tuple[float, dict[str, int]]:
     """The production path: the `hubspot_sync` job, restricted to the contacts asset (its owners are not the
     lean loop's work), executed in process against the DAGSTER_HOME instance, with the connection's partition
     registered as the connections sensor would."""
@@ -113,7 +118,8 @@ def sync_with_project(connection_id: str, profile_path: Path | None) -> float:
     partitions_name = connection_partitions("hubspot").name
     assert partitions_name is not None
     instance = dg.DagsterInstance.get()
-    instance.add_dynamic_partitions(partitions_name, [connection_id])
+    if not instance.has_dynamic_partition(partitions_name, connection_id):
+        instance.add_dynamic_partitions(partitions_name, [connection_id])
     started = time.perf_counter()
     with profiled(profile_path):
         result = (
@@ -126,7 +132,9 @@ def sync_with_project(connection_id: str, profile_path: Path | None) -> float:
     elapsed = time.perf_counter() - started
     if not result.success:
         raise RuntimeError(f"hubspot_sync failed for {connection_id}")
-    return elapsed
+    metadata = result.asset_materializations_for_node("hubspot_contacts")[0].metadata
+    written = {name: int(metadata[name].value) for name in ("rows_fetched", "rows_written", "unified_rows_written")}  # type: ignore[arg-type]
+    return elapsed, written
 
 
 def exchange_code_for_token(http: httpx.Client, client_id: str, client_secret: str) -> str:
@@ -206,15 +214,15 @@ def sync_lean(connection_id: str, properties: list[str], profile_path: Path | No
 
 def run_child(args: argparse.Namespace) -> None:
     """Entry point of a child: import, or import and sync; then write wall time and peak RSS for the parent."""
-    seconds = 0.0
+    seconds, written = 0.0, {}
     if args.imports_only:
         for module in CONTENDER_MODULES[args.contender]:
             importlib.import_module(module)
     elif args.contender == "project":
-        seconds = sync_with_project(args.connection_id, args.profile)
+        seconds, written = sync_with_project(args.connection_id, args.profile)
     else:
         seconds = sync_lean(args.connection_id, args.properties.split(","), args.profile)
-    result = RunResult(seconds=seconds, peak_rss_mib=peak_rss_mib())
+    result = RunResult(seconds=seconds, peak_rss_mib=peak_rss_mib(), **written)
     Path(args.result_file).write_text(json.dumps(result.__dict__))
 
 
@@ -222,11 +230,12 @@ def run_child(args: argparse.Namespace) -> None:
 
 
 def run_in_child(contender: str, workdir: Path, *options: str) -> RunResult:
-    """Run this script as a child contender with a warehouse and DAGSTER_HOME of its own under `workdir`."""
-    workdir.mkdir(parents=True)
+    """Run this script as a child contender with a warehouse and DAGSTER_HOME of its own under `workdir` (a second
+    run in the same `workdir` syncs the same warehouse and instance again: incremental, for the project)."""
     dagster_home = workdir / "dagster"
-    dagster_home.mkdir()
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    if not dagster_home.exists():
+        dagster_home.mkdir(parents=True)
+        shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     result_file = workdir / "result.json"
     environment = {
         **os.environ,
@@ -320,6 +329,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, ContenderFigur
                         options += ["--profile", str(args.profile_dir / f"{name}-{repetition}.pstats")]
                     figures[name].runs.append(run_in_child(name, run_dir, *options))
                     figures[name].tables.append(warehouse_shape(run_dir))
+                    if name == "project" and repetition == 0 and args.incremental:
+                        for contact_id in range(1, args.incremental + 1):  # none of them archived
+                            emulator.update_contact(str(contact_id * 7), {"company": f"Changed {repetition}"})
+                        figures[name].incremental = run_in_child(name, run_dir, *options)
         engine.dispose()
     return figures
 
@@ -358,6 +371,14 @@ def report(figures: dict[str, ContenderFigures], records: int, load_before: floa
     rss_ratio = summary["project"][1] / summary["lean"][1]
     print(f"project/lean wall:     {verdict(wall_ratio, GOALS['wall'])}")
     print(f"project/lean peak RSS: {verdict(rss_ratio, GOALS['peak RSS'])}")
+    incremental = figures["project"].incremental
+    if incremental is not None:
+        print(
+            f"project incremental sync after the first full sync: {incremental.seconds:.2f} s, rows fetched "
+            f"{incremental.rows_fetched} (archived contacts are listed in full), rows written "
+            f"{incremental.rows_written}, unified rows written {incremental.unified_rows_written}, "
+            f"peak RSS {incremental.peak_rss_mib:.0f} MiB"
+        )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -365,6 +386,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--contacts", type=int, default=100_000, help="contacts in the emulator (default 100000)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions per contender; times are medians")
     parser.add_argument("--profile-dir", type=Path, help="write a cProfile .pstats file per timed run here")
+    parser.add_argument(
+        "--incremental", type=int, default=0, help="then change this many contacts and sync the project again"
+    )
     child = parser.add_argument_group("child mode (used by the benchmark itself)")
     child.add_argument("--contender", choices=CONTENDERS)
     child.add_argument("--result-file")

@@ -9,6 +9,8 @@ the partition into pandas: memory stays bounded by the chunk size however large 
 DuckDB stages into a file of its own (a run holds the warehouse file's lock only for the merge, not while it
 pages through a provider) and attaches it for the merge; PostgreSQL COPYs into a temporary table of the merge's
 own session. The SQL is the same on both (no constraint needed: tables written before keys existed keep working).
+An incremental merge looks up the staged keys only (a semi-join on staging: PostgreSQL probes the key index, DuckDB
+filters its scan by the keys), and DuckDB's memory is capped so large merges spill.
 `open_warehouse(settings)` picks the backend from configuration only: `INTEGRATIONS_WAREHOUSE_URL` set to a
 `postgresql://` URL selects PostgreSQL, otherwise the DuckDB file at `INTEGRATIONS_WAREHOUSE_PATH`.
 
@@ -23,7 +25,7 @@ import json
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -57,6 +59,12 @@ MAPPED_COLUMN = "mapped"
 APPLIED_MAPPINGS = f"{UNIFIED_SCHEMA}.applied_mappings"
 PRIMARY_KEY = ("connection_id", "source_id")
 SEQUENCE = "_seq"  # staging rows in fetch order: of two rows with one key, the later wins
+# After an incremental merge of at most this many fetched keys, the partition's summary looks for duplicate keys and
+# takes its preview among those keys only (`source_id IN (...)`), not by grouping and sorting the whole partition.
+SUMMARY_KEYS_MAX = 20_000
+# DuckDB's buffer memory per database: beyond it, temporary results spill to `<file>.tmp`, so a merge's peak memory
+# does not grow with the partition (docs/benchmarks.md). Insertion order need not be kept: reads order by key.
+DUCKDB_SETTINGS = {"memory_limit": "'64MB'", "preserve_insertion_order": "false"}
 
 Window = tuple[datetime, datetime]
 Execute = Any  # (sql, parameters) -> list of row tuples, on the open transaction
@@ -168,7 +176,12 @@ class _Dialect:
     placeholder: str
     types: Mapping[str, str]  # column kind -> SQL type
     temp_table: str  # CREATE <this> name AS ...
+    temp_view: str  # CREATE <this> name AS ...
     json_object: str  # the function building a JSON object from key, value pairs
+    any_of: str  # `column` is one of a list bound as one parameter (one plan, however many values)
+    # `column` is one of the staged keys: PostgreSQL probes its key index with the array (a semi-join would be
+    # planned as a merge join over the connection's whole index range); DuckDB filters its scan with a hash
+    staged_keys: str
     # Guarded casts of text: NULL where the text cannot be read as that type (as mapping.cast answers None).
     try_cast: str  # "{expr}", "{type}" -> SQL
     # A UTC timestamp as ISO 8601 text as Python writes it (microseconds only when there are any), so both
@@ -282,7 +295,10 @@ DUCKDB = _Dialect(
     "?",
     {"timestamp": "TIMESTAMPTZ", "flag": "BOOLEAN", "text": "VARCHAR"},
     "OR REPLACE TEMP TABLE",
+    "OR REPLACE TEMP VIEW",
     "json_object",
+    any_of="{column} IN (SELECT unnest(?::VARCHAR[]))",
+    staged_keys="{column} IN (SELECT {key} FROM {staging})",
     try_cast="TRY_CAST({expr} AS {type})",
     iso_timestamp="strftime({expr}, '%Y-%m-%dT%H:%M:%S{fraction}+00:00')",
     microseconds=".%f",
@@ -291,7 +307,10 @@ POSTGRES = _Dialect(
     "%s",
     {"timestamp": "timestamptz", "flag": "boolean", "text": "text"},
     "TEMP TABLE",
+    "OR REPLACE TEMP VIEW",
     "jsonb_build_object",
+    any_of="{column} = ANY(%s)",
+    staged_keys="{column} = ANY(ARRAY(SELECT {key} FROM {staging}))",
     # pg_input_is_valid (PostgreSQL 16+) tests a cast without raising, which PostgreSQL's CAST cannot.
     try_cast="CASE WHEN pg_input_is_valid({expr}, '{type}') THEN CAST({expr} AS {type}) END",
     iso_timestamp='to_char({expr}, \'YYYY-MM-DD"T"HH24:MI:SS{fraction}"+00:00"\')',
@@ -319,10 +338,18 @@ def _ensure_table(
 class _Merge:
     """The statements of one merge, run on an open transaction through `execute(sql, parameters) -> rows`."""
 
-    def __init__(self, dialect: _Dialect, target: MergeTarget, staging: str, execute: Any) -> None:
+    def __init__(self, dialect: _Dialect, target: MergeTarget, staging: str, execute: Execute) -> None:
         self.dialect, self.target, self.staging, self.execute = dialect, target, staging, execute
         self.table = _qualified(target.slice.table)
         self.names = ", ".join(_quoted(column) for column in target.columns)
+        # The rows of a target table a lookup may match (alias t): for an incremental merge, those of the staged
+        # keys, so it reads what it changes, not the partition; for a full resync, which also flags the keys that
+        # were not staged, the connection's rows.
+        last = _quoted(target.key[-1])
+        self.lookup = f"t.connection_id = {dialect.placeholder}"
+        if not target.full:
+            self.lookup += " AND " + dialect.staged_keys.format(column=f"t.{last}", key=last, staging=staging)
+        self.lookup_parameters: list[Any] = [target.slice.connection_id]
 
     def _key_match(self, left: str, right: str) -> str:
         return " AND ".join(f"{left}.{_quoted(k)} = {right}.{_quoted(k)}" for k in self.target.key)
@@ -334,20 +361,24 @@ class _Merge:
         target, dialect, p = self.target, self.dialect, self.dialect.placeholder
         self.ensure_table(target.slice.table, target.columns)
         key = ", ".join(_quoted(k) for k in target.key)
-        self.execute(
-            f"CREATE {dialect.temp_table} fresh AS SELECT {self.names} FROM (SELECT *, row_number() OVER "
-            f"(PARTITION BY {key} ORDER BY {SEQUENCE} DESC) AS _rank FROM {self.staging}) ranked WHERE _rank = 1",
-            [],
-        )
+        # fresh: the last staged row per key, as a view (staging is read where it lies, never copied); ranking
+        # only when some key was staged twice, which costs a sort of the staged rows
+        fresh = f"SELECT {self.names} FROM {self.staging}"
+        if self.execute(f"SELECT 1 FROM {self.staging} GROUP BY {key} HAVING count(*) > 1 LIMIT 1", []):
+            fresh = (
+                f"SELECT {self.names} FROM (SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY {SEQUENCE} "
+                f"DESC) AS _rank FROM {self.staging}) ranked WHERE _rank = 1"
+            )
+        self.execute(f"CREATE {dialect.temp_view} fresh AS {fresh}", [])
         differs = " OR ".join(f"f.{_quoted(c)} IS DISTINCT FROM t.{_quoted(c)}" for c in target.columns)
         fresh_columns = ", ".join(f"f.{_quoted(c)}" for c in target.columns)
         changes = (
             f"SELECT {fresh_columns}, CASE WHEN t.{_quoted(target.key[-1])} IS NULL THEN 'inserted' "
             "WHEN f.is_deleted AND NOT coalesce(t.is_deleted, FALSE) THEN 'deleted' ELSE 'updated' END AS _change "
-            f"FROM fresh f LEFT JOIN (SELECT * FROM {self.table} WHERE connection_id = {p}) t "
+            f"FROM fresh f LEFT JOIN (SELECT * FROM {self.table} t WHERE {self.lookup}) t "
             f"ON {self._key_match('f', 't')} WHERE t.{_quoted(target.key[-1])} IS NULL OR {differs}"
         )
-        parameters: list[Any] = [target.slice.connection_id]
+        parameters = list(self.lookup_parameters)
         if target.full:
             where, slice_parameters = target.slice.where(p, "t")
             kept = ", ".join("TRUE" if c == "is_deleted" else f"t.{_quoted(c)}" for c in target.columns)
@@ -357,6 +388,7 @@ class _Merge:
             )
             parameters += slice_parameters
         self.execute(f"CREATE {dialect.temp_table} changes AS {changes}", parameters)
+        self.execute("DROP VIEW fresh", [])
         self._upsert(self.table, target.columns, [f"c.{_quoted(c)}" for c in target.columns], [], provider=True)
         counts = dict(self.execute("SELECT _change, count(*) FROM changes GROUP BY _change", []))
         written = WriteCounts(counts.get("inserted", 0), counts.get("updated", 0), counts.get("deleted", 0))
@@ -366,12 +398,20 @@ class _Merge:
         self, table: str, columns: Sequence[str], values: list[str], parameters: list[Any], *, provider: bool
     ) -> None:
         """The changed rows into `table`: UPDATE the keys it holds, INSERT the others. The provider table knows
-        which keys are new (`_change`); the unified table may lack rows of any kind, so it looks."""
-        assignments = ", ".join(f"{_quoted(c)} = {v}" for c, v in zip(columns, values, strict=True))
-        match = self._key_match("t", "c")
+        which keys are new (`_change`); the unified table may lack rows of any kind, so it looks. Both read the
+        target's rows through the lookup; key columns are never assigned (they match already)."""
+        assignments = ", ".join(
+            f"{_quoted(c)} = {v}" for c, v in zip(columns, values, strict=True) if c not in self.target.key
+        )
+        match = f"{self._key_match('t', 'c')} AND {self.lookup}"
         existing = f"c._change <> 'inserted' AND {match}" if provider else match
-        self.execute(f"UPDATE {table} AS t SET {assignments} FROM changes c WHERE {existing}", parameters)
+        self.execute(
+            f"UPDATE {table} AS t SET {assignments} FROM changes c WHERE {existing}",
+            [*parameters, *self.lookup_parameters],
+        )
         missing = "c._change = 'inserted'" if provider else f"NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})"
+        if not provider:
+            parameters = [*parameters, *self.lookup_parameters]
         names = ", ".join(_quoted(c) for c in columns)
         self.execute(
             f"INSERT INTO {table} ({names}) SELECT {', '.join(values)} FROM changes c WHERE {missing}", parameters
@@ -428,10 +468,23 @@ class UnifiedSource:
 
 
 def _summarize(
-    execute: Execute, dialect: _Dialect, part: PartitionSlice, key: Sequence[str], required: Sequence[str]
+    execute: Execute,
+    dialect: _Dialect,
+    part: PartitionSlice,
+    key: Sequence[str],
+    required: Sequence[str],
+    written_keys: Collection[str] | None,
 ) -> PartitionSummary:
+    """The partition's row count; missing values, duplicate keys and the preview over the whole partition, or over
+    the keys an incremental merge fetched when given (it writes only those rows and inserts only keys the partition
+    lacked, so only they can have become duplicates or lost a value): a sync of 10 changes then costs no grouping,
+    sort or column sums over a million rows."""
     p, table = dialect.placeholder, _qualified(part.table)
     where, parameters = part.where(p)
+    counted_where, counted_parameters = where, parameters
+    if written_keys is not None:
+        where += " AND " + dialect.any_of.format(column=_quoted(key[-1]))
+        parameters = [*parameters, sorted(written_keys)]
     schema, name = part.table.split(".")
     types = execute(
         "SELECT column_name, data_type FROM information_schema.columns "
@@ -439,7 +492,11 @@ def _summarize(
         [schema, name],
     )
     nulls = ", ".join(f"sum(CASE WHEN {_quoted(c)} IS NULL THEN 1 ELSE 0 END)" for c in required)
-    row_count, *missing = execute(f"SELECT count(*), {nulls} FROM {table} WHERE {where}", parameters)[0]
+    if written_keys is None:
+        row_count, *missing = execute(f"SELECT count(*), {nulls} FROM {table} WHERE {where}", parameters)[0]
+    else:  # a bare count is cheap; missing values can only be new in the rows the merge wrote
+        row_count = execute(f"SELECT count(*) FROM {table} WHERE {counted_where}", counted_parameters)[0][0]
+        missing = list(execute(f"SELECT {nulls} FROM {table} WHERE {where}", parameters)[0])
     keys = ", ".join(_quoted(k) for k in key)
     duplicates = execute(
         f"SELECT {_quoted(key[-1])} FROM {table} WHERE {where} GROUP BY {keys} HAVING count(*) > 1 ORDER BY {keys}",
@@ -528,9 +585,15 @@ class Warehouse(ABC):
             )
         return bool(rows[0][0])
 
-    def summarize(self, part: PartitionSlice, key: Sequence[str], required: Sequence[str]) -> PartitionSummary:
+    def summarize(
+        self,
+        part: PartitionSlice,
+        key: Sequence[str],
+        required: Sequence[str],
+        written_keys: Collection[str] | None = None,
+    ) -> PartitionSummary:
         with self.transaction() as execute:
-            return _summarize(execute, self.dialect, part, key, required)
+            return _summarize(execute, self.dialect, part, key, required, written_keys)
 
     def rebuild_unified(self, entity: str, tenant: str, window: Window | None, sources: list[UnifiedSource]) -> int:
         with self.transaction() as execute:
@@ -588,6 +651,12 @@ _DUCKDB_MERGES: dict[str, threading.Lock] = {}
 _DUCKDB_MERGES_GUARD = threading.Lock()
 
 
+def _bounded(connection: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    for name, value in DUCKDB_SETTINGS.items():
+        connection.execute(f"SET {name} = {value}")
+    return connection
+
+
 def _duckdb_executor(connection: duckdb.DuckDBPyConnection) -> Execute:
     return lambda sql, parameters: connection.execute(sql, parameters).fetchall()
 
@@ -603,9 +672,10 @@ class DuckDbWarehouse(Warehouse):
             self.merges = _DUCKDB_MERGES.setdefault(str(path.resolve()), threading.Lock())
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """A DuckDB file admits one writing process at a time: wait for the lock, a bounded time (replica.py)."""
+        """A DuckDB file admits one writing process at a time: wait for the lock, a bounded time (replica.py),
+        then cap the connection's memory (_bounded)."""
         # The same configuration as Dagster's DuckDB client: one process may not open a file with two.
-        return connect_for_writing(self.path, config={"custom_user_agent": "dagster"})
+        return _bounded(connect_for_writing(self.path, config={"custom_user_agent": "dagster"}))
 
     @contextmanager
     def transaction(self) -> Iterator[Execute]:
@@ -639,7 +709,7 @@ class _DuckDbStaging(Staging):
         directory.mkdir(parents=True, exist_ok=True)
         self.alias = f"staging_{uuid.uuid4().hex}"
         self.path = directory / f"{self.alias}.duckdb"
-        self.connection: duckdb.DuckDBPyConnection | None = duckdb.connect(str(self.path))
+        self.connection: duckdb.DuckDBPyConnection | None = _bounded(duckdb.connect(str(self.path)))
         self._create()
 
     def _create(self) -> None:
@@ -761,6 +831,7 @@ class _PostgresStaging(Staging):
                 # catalog): writers of one table take turns for the length of their transaction.
                 for table in tables:
                     cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [table])
+                cursor.execute("ANALYZE staging")  # its size, so the planner probes the key index for a few rows
                 counts = _Merge(POSTGRES, target, "staging", _postgres_executor(cursor)).run()
             self.connection.commit()
         except psycopg2.Error as error:

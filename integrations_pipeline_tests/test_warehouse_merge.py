@@ -176,3 +176,15 @@ def test_typed_mappings_in_sql_answer_as_mapping_cast_does(warehouse: Warehouse)
     for record, mapped in zip(records, unified["mapped"], strict=True):
         expected = {target: as_json(value) for target, value in apply_to_record(record, rules).items()}
         assert json.loads(mapped) == expected, record["company"]
+
+
+def test_a_summary_after_an_incremental_merge_counts_the_partition_and_previews_the_written_keys(
+    warehouse: Warehouse,
+) -> None:
+    sequence(warehouse)
+    part = PartitionSlice("hubspot.contacts", "hubspot-acme")
+    summary = warehouse.summarize(part, KEY, KEY, written_keys=["1", "5"])
+    assert summary.row_count == 6 and summary.duplicate_keys == 0
+    assert summary.preview["source_id"].tolist() == ["1", "5"]
+    assert warehouse.summarize(part, KEY, KEY, written_keys=[]).preview.empty  # an incremental that fetched nothing
+    assert warehouse.summarize(part, KEY, KEY).preview["source_id"].tolist() == ["0", "1", "2", "3", "4", "5"]

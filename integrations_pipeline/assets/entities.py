@@ -36,6 +36,7 @@ from integrations_pipeline.store.inbox import WebhookInbox
 from integrations_pipeline.store.push import PushSubscriptions
 from integrations_pipeline.store.repository import LIVE_PARTITION, StateStore
 from integrations_pipeline.warehouse import (
+    SUMMARY_KEYS_MAX,
     MergeTarget,
     PartitionSlice,
     PartitionSummary,
@@ -258,7 +259,8 @@ def sync_scope(
     if fetched.cursor is not None and not is_backfill:
         store.set_cursor(scope.connection_id, spec.entity, fetched.cursor, scope.cursor_key)
     store.record_sync(scope.connection_id, request.started_at)
-    summary = warehouse.summarize(part, spec.primary_key, required_columns(spec))
+    few = fetched.mode == "incremental" and len(fetched.source_ids) <= SUMMARY_KEYS_MAX
+    summary = warehouse.summarize(part, spec.primary_key, required_columns(spec), fetched.source_ids if few else None)
     missed = missed_webhooks(spec, store, scope, fetched)
     return Synced(scope, connection.tenant if connection else None, fetched, counts, summary, stats, missed)
 
