@@ -256,12 +256,13 @@ def sync_scope(
         fetched = stage(spec, client, request, staging, incremental)
         counts = staging.merge(MergeTarget(part, spec.columns, spec.primary_key, fetched.mode != "incremental", follow))
         stats = client.stats
+    # Counted before the cursor moves: the webhooks that count are those since the previous sync's cursor.
+    missed = missed_webhooks(spec, store, scope, fetched)
     if fetched.cursor is not None and not is_backfill:
         store.set_cursor(scope.connection_id, spec.entity, fetched.cursor, scope.cursor_key)
     store.record_sync(scope.connection_id, request.started_at)
     few = fetched.mode == "incremental" and len(fetched.source_ids) <= SUMMARY_KEYS_MAX
     summary = warehouse.summarize(part, spec.primary_key, required_columns(spec), fetched.source_ids if few else None)
-    missed = missed_webhooks(spec, store, scope, fetched)
     return Synced(scope, connection.tenant if connection else None, fetched, counts, summary, stats, missed)
 
 
