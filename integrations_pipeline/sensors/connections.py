@@ -1,6 +1,9 @@
 """`connections_sensor` keeps each provider's connection partitions in step with the state store and
 starts the first sync of every new connection."""
 
+import hashlib
+from collections.abc import Mapping
+
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
@@ -8,12 +11,19 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 
 from integrations_pipeline.partitions import TENANTS, connection_partitions
 from integrations_pipeline.resources import IntegrationsResource
-from integrations_pipeline.store import ConnectionStatus
+from integrations_pipeline.schedules import batch_label, batch_request, consecutive_batches
+from integrations_pipeline.store import Connection, ConnectionStatus
 
 SYNCABLE = (ConnectionStatus.ACTIVE, ConnectionStatus.NEEDS_REAUTH)
 CONNECTIONS_SENSOR_INTERVAL_S = 15
 TENANTS_NAME = TENANTS.name or "tenants"
 PARTITION_TAG = "dagster/partition"
+
+
+def first_sync_digest(connections: Mapping[str, Connection], batch: list[str]) -> str:
+    """The batch's connections with their creation times, hashed: a reconnected connection is a new first sync."""
+    created = "|".join(f"{key}@{connections[key].created_at.isoformat()}" for key in batch)
+    return hashlib.sha256(created.encode()).hexdigest()[:16]
 
 
 def build_connections_sensor(sync_jobs: dict[str, UnresolvedAssetJobDefinition]) -> dg.SensorDefinition:
@@ -25,7 +35,7 @@ def build_connections_sensor(sync_jobs: dict[str, UnresolvedAssetJobDefinition])
         default_status=dg.DefaultSensorStatus.RUNNING,
         jobs=list(sync_jobs.values()),
         description="Adds a partition for every new connection (and removes disconnected ones), then runs its "
-        "first sync.",
+        "first sync (up to INTEGRATIONS_SYNC_BATCH_SIZE new connections per run).",
     )
     def connections_sensor(context: dg.SensorEvaluationContext, integrations: IntegrationsResource) -> dg.SensorResult:
         partition_requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
@@ -41,17 +51,19 @@ def build_connections_sensor(sync_jobs: dict[str, UnresolvedAssetJobDefinition])
                 partition_requests.append(dg.AddDynamicPartitionsRequest(partitions_name, added))
             if removed:
                 partition_requests.append(dg.DeleteDynamicPartitionsRequest(partitions_name, removed))
-            for connection_id in added:
-                if wanted[connection_id].status == ConnectionStatus.ACTIVE:
-                    run_requests.append(
-                        dg.RunRequest(
-                            job_name=job.name,
-                            partition_key=connection_id,
-                            # Deterministic: the same connection (by creation time) gets one first sync, ever.
-                            run_key=f"first-sync:{connection_id}:{wanted[connection_id].created_at.isoformat()}",
-                            tags={"provider": provider, "trigger": "new_connection"},
-                        )
+            # First syncs in batches, like the schedule's: `added` is appended to the partitions in this order, so a
+            # batch of it is a range; a connection that needs re-authorization ends a batch rather than joining it.
+            first = {key for key in added if wanted[key].status == ConnectionStatus.ACTIVE}
+            for batch in consecutive_batches(added, first, integrations.settings.sync_batch_size):
+                run_requests.append(
+                    batch_request(
+                        batch,
+                        job_name=job.name,
+                        # Deterministic: the same connections (by creation time) get one first sync, ever.
+                        run_key=f"first-sync:{batch_label(batch)}:{first_sync_digest(wanted, batch)}",
+                        tags={"provider": provider, "trigger": "new_connection"},
                     )
+                )
         tenants = sorted({c.tenant for c in integrations.store.list_connections(statuses=SYNCABLE)})
         known_tenants = set(context.instance.get_dynamic_partitions(TENANTS_NAME))
         if set(tenants) - known_tenants:

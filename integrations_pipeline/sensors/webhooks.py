@@ -41,7 +41,7 @@ from integrations_pipeline.clients.providers import ENTITIES
 from integrations_pipeline.clients.spec import EntitySpec
 from integrations_pipeline.partitions import CONNECTION, DAY, DAYS, connection_partitions
 from integrations_pipeline.resources import IntegrationsResource
-from integrations_pipeline.schedules import live_event_days
+from integrations_pipeline.schedules import live_event_days, partition_tags
 from integrations_pipeline.store import Connection, ConnectionStatus
 from integrations_pipeline.store.inbox import InboxEvent, WebhookInbox
 
@@ -125,7 +125,14 @@ def run_requests(
             partition_key=partition,
             asset_selection=[dg.AssetKey(target.spec.asset_name)],
             run_key=run_key,
-            tags={"provider": target.provider, "trigger": "webhook", WEBHOOK_RUN_TAG: run_key},
+            # Tagged with the partition as Dagster would resolve it, so Dagster does not validate each request
+            # against the whole partition list (Router.route already checked the partition exists).
+            tags={
+                "provider": target.provider,
+                "trigger": "webhook",
+                WEBHOOK_RUN_TAG: run_key,
+                **partition_tags(partition),
+            },
         )
         for partition, run_key in run_keys(target, key).items()
     ]
