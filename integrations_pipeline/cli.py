@@ -317,18 +317,31 @@ def backfill(provider: str, tenant: str | None, first_day: str, last_day: str) -
 @main.command(help="Serve the HTTP gateway.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="worker processes on the one port"
+)
 @friendly_errors
-def gateway(host: str, port: int) -> None:
+def gateway(host: str, port: int, workers: int) -> None:
     import uvicorn
-
-    from integrations_pipeline.gateway import create_app
 
     settings = load_settings()
     settings.require_api_key()
     settings.keyring()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # uvicorn's access log prints query strings, which carry OAuth codes: the app logs requests itself.
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    # uvicorn's access log prints query strings, which carry OAuth codes: the app logs requests itself. Workers
+    # each build the app from the same environment (uvicorn needs an import string to start them).
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False}
+    if workers == 1:
+        uvicorn.run(gateway_app(), **options)
+    else:
+        uvicorn.run("integrations_pipeline.cli:gateway_app", factory=True, workers=workers, **options)
+
+
+def gateway_app() -> Any:
+    """The gateway as configured by the environment (each `--workers` process calls this)."""
+    from integrations_pipeline.gateway import create_app
+
+    return create_app(load_settings())
 
 
 @main.command(help="Serve a provider's sandbox emulator (for local development and tests).")

@@ -58,6 +58,8 @@ connections = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("tenant", "provider"),
+    # Webhooks name the account, not the connection (migration 0008).
+    sa.Index("ix_connections_provider_account", "provider", "external_account_id"),
 )
 
 # One row per secret of a connection (access_token, refresh_token). `key_id` repeats the ciphertext's key id so
