@@ -38,6 +38,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -146,6 +147,51 @@ def connect_tenants(gateway_url: str, count: int) -> list[str]:
     return [str(connect_through_oauth(gateway_url, api_key, "hubspot", f"t{n:05d}")["id"]) for n in range(count)]
 
 
+class TreeSampler:
+    """Samples the CPU of a process tree every half second, by role, to say where the total went. The total itself
+    comes from RUSAGE_CHILDREN (exact); a process shorter than a sample is missing here."""
+
+    ROLES = (("execute_run", "run workers"), ("api grpc", "code server"), ("dagster-daemon", "daemon"))
+
+    def __init__(self, root: int) -> None:
+        import psutil
+
+        self.root = psutil.Process(root)
+        self.latest: dict[tuple[int, float], tuple[str, float]] = {}
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def role(self, command: str) -> str:
+        return next((role for marker, role in self.ROLES if marker in command), "other")
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self.stopped.wait(0.5):
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            for process in processes:
+                try:
+                    with process.oneshot():
+                        times = process.cpu_times()
+                        key = (process.pid, process.create_time())
+                        role = self.latest[key][0] if key in self.latest else self.role(" ".join(process.cmdline()))
+                except psutil.Error:
+                    continue
+                self.latest[key] = (role, times.user + times.system)
+
+    def by_role(self) -> dict[str, float]:
+        self.stopped.set()
+        self.thread.join()
+        totals: dict[str, float] = {}
+        for role, seconds in self.latest.values():
+            totals[role] = totals.get(role, 0.0) + seconds
+        return totals
+
+
 def wait_until_settled(store: Any, connection_ids: list[str], settle_s: float, daemon: subprocess.Popen[bytes]) -> int:
     """Until every connection has synced and no run was queued or running for `settle_s`; the number of runs."""
     import dagster as dg
@@ -183,8 +229,10 @@ def daemon_cpu(workdir: Path, count: int, contacts: int, settle_s: float) -> dic
         started = time.monotonic()
         with (workdir / "daemon.log").open("wb") as log:
             daemon = subprocess.Popen(command, cwd=workdir, env=environment, stdout=log, stderr=log)
+            sampler = TreeSampler(daemon.pid)
             try:
                 runs = wait_until_settled(store, ids, settle_s, daemon)
+                roles = sampler.by_role()
             finally:
                 daemon.send_signal(signal.SIGTERM)
                 try:
@@ -196,7 +244,8 @@ def daemon_cpu(workdir: Path, count: int, contacts: int, settle_s: float) -> dic
         elapsed = time.monotonic() - started
         failed = dg.DagsterInstance.get().get_runs_count(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
     cpu = children_cpu_s() - before
-    return {"cpu_s": cpu, "per_sync": cpu / count, "runs": runs, "failed_runs": failed, "wall_s": elapsed}
+    figures = {"cpu_s": cpu, "per_sync": cpu / count, "runs": runs, "failed_runs": failed, "wall_s": elapsed}
+    return figures | {f"sampled {role} cpu_s": value for role, value in roles.items()}
 
 
 def lean_child(connection_count: int) -> None:
@@ -221,7 +270,11 @@ def lean_child(connection_count: int) -> None:
             connection_id = f"lean-{n:05d}"
             authorized = http.get(
                 "/oauth/authorize",
-                params={"client_id": client_id, "redirect_uri": redirect, "scope": "crm.objects.contacts.read"},
+                params={
+                    "client_id": client_id,
+                    "redirect_uri": redirect,
+                    "scope": "oauth crm.objects.contacts.read crm.objects.owners.read",
+                },
             )
             code = parse_qs(urlsplit(authorized.headers["location"]).query)["code"][0]
             grant = http.post(
@@ -294,6 +347,7 @@ def daemon_figures(args: argparse.Namespace, workdir: Path) -> None:
     print(f"\n## Daemon vs lean loop ({args.contacts} contacts per connection)")
     for count in args.connections:
         project = daemon_cpu(workdir / f"daemon-{count}", count, args.contacts, args.settle)
+        print(f"K={count}: daemon figures {json.dumps({k: round(v, 3) for k, v in project.items()})}", flush=True)
         lean = lean_cpu(workdir / f"lean-{count}", count, args.contacts)
         ratio = project["per_sync"] / lean["per_sync"]
         print(

@@ -122,3 +122,23 @@ def test_is_due_covers_the_interval_since_the_previous_tick() -> None:
     assert is_due("0 9 * * 1-5", datetime(2026, 3, 10, 9, 0, tzinfo=UTC))  # a Tuesday
     assert not is_due("0 9 * * 1-5", datetime(2026, 3, 14, 9, 0, tzinfo=UTC))  # a Saturday
     assert is_due("0 * * * *", TICK, timedelta(hours=1))
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_first_syncs_of_new_connections_are_batched_like_the_schedule(tenants: list[str]) -> None:
+    acme, beta, _needs_reauth, delta, eps, zeta = tenants
+    definitions = build_definitions()
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_sensor_context(
+            instance=instance,
+            repository_def=definitions.get_repository_def(),
+            resources={"integrations": IntegrationsResource()},
+        ) as context,
+    ):
+        data = definitions.resolve_sensor_def("connections_sensor").evaluate_tick(context)
+    (added, _tenants) = data.dynamic_partitions_requests or []
+    assert list(added.partition_keys) == sorted(tenants)  # appended in this order: each batch below is a range
+    requests = [r for r in data.run_requests or [] if r.job_name == "hubspot_sync"]
+    assert spans(requests) == [(acme, beta), (delta, eps), (zeta, zeta)]  # gamma (needs_reauth) ends a batch
+    assert all(r.run_key and r.run_key.startswith("first-sync:") for r in requests)
