@@ -163,7 +163,7 @@ class TreeSampler:
         self.thread.start()
 
     def role(self, command: str) -> str:
-        return next((role for marker, role in self.ROLES if marker in command), "other")
+        return next((role for marker, role in self.ROLES if marker in command), " ".join(command.split()[1:4])[:60])
 
     def _run(self) -> None:
         import psutil

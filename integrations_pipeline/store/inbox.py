@@ -10,7 +10,7 @@ Rows stay at least DEDUP_WINDOW after they arrive, so a provider's late retry of
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -145,6 +145,20 @@ class WebhookInbox:
 
     def mark_requested(self, event_ids: Sequence[int], run_key: str) -> None:
         self._set(event_ids, status=InboxStatus.REQUESTED, run_key=run_key)
+
+    def mark_requested_batches(self, batches: Mapping[str, Sequence[int]], chunk: int = 500) -> None:
+        """Each batch's events requested under its run key, all in one transaction: a tick marks thousands of
+        batches, and a transaction each cost most of the tick. `chunk` bounds the ids per statement."""
+        table = schema.webhook_inbox
+        statement = (
+            table.update()
+            .where(table.c.id.in_(sa.bindparam("ids", expanding=True)))
+            .values(status=InboxStatus.REQUESTED.value, run_key=sa.bindparam("key"), updated_at=utcnow())
+        )
+        with self.store.write() as conn:
+            for key, ids in batches.items():
+                for start in range(0, len(ids), chunk):
+                    conn.execute(statement, {"ids": list(ids[start : start + chunk]), "key": key})
 
     def requested(self, *, run_key: str | None = None) -> list[InboxEvent]:
         table = schema.webhook_inbox

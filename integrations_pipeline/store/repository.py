@@ -156,6 +156,14 @@ class StateStore:
             return None  # type: ignore[return-value]
         return Connection.model_validate(row._asdict())
 
+    def get_connections(self, connection_ids: Collection[str]) -> dict[str, Connection]:
+        """The named connections that exist, in one query."""
+        if not connection_ids:
+            return {}
+        query = sa.select(schema.connections).where(schema.connections.c.id.in_(sorted(set(connection_ids))))
+        with self.engine.connect() as conn:
+            return {row.id: Connection.model_validate(row._asdict()) for row in conn.execute(query)}
+
     def list_connections(
         self, *, provider: str | None = None, statuses: tuple[ConnectionStatus, ...] | None = None
     ) -> list[Connection]:
