@@ -15,9 +15,9 @@ from integrations_pipeline.jobs import (
     replay_dead_letters_job,
 )
 from integrations_pipeline.mapping import ENTITIES as ENTITY_NAMES
-from integrations_pipeline.resources import IntegrationsResource, WarehouseIOManager
+from integrations_pipeline.resources import IntegrationsResource
 from integrations_pipeline.schedules import build_events_schedule, build_inbox_purge_schedule, build_sync_schedule
-from integrations_pipeline.sensors import build_connections_sensor, build_unified_sensor, build_webhook_events_sensor
+from integrations_pipeline.sensors import build_connections_sensor, build_webhook_events_sensor
 from integrations_pipeline.sensors.deliveries import build_delivery_sensors
 from integrations_pipeline.sensors.health import build_connection_health_sensor
 from integrations_pipeline.sensors.push import build_push_subscriptions_sensor
@@ -45,7 +45,6 @@ def build_definitions() -> dg.Definitions:
         jobs=[*provider_jobs, *unified_jobs.values(), replay_dead_letters_job, purge_webhook_inbox_job],
         sensors=[
             build_connections_sensor(sync_jobs),
-            build_unified_sensor(provider_jobs, unified_jobs),
             build_webhook_events_sensor(jobs_by_provider),
             *build_delivery_sensors(provider_jobs),
             build_push_subscriptions_sensor(),
@@ -65,10 +64,7 @@ def build_definitions() -> dg.Definitions:
                 if True in jobs
             ),
         ],
-        resources={
-            "integrations": IntegrationsResource(),
-            "io_manager": WarehouseIOManager(),
-        },
+        resources={"integrations": IntegrationsResource()},
     )
 
 

@@ -1,8 +1,5 @@
-"""Pure functions that turn records into a partition's frame and fold changes into it.
-
-Frames leave here sorted by primary key with fixed dtypes, so writing the same source twice gives the same
-table byte for byte.
-"""
+"""Pure functions that turn records into compact frames of fixed dtypes, one chunk of a sync at a time (the
+warehouse merges them: warehouse.py)."""
 
 from __future__ import annotations
 
@@ -67,49 +64,6 @@ def _shared_strings(values: np.ndarray) -> np.ndarray:
     pool = np.empty(len(uniques) + 1, dtype=object)  # code -1 (missing) takes the last entry: None
     pool[:-1] = uniques
     return pool.take(codes)
-
-
-def _varying(frame: pd.DataFrame, key: Sequence[str]) -> list[str]:
-    """The key without its leading columns that hold one value (a partition's connection_id): they change neither
-    order nor uniqueness, and sorting 100,000 rows by them as well takes five times as long."""
-    columns = list(key)
-    while len(columns) > 1 and frame[columns[0]].nunique(dropna=False) <= 1:
-        columns.pop(0)
-    return columns
-
-
-def _sorted(frame: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
-    return frame.sort_values(_varying(frame, key), kind="stable", ignore_index=True)
-
-
-def _last_per_key(frame: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
-    """Drop all but the last row of each key; no copy when every key is unique already (the usual case)."""
-    duplicated = frame.duplicated(subset=_varying(frame, key), keep="last")
-    return frame[~duplicated] if duplicated.any() else frame
-
-
-def upsert(current: pd.DataFrame, changes: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
-    """Current rows, replaced by changed ones with the same key; later duplicates in `changes` win."""
-    changes = _last_per_key(changes, key)
-    if current.empty:
-        return _sorted(changes, key)
-    changed_keys = pd.MultiIndex.from_frame(changes[list(key)])
-    kept = current[~pd.MultiIndex.from_frame(current[list(key)]).isin(changed_keys)]
-    combined = pd.concat([kept, changes], ignore_index=True) if not kept.empty else changes
-    return _sorted(combined, key)
-
-
-def replace_all(current: pd.DataFrame | None, fresh: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
-    """A full resync: the fresh rows, plus rows the provider no longer returns at all, kept and flagged deleted
-    (the provider's own deletions already arrive flagged in `fresh`)."""
-    fresh = _last_per_key(fresh, key)
-    if current is None or current.empty:
-        return _sorted(fresh, key)
-    vanished = current[~pd.MultiIndex.from_frame(current[list(key)]).isin(pd.MultiIndex.from_frame(fresh[list(key)]))]
-    if vanished.empty:
-        return _sorted(fresh, key)
-    vanished = vanished.assign(is_deleted=True)
-    return _sorted(pd.concat([fresh, vanished], ignore_index=True), key)
 
 
 def markdown_preview(frame: pd.DataFrame, rows: int = 10) -> str:

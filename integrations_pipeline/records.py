@@ -64,3 +64,28 @@ ENTITY_COLUMNS: dict[str, tuple[str, ...]] = {
     "contacts": CONTACT_COLUMNS,
     "events": EVENT_COLUMNS,
 }
+
+# What each column holds, for the Dagster UI's column schema (docs/data-model.md says the same at more length).
+COLUMN_DESCRIPTIONS: dict[str, str] = {
+    "connection_id": "`{provider}-{tenant}`: the connection (the Dagster partition) the row came through",
+    "source_id": "the record's id at the provider",
+    "email": "email address",
+    "first_name": "first name",
+    "last_name": "last name",
+    "title": "job title (users) or the event's title (events)",
+    "is_active": "the user can sign in at the provider",
+    "phone": "phone number, as the provider holds it",
+    "company": "company name",
+    "job_title": "job title",
+    "organizer_email": "the organizer's email address",
+    "start_at": "start (UTC; all-day events at midnight UTC of their date): its day is the day partition",
+    "end_at": "end (UTC)",
+    "is_all_day": "an all-day event",
+    "location": "location text",
+    "created_at": "creation time at the provider (UTC), where it says",
+    "modified_at": "last modification at the provider (UTC)",
+    "is_deleted": "deleted, archived or cancelled at the provider, or no longer returned by a full resync",
+    "tenant": "the tenant the connection belongs to",
+    "provider": "the provider the row came from",
+    "mapped": "the tenant's own columns (its field mapping for this provider) as a JSON object",
+}

@@ -1,4 +1,5 @@
 """Dagster resources: the one door from orchestration to the state store, the connectors and the warehouse.
+Assets write the warehouse themselves (warehouse.py merges what changed), so there is no I/O manager.
 
 Configuration comes from the same `Settings` model the gateway and CLI read (INTEGRATIONS_* variables, or
 `.env`), resolved when a run or sensor starts, never at import: so definitions load with no secrets set, and no
@@ -9,11 +10,9 @@ variable with dg.EnvVar.
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
 
 import dagster as dg
 import pandas as pd
-from dagster._core.storage.db_io_manager import DbIOManager, TableSlice
 from pydantic import PrivateAttr
 
 from integrations_pipeline.clients.auth import ConnectionAuth, TokenSource
@@ -95,32 +94,3 @@ class IntegrationsResource(dg.ConfigurableResource):
         """The warehouse rows of these connections (within the day window, if any) as they stand, or None when
         the table does not exist yet. Values are bound parameters; table and column names come from the registry."""
         return self.warehouse.read(table, connection_ids, window, day_column)
-
-
-class _NamedTableIOManager(DbIOManager):
-    """Dagster's DB I/O manager, with two adjustments: a `table` entry in the asset's metadata names the table (so
-    asset `hubspot_contacts` is stored as `hubspot.contacts`), and dynamic partitions resolve (see below)."""
-
-    def _get_table_slice(self, context: Any, output_context: dg.OutputContext) -> TableSlice:
-        # Expanding a multi-partition range with a dynamic dimension (events: connection x day) needs the instance,
-        # which Dagster's DB I/O manager does not pass down on its own.
-        with dg.partition_loading_context(dynamic_partitions_store=output_context.step_context.instance):
-            table_slice = super()._get_table_slice(context, output_context)
-        table = (output_context.definition_metadata or {}).get("table")
-        return table_slice._replace(table=table) if table else table_slice
-
-
-class WarehouseIOManager(dg.ConfigurableIOManagerFactory):
-    """Writes each partition into the configured warehouse (`warehouse.open_warehouse`: the DuckDB file, or
-    PostgreSQL when INTEGRATIONS_WAREHOUSE_URL is set), deleting and rewriting it in one transaction, so writes
-    are idempotent. Like IntegrationsResource, it reads Settings when a run starts: no config, no secret in it."""
-
-    def create_io_manager(self, context: dg.InitResourceContext) -> DbIOManager:
-        warehouse = open_warehouse(load_settings())
-        return _NamedTableIOManager(
-            db_client=warehouse.client(),
-            database=warehouse.name,
-            type_handlers=[warehouse.type_handler()],
-            default_load_type=pd.DataFrame,
-            io_manager_name="WarehouseIOManager",
-        )

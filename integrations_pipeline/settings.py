@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     backfill_rate_share: float = Field(
         default=0.5, gt=0, le=1, description="the share of each rate-limit window that backfill runs may take"
     )
+    sync_concurrency: int = Field(
+        default=4, ge=1, le=32, description="partitions a batched sync run syncs at once (each mostly waits on HTTP)"
+    )
     warehouse_url: SecretStr | None = Field(
         default=None,
         description="postgresql://user:pass@host/db to keep the warehouse on PostgreSQL instead of the DuckDB file",

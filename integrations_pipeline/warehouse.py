@@ -1,38 +1,57 @@
-"""The warehouse behind the I/O manager and the partition reads: DuckDB file (the default) or PostgreSQL.
+"""The warehouse: DuckDB file (the default) or PostgreSQL, written by merging what a sync fetched.
 
-One small abstraction, `Warehouse`, that both backends implement: a Dagster `DbClient` (connect, ensure the
-schema, delete a partition, all in one transaction with the insert), a `DbTypeHandler` that writes a pandas frame
-(DuckDB: INSERT from the frame; PostgreSQL: COPY), and `read` for `IntegrationsResource.read_partition`.
+A sync streams its chunks into a staging table (`Warehouse.staging`), then `Staging.merge` runs ONE transaction
+that compares the fetched rows with the partition by primary key and touches only what changed: new keys are
+inserted, changed rows updated, and (full resyncs only) rows of the partition the provider no longer returned
+are flagged `is_deleted`. The same transaction carries those changes on to `unified.<entity>`. Nothing reads
+the partition into pandas: memory stays bounded by the chunk size however large the partition is.
+
+DuckDB stages into a file of its own (a run holds the warehouse file's lock only for the merge, not while it
+pages through a provider) and attaches it for the merge; PostgreSQL COPYs into a temporary table of the merge's
+own session. The SQL is the same on both (no constraint needed: tables written before keys existed keep working).
 `open_warehouse(settings)` picks the backend from configuration only: `INTEGRATIONS_WAREHOUSE_URL` set to a
 `postgresql://` URL selects PostgreSQL, otherwise the DuckDB file at `INTEGRATIONS_WAREHOUSE_PATH`.
 
-Partition values are always bound parameters; table and column names come from the registry and are quoted.
+Values are always bound parameters; table and column names come from the registry and are quoted.
 """
 
+from __future__ import annotations
+
+import hashlib
 import io
+import json
+import threading
+import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import dagster as dg
 import duckdb
 import pandas as pd
-from dagster._core.definitions.metadata import TableMetadataSet
-from dagster._core.storage.db_io_manager import DbClient, DbTypeHandler, TablePartitionDimension, TableSlice
 from dagster._utils.backoff import backoff
 
 from integrations_pipeline.frames import TIMESTAMP_DTYPE
+from integrations_pipeline.mapping import FieldRule, Transform
 from integrations_pipeline.settings import Settings
 
 if TYPE_CHECKING:  # psycopg2 is imported where PostgreSQL is used: a DuckDB run process never loads it (5 MiB)
     from psycopg2.extensions import connection as PgConnection
 
 WAREHOUSE_LOCK_RETRIES = 10  # about 100 s of exponential backoff, as Dagster's DuckDB I/O manager waits
+PREVIEW_ROWS = 10
+UNIFIED_SCHEMA = "unified"
+MAPPED_COLUMN = "mapped"
+# Which mapping each connection's unified rows were shaped with: a different one rewrites them (only them).
+APPLIED_MAPPINGS = f"{UNIFIED_SCHEMA}.applied_mappings"
+PRIMARY_KEY = ("connection_id", "source_id")
+SEQUENCE = "_seq"  # staging rows in fetch order: of two rows with one key, the later wins
 
 Window = tuple[datetime, datetime]
+Execute = Any  # (sql, parameters) -> list of row tuples, on the open transaction
 
 
 def _quoted(name: str) -> str:
@@ -44,65 +63,396 @@ def _qualified(table: str) -> str:
     return ".".join(_quoted(part) for part in table.split("."))
 
 
-def _slice_filter(dimensions: Sequence[TablePartitionDimension] | None, placeholder: str) -> tuple[str, list[Any]]:
-    """A WHERE clause (with bound values) selecting a partition slice: a time window or a set of keys per
-    dimension, as Dagster's DB I/O manager describes them."""
-    clauses: list[str] = []
-    parameters: list[Any] = []
-    for dimension in dimensions or ():
-        column = _quoted(str(dimension.partition_expr))
-        if isinstance(dimension.partitions, dg.TimeWindow):
-            clauses.append(f"{column} >= {placeholder} AND {column} < {placeholder}")
-            parameters += [dimension.partitions.start, dimension.partitions.end]
-        else:
-            keys = list(dimension.partitions)
-            clauses.append(f"{column} IN ({', '.join(placeholder for _ in keys) or 'NULL'})")
-            parameters += keys
-    return " AND ".join(clauses) or "TRUE", parameters
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
-def _partition_query(
-    table: str, connection_ids: list[str], window: Window | None, day_column: str, placeholder: str
-) -> tuple[str, list[Any]]:
-    dimensions = [TablePartitionDimension("connection_id", connection_ids)]
-    if window is not None:
-        dimensions.append(TablePartitionDimension(day_column, dg.TimeWindow(*window)))
-    where, parameters = _slice_filter(dimensions, placeholder)
-    return f"SELECT * FROM {_qualified(table)} WHERE {where} ORDER BY connection_id, source_id", parameters
+def column_kind(column: str) -> str:
+    """Records have three kinds of column (records.py, frames.normalize): UTC timestamps, flags and text."""
+    if column.endswith("_at"):
+        return "timestamp"
+    return "flag" if column.startswith("is_") else "text"
 
 
-def _output_metadata(context: dg.OutputContext, frame: pd.DataFrame, storage_kind: str) -> dict[str, Any]:
-    rows = frame.shape[0]
-    return {
-        **(
-            TableMetadataSet(partition_row_count=rows, storage_kind=storage_kind)
-            if context.has_partition_key or context.has_asset_partitions
-            else TableMetadataSet(row_count=rows, storage_kind=storage_kind)
-        ),
-        "dataframe_columns": dg.MetadataValue.table_schema(
-            dg.TableSchema(columns=[dg.TableColumn(name=str(n), type=str(t)) for n, t in frame.dtypes.items()])
-        ),
-    }
+@dataclass(frozen=True)
+class PartitionSlice:
+    """The rows of `table` one partition owns: a connection's, within a day window for events."""
+
+    table: str
+    connection_id: str
+    window: Window | None = None
+    day_column: str = "start_at"
+    owner_column: str = "connection_id"  # `tenant` for a unified partition
+
+    def where(self, placeholder: str, alias: str = "") -> tuple[str, list[Any]]:
+        prefix = f"{alias}." if alias else ""
+        clause = f"{prefix}{_quoted(self.owner_column)} = {placeholder}"
+        parameters: list[Any] = [self.connection_id]
+        if self.window is not None:
+            column = prefix + _quoted(self.day_column)
+            clause += f" AND {column} >= {placeholder} AND {column} < {placeholder}"
+            parameters += list(self.window)
+        return clause, parameters
+
+
+@dataclass(frozen=True)
+class UnifiedFollow:
+    """Where a provider's changes go on to: `unified.<entity>`, shaped by the tenant's mapping for the provider."""
+
+    entity: str
+    tenant: str
+    provider: str
+    rules: Mapping[str, FieldRule]
+
+    @property
+    def table(self) -> str:
+        return f"{UNIFIED_SCHEMA}.{self.entity}"
+
+    @property
+    def fingerprint(self) -> str:
+        rules = {target: rule.model_dump(mode="json") for target, rule in sorted(self.rules.items())}
+        return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class MergeTarget:
+    slice: PartitionSlice
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    full: bool  # a full resync: rows of the slice that were not fetched are flagged deleted
+    unified: UnifiedFollow | None = None
+
+
+@dataclass(frozen=True)
+class WriteCounts:
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0  # rows that became deleted: flagged by the provider, or no longer returned by a full resync
+    unified: int = 0  # rows written to the unified table
+    unified_rewritten: bool = False  # the mapping changed, so the connection's unified rows were all rewritten
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated + self.deleted
+
+
+@dataclass(frozen=True)
+class PartitionSummary:
+    """What the UI shows of a partition after a write, all computed in SQL on the partition."""
+
+    row_count: int
+    column_types: dict[str, str]
+    preview: pd.DataFrame
+    duplicate_keys: int
+    duplicate_examples: list[str]
+    missing_by_column: dict[str, int] = field(default_factory=dict)
+
+
+class WarehouseWriteError(Exception):
+    """The warehouse refused a merge: nothing of it was written (the transaction rolled back)."""
+
+
+# --- SQL shared by both backends -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    placeholder: str
+    types: Mapping[str, str]  # column kind -> SQL type
+    temp_table: str  # CREATE <this> name AS ...
+    json_object: str  # the function building a JSON object from key, value pairs
+
+    def column_definitions(self, columns: Sequence[str]) -> str:
+        return ", ".join(f"{_quoted(column)} {self.types[column_kind(column)]}" for column in columns)
+
+    def mapped(self, rules: Mapping[str, FieldRule], columns: Sequence[str], alias: str) -> str:
+        """The `mapped` JSON text of one row: each target column's value, transformed in SQL (as data, not text)."""
+        if not rules:
+            return "'{}'"
+        pairs = []
+        for target, rule in sorted(rules.items()):
+            value = f"{alias}.{_quoted(rule.source)}" if rule.source in columns else "NULL"
+            if rule.transform != Transform.NONE:
+                function = {Transform.UPPERCASE: "upper", Transform.LOWERCASE: "lower", Transform.TRIM: "trim"}
+                value = f"{function[rule.transform]}(CAST({value} AS VARCHAR))"
+            pairs += [_literal(target), value]
+        return f"CAST({self.json_object}({', '.join(pairs)}) AS VARCHAR)"
+
+
+DUCKDB = _Dialect(
+    "?", {"timestamp": "TIMESTAMPTZ", "flag": "BOOLEAN", "text": "VARCHAR"}, "OR REPLACE TEMP TABLE", "json_object"
+)
+POSTGRES = _Dialect(
+    "%s",
+    {"timestamp": "timestamptz", "flag": "boolean", "text": "text"},
+    "TEMP TABLE",
+    "jsonb_build_object",
+)
+
+
+def unified_columns(entity_columns: Sequence[str]) -> tuple[str, ...]:
+    return ("tenant", "provider", *entity_columns, MAPPED_COLUMN)
+
+
+def _ensure_table(
+    execute: Execute, dialect: _Dialect, table: str, columns: Sequence[str], key: Sequence[str] = PRIMARY_KEY
+) -> None:
+    """The table with the columns' types (an empty partition still creates it)."""
+    execute(f"CREATE SCHEMA IF NOT EXISTS {_quoted(table.split('.')[0])}", [])
+    execute(f"CREATE TABLE IF NOT EXISTS {_qualified(table)} ({dialect.column_definitions(columns)})", [])
+    if dialect is POSTGRES:  # the key lookup of an incremental merge must not scan every connection's rows
+        keys = ", ".join(_quoted(k) for k in key)
+        execute(
+            f"CREATE INDEX IF NOT EXISTS {_quoted(table.split('.')[1] + '_key')} ON {_qualified(table)} ({keys})", []
+        )
+
+
+class _Merge:
+    """The statements of one merge, run on an open transaction through `execute(sql, parameters) -> rows`."""
+
+    def __init__(self, dialect: _Dialect, target: MergeTarget, staging: str, execute: Any) -> None:
+        self.dialect, self.target, self.staging, self.execute = dialect, target, staging, execute
+        self.table = _qualified(target.slice.table)
+        self.names = ", ".join(_quoted(column) for column in target.columns)
+
+    def _key_match(self, left: str, right: str) -> str:
+        return " AND ".join(f"{left}.{_quoted(k)} = {right}.{_quoted(k)}" for k in self.target.key)
+
+    def ensure_table(self, table: str, columns: Sequence[str]) -> None:
+        _ensure_table(self.execute, self.dialect, table, columns, self.target.key)
+
+    def run(self) -> WriteCounts:
+        target, dialect, p = self.target, self.dialect, self.dialect.placeholder
+        self.ensure_table(target.slice.table, target.columns)
+        key = ", ".join(_quoted(k) for k in target.key)
+        self.execute(
+            f"CREATE {dialect.temp_table} fresh AS SELECT {self.names} FROM (SELECT *, row_number() OVER "
+            f"(PARTITION BY {key} ORDER BY {SEQUENCE} DESC) AS _rank FROM {self.staging}) ranked WHERE _rank = 1",
+            [],
+        )
+        differs = " OR ".join(f"f.{_quoted(c)} IS DISTINCT FROM t.{_quoted(c)}" for c in target.columns)
+        fresh_columns = ", ".join(f"f.{_quoted(c)}" for c in target.columns)
+        changes = (
+            f"SELECT {fresh_columns}, CASE WHEN t.{_quoted(target.key[-1])} IS NULL THEN 'inserted' "
+            "WHEN f.is_deleted AND NOT coalesce(t.is_deleted, FALSE) THEN 'deleted' ELSE 'updated' END AS _change "
+            f"FROM fresh f LEFT JOIN (SELECT * FROM {self.table} WHERE connection_id = {p}) t "
+            f"ON {self._key_match('f', 't')} WHERE t.{_quoted(target.key[-1])} IS NULL OR {differs}"
+        )
+        parameters: list[Any] = [target.slice.connection_id]
+        if target.full:
+            where, slice_parameters = target.slice.where(p, "t")
+            kept = ", ".join("TRUE" if c == "is_deleted" else f"t.{_quoted(c)}" for c in target.columns)
+            changes += (
+                f" UNION ALL SELECT {kept}, 'deleted' FROM {self.table} t WHERE {where} AND NOT t.is_deleted "
+                f"AND NOT EXISTS (SELECT 1 FROM fresh f WHERE {self._key_match('f', 't')})"
+            )
+            parameters += slice_parameters
+        self.execute(f"CREATE {dialect.temp_table} changes AS {changes}", parameters)
+        self._upsert(self.table, target.columns, [f"c.{_quoted(c)}" for c in target.columns], [], provider=True)
+        counts = dict(self.execute("SELECT _change, count(*) FROM changes GROUP BY _change", []))
+        written = WriteCounts(counts.get("inserted", 0), counts.get("updated", 0), counts.get("deleted", 0))
+        return self._follow(written) if target.unified is not None else written
+
+    def _upsert(
+        self, table: str, columns: Sequence[str], values: list[str], parameters: list[Any], *, provider: bool
+    ) -> None:
+        """The changed rows into `table`: UPDATE the keys it holds, INSERT the others. The provider table knows
+        which keys are new (`_change`); the unified table may lack rows of any kind, so it looks."""
+        assignments = ", ".join(f"{_quoted(c)} = {v}" for c, v in zip(columns, values, strict=True))
+        match = self._key_match("t", "c")
+        existing = f"c._change <> 'inserted' AND {match}" if provider else match
+        self.execute(f"UPDATE {table} AS t SET {assignments} FROM changes c WHERE {existing}", parameters)
+        missing = "c._change = 'inserted'" if provider else f"NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})"
+        names = ", ".join(_quoted(c) for c in columns)
+        self.execute(
+            f"INSERT INTO {table} ({names}) SELECT {', '.join(values)} FROM changes c WHERE {missing}", parameters
+        )
+
+    def _unified_values(self, follow: UnifiedFollow, alias: str) -> list[str]:
+        """tenant and provider (bound), the entity's columns, the mapped JSON."""
+        p, columns = self.dialect.placeholder, self.target.columns
+        return [p, p, *(f"{alias}.{_quoted(c)}" for c in columns), self.dialect.mapped(follow.rules, columns, alias)]
+
+    def _follow(self, written: WriteCounts) -> WriteCounts:
+        """The changes into `unified.<entity>`; all of the connection's rows there when its mapping changed (or
+        they were never shaped: the first sync, a table from before this path)."""
+        follow, p = self.target.unified, self.dialect.placeholder
+        assert follow is not None
+        columns = unified_columns(self.target.columns)
+        self.ensure_table(follow.table, columns)
+        _ensure_table(
+            self.execute,
+            self.dialect,
+            APPLIED_MAPPINGS,
+            ("connection_id", "entity", "fingerprint"),
+            ("connection_id", "entity"),
+        )
+        connection_id, owner = self.target.slice.connection_id, [self.target.slice.connection_id, follow.entity]
+        unified, tenant_provider = _qualified(follow.table), [follow.tenant, follow.provider]
+        applied = _qualified(APPLIED_MAPPINGS)
+        if self.execute(f"SELECT fingerprint FROM {applied} WHERE connection_id = {p} AND entity = {p}", owner) == [
+            (follow.fingerprint,)
+        ]:
+            self._upsert(unified, columns, self._unified_values(follow, "c"), tenant_provider, provider=False)
+            return WriteCounts(written.inserted, written.updated, written.deleted, unified=written.written)
+        self.execute(f"DELETE FROM {unified} WHERE connection_id = {p}", [connection_id])
+        names = ", ".join(_quoted(c) for c in columns)
+        self.execute(
+            f"INSERT INTO {unified} ({names}) SELECT {', '.join(self._unified_values(follow, 't'))} "
+            f"FROM {self.table} t WHERE t.connection_id = {p}",
+            [*tenant_provider, connection_id],
+        )
+        self.execute(f"DELETE FROM {applied} WHERE connection_id = {p} AND entity = {p}", owner)
+        self.execute(f"INSERT INTO {applied} VALUES ({p}, {p}, {p})", [*owner, follow.fingerprint])
+        rows = self.execute(f"SELECT count(*) FROM {unified} WHERE connection_id = {p}", [connection_id])[0][0]
+        return WriteCounts(written.inserted, written.updated, written.deleted, int(rows), unified_rewritten=True)
+
+
+@dataclass(frozen=True)
+class UnifiedSource:
+    """One connection's rows for a unified rebuild: its provider table and the tenant's mapping for them."""
+
+    table: str
+    columns: tuple[str, ...]
+    connection_id: str
+    follow: UnifiedFollow
+
+
+def _summarize(
+    execute: Execute, dialect: _Dialect, part: PartitionSlice, key: Sequence[str], required: Sequence[str]
+) -> PartitionSummary:
+    p, table = dialect.placeholder, _qualified(part.table)
+    where, parameters = part.where(p)
+    schema, name = part.table.split(".")
+    types = execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        f"WHERE table_schema = {p} AND table_name = {p} ORDER BY ordinal_position",
+        [schema, name],
+    )
+    nulls = ", ".join(f"sum(CASE WHEN {_quoted(c)} IS NULL THEN 1 ELSE 0 END)" for c in required)
+    row_count, *missing = execute(f"SELECT count(*), {nulls} FROM {table} WHERE {where}", parameters)[0]
+    keys = ", ".join(_quoted(k) for k in key)
+    duplicates = execute(
+        f"SELECT {_quoted(key[-1])} FROM {table} WHERE {where} GROUP BY {keys} HAVING count(*) > 1 ORDER BY {keys}",
+        parameters,
+    )
+    names = [column for column, _ in types]
+    preview = execute(f"SELECT * FROM {table} WHERE {where} ORDER BY {keys} LIMIT {PREVIEW_ROWS}", parameters)
+    return PartitionSummary(
+        row_count=int(row_count),
+        column_types=dict(types),
+        preview=pd.DataFrame.from_records(preview, columns=names),
+        duplicate_keys=len(duplicates),
+        duplicate_examples=[str(row[0]) for row in duplicates[:5]],
+        missing_by_column={column: int(count or 0) for column, count in zip(required, missing, strict=True)},
+    )
+
+
+def _rebuild_unified(
+    execute: Execute, dialect: _Dialect, entity: str, tenant: str, window: Window | None, sources: list[UnifiedSource]
+) -> int:
+    """Replace a tenant's unified partition (one day of it, for events) with its live connections' rows."""
+    p, table = dialect.placeholder, f"{UNIFIED_SCHEMA}.{entity}"
+    if not sources:
+        return 0
+    columns = unified_columns(sources[0].columns)
+    _ensure_table(execute, dialect, table, columns)
+    where, parameters = PartitionSlice(table, tenant, window, owner_column="tenant").where(p)
+    execute(f"DELETE FROM {_qualified(table)} WHERE {where}", parameters)
+    names = ", ".join(_quoted(c) for c in columns)
+    for source in sources:
+        _ensure_table(execute, dialect, source.table, source.columns)
+        values = [p, p, *(f"t.{_quoted(c)}" for c in source.columns)]
+        values.append(dialect.mapped(source.follow.rules, source.columns, "t"))
+        source_where, source_parameters = PartitionSlice(source.table, source.connection_id, window).where(p, "t")
+        execute(
+            f"INSERT INTO {_qualified(table)} ({names}) SELECT {', '.join(values)} "
+            f"FROM {_qualified(source.table)} t WHERE {source_where}",
+            [tenant, source.follow.provider, *source_parameters],
+        )
+    return int(execute(f"SELECT count(*) FROM {_qualified(table)} WHERE {where}", parameters)[0][0])
+
+
+class Staging(ABC):
+    """A sync's fetched rows, before the merge. `clear` starts over (a cursor expired part-way)."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = tuple(columns)
+        self.rows = 0
+
+    def append(self, frame: pd.DataFrame) -> None:
+        if not frame.empty:
+            self._append(frame.assign(**{SEQUENCE: range(self.rows, self.rows + len(frame))}))
+            self.rows += len(frame)
+
+    @abstractmethod
+    def _append(self, frame: pd.DataFrame) -> None: ...
+
+    @abstractmethod
+    def clear(self) -> None: ...
+
+    @abstractmethod
+    def merge(self, target: MergeTarget) -> WriteCounts:
+        """The one transaction: the changes into the partition (and on to the unified table), or nothing."""
 
 
 class Warehouse(ABC):
-    """Where asset outputs live. Each write replaces its partition slice in one transaction (DELETE then
-    INSERT, both or neither), so writes are idempotent; `read` gives the rows back as they stand."""
-
     kind: str
-    name: str  # what TableSlice.database and the UI show: never a password
+    name: str  # what the UI may show: never a password
+    dialect: _Dialect
 
     @abstractmethod
-    def client(self) -> DbClient: ...
+    def transaction(self) -> Any:
+        """A context manager giving `execute(sql, parameters) -> rows` on one transaction, committed at the end."""
 
     @abstractmethod
-    def type_handler(self) -> DbTypeHandler: ...
+    def staging(self, columns: Sequence[str]) -> Any:
+        """A context manager giving a `Staging` for one partition's write."""
 
-    @abstractmethod
+    def table_exists(self, table: str) -> bool:
+        schema, name = table.split(".")
+        p = self.dialect.placeholder
+        with self.transaction() as execute:
+            rows = execute(
+                f"SELECT count(*) FROM information_schema.tables WHERE table_schema = {p} AND table_name = {p}",
+                [schema, name],
+            )
+        return bool(rows[0][0])
+
+    def summarize(self, part: PartitionSlice, key: Sequence[str], required: Sequence[str]) -> PartitionSummary:
+        with self.transaction() as execute:
+            return _summarize(execute, self.dialect, part, key, required)
+
+    def rebuild_unified(self, entity: str, tenant: str, window: Window | None, sources: list[UnifiedSource]) -> int:
+        with self.transaction() as execute:
+            return _rebuild_unified(execute, self.dialect, entity, tenant, window, sources)
+
     def read(
         self, table: str, connection_ids: list[str], window: Window | None, day_column: str
     ) -> pd.DataFrame | None:
-        """The rows of these connections (within the window, if any), or None when the table does not exist."""
+        """The rows of these connections (within the window, if any) in key order, or None when the table does not
+        exist: for tests and comparisons, never on the sync path."""
+        if not self.table_exists(table):
+            return None
+        p = self.dialect.placeholder
+        where = f"connection_id IN ({', '.join(p for _ in connection_ids) or 'NULL'})"
+        parameters: list[Any] = list(connection_ids)
+        if window is not None:
+            where += f" AND {_quoted(day_column)} >= {p} AND {_quoted(day_column)} < {p}"
+            parameters += list(window)
+        with self.transaction() as execute:
+            names = [
+                c
+                for c, _ in execute(
+                    f"SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = {p} "
+                    f"AND table_name = {p} ORDER BY ordinal_position",
+                    table.split("."),
+                )
+            ]
+            rows = execute(
+                f"SELECT * FROM {_qualified(table)} WHERE {where} ORDER BY connection_id, source_id", parameters
+            )
+        return _typed_like_frames(pd.DataFrame.from_records(rows, columns=names))
 
 
 def open_warehouse(settings: Settings) -> Warehouse:
@@ -111,15 +461,37 @@ def open_warehouse(settings: Settings) -> Warehouse:
     return DuckDbWarehouse(settings.warehouse_path)
 
 
+def _typed_like_frames(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows read back with the dtypes frames.normalize gives (timestamps as UTC microseconds, text as object)."""
+    for column in frame.columns:
+        if column_kind(column) == "timestamp":
+            frame[column] = pd.to_datetime(frame[column], utc=True).astype(TIMESTAMP_DTYPE)
+        elif column_kind(column) == "flag":
+            frame[column] = frame[column].astype(bool)
+    return frame
+
+
 # --- DuckDB (the embedded default) -----------------------------------------------------------------------------
+
+# One process writes a DuckDB file through one database instance: its merges take turns (DDL from two threads
+# at once would conflict in the catalog).
+_DUCKDB_MERGES: dict[str, threading.Lock] = {}
+_DUCKDB_MERGES_GUARD = threading.Lock()
+
+
+def _duckdb_executor(connection: duckdb.DuckDBPyConnection) -> Execute:
+    return lambda sql, parameters: connection.execute(sql, parameters).fetchall()
 
 
 class DuckDbWarehouse(Warehouse):
     kind = "duckdb"
+    dialect = DUCKDB
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.name = str(path)
+        with _DUCKDB_MERGES_GUARD:
+            self.merges = _DUCKDB_MERGES.setdefault(str(path.resolve()), threading.Lock())
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB file admits one writing process at a time: wait for the lock like Dagster's client does."""
@@ -132,124 +504,87 @@ class DuckDbWarehouse(Warehouse):
             max_retries=WAREHOUSE_LOCK_RETRIES,
         )
 
-    def client(self) -> DbClient:
-        return _DuckDbClient(self)
-
-    def type_handler(self) -> DbTypeHandler:
-        return _DuckDbFrameHandler()
-
-    def read(
-        self, table: str, connection_ids: list[str], window: Window | None, day_column: str
-    ) -> pd.DataFrame | None:
-        query, parameters = _partition_query(table, connection_ids, window, day_column, "?")
-        with self.connect() as connection:
-            try:
-                return connection.execute(query, parameters).df()
-            except duckdb.CatalogException:
-                return None
-
-
-def _duckdb_table_exists(connection: duckdb.DuckDBPyConnection, table_slice: TableSlice) -> bool:
-    # fetchall: DuckDB refuses the next statement while a result is unfinished.
-    rows = connection.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [table_slice.schema, table_slice.table],
-    ).fetchall()
-    return bool(rows[0][0])
-
-
-class _DuckDbClient(DbClient):
-    """Dagster's DuckDB client runs the partition's DELETE and INSERT on an autocommit connection, so a failed
-    INSERT would leave the partition empty; here they share one transaction and a failure rolls both back."""
-
-    def __init__(self, warehouse: DuckDbWarehouse) -> None:
-        self.warehouse = warehouse
-
     @contextmanager
-    def connect(self, context: Any, table_slice: TableSlice) -> Iterator[duckdb.DuckDBPyConnection]:  # type: ignore[override]
-        with self.warehouse.connect() as connection:
+    def transaction(self) -> Iterator[Execute]:
+        with self.connect() as connection:
             connection.begin()
             try:
-                yield connection
+                yield _duckdb_executor(connection)
             except BaseException:
                 connection.rollback()
                 raise
             connection.commit()
 
-    def ensure_schema_exists(self, context: Any, table_slice: TableSlice, connection: Any) -> None:  # type: ignore[override]
-        connection.execute(f"CREATE SCHEMA IF NOT EXISTS {_quoted(table_slice.schema)}").fetchall()
-
-    def delete_table_slice(self, context: Any, table_slice: TableSlice, connection: Any) -> None:  # type: ignore[override]
-        # Look before deleting: a failed statement (the first write's missing table) would abort the transaction.
-        if _duckdb_table_exists(connection, table_slice):
-            where, parameters = _slice_filter(table_slice.partition_dimensions, "?")
-            connection.execute(
-                f"DELETE FROM {_qualified(_table_name(table_slice))} WHERE {where}", parameters
-            ).fetchall()
-
-    @staticmethod
-    def get_select_statement(table_slice: TableSlice) -> str:
-        return f"SELECT * FROM {_qualified(_table_name(table_slice))}"
+    @contextmanager
+    def staging(self, columns: Sequence[str]) -> Iterator[Staging]:
+        staging = _DuckDbStaging(self, columns)
+        try:
+            yield staging
+        finally:
+            staging.close()
 
 
-def _table_name(table_slice: TableSlice) -> str:
-    return f"{table_slice.schema}.{table_slice.table}"
+class _DuckDbStaging(Staging):
+    """A DuckDB file of its own next to the warehouse: filled while the provider is paged (the warehouse file
+    stays free for other runs), attached read-only for the merge, then removed."""
 
+    def __init__(self, warehouse: DuckDbWarehouse, columns: Sequence[str]) -> None:
+        super().__init__(columns)
+        self.warehouse = warehouse
+        directory = warehouse.path.parent / "staging"
+        directory.mkdir(parents=True, exist_ok=True)
+        self.alias = f"staging_{uuid.uuid4().hex}"
+        self.path = directory / f"{self.alias}.duckdb"
+        self.connection: duckdb.DuckDBPyConnection | None = duckdb.connect(str(self.path))
+        self._create()
 
-class _DuckDbFrameHandler(DbTypeHandler[pd.DataFrame]):
-    """Like dagster-duckdb-pandas' handler: an empty frame creates no table (so `read` answers None, and the
-    next sync is a full one, on every backend alike)."""
+    def _create(self) -> None:
+        assert self.connection is not None
+        definitions = DUCKDB.column_definitions(self.columns)
+        self.connection.execute(f"CREATE OR REPLACE TABLE staging ({definitions}, {SEQUENCE} BIGINT)")
 
-    def handle_output(
-        self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection: Any
-    ) -> dict[str, Any]:
-        if not obj.empty:
-            table = _qualified(_table_name(table_slice))
-            connection.register("frame_to_write", obj)
-            connection.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM frame_to_write LIMIT 0").fetchall()
-            connection.execute(f"INSERT INTO {table} SELECT * FROM frame_to_write").fetchall()
-            connection.unregister("frame_to_write")
-        return _output_metadata(context, obj, "duckdb")
+    def _append(self, frame: pd.DataFrame) -> None:
+        assert self.connection is not None
+        self.connection.register("chunk", frame)
+        names = ", ".join(_quoted(c) for c in (*self.columns, SEQUENCE))
+        self.connection.execute(f"INSERT INTO staging ({names}) SELECT {names} FROM chunk")
+        self.connection.unregister("chunk")
 
-    def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection: Any) -> pd.DataFrame:
-        where, parameters = _slice_filter(table_slice.partition_dimensions, "?")
-        return connection.execute(
-            f"SELECT * FROM {_qualified(_table_name(table_slice))} WHERE {where}", parameters
-        ).df()
+    def clear(self) -> None:
+        self.rows = 0
+        self._create()
 
-    @property
-    def supported_types(self) -> Sequence[type[object]]:
-        return [pd.DataFrame]
+    def merge(self, target: MergeTarget) -> WriteCounts:
+        assert self.connection is not None
+        self.connection.close()
+        self.connection = None
+        with self.warehouse.merges, self.warehouse.connect() as connection:
+            connection.execute(f"ATTACH {_literal(str(self.path))} AS {self.alias} (READ_ONLY)")
+            try:
+                connection.begin()
+                try:
+                    counts = _Merge(DUCKDB, target, f"{self.alias}.staging", _duckdb_executor(connection)).run()
+                except duckdb.Error as error:
+                    connection.rollback()
+                    raise WarehouseWriteError(f"{type(error).__name__}: {error}") from None
+                connection.commit()
+            finally:
+                connection.execute(f"DETACH {self.alias}")
+        return counts
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+        for path in (self.path, self.path.with_name(self.path.name + ".wal")):
+            path.unlink(missing_ok=True)
 
 
 # --- PostgreSQL (the production option) ------------------------------------------------------------------------
 
 
-def _postgres_type(column: str, dtype: Any) -> str:
-    """Frames have three kinds of column (frames.normalize): UTC timestamps, flags and text."""
-    if pd.api.types.is_datetime64_any_dtype(dtype):
-        return "timestamptz"
-    if pd.api.types.is_bool_dtype(dtype):
-        return "boolean"
-    if pd.api.types.is_integer_dtype(dtype):
-        return "bigint"
-    if pd.api.types.is_float_dtype(dtype):
-        return "double precision"
-    return "text"
-
-
-def _typed_like_frames(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows read back with the dtypes frames.normalize gives (timestamps as UTC microseconds, text as object)."""
-    for column in frame.columns:
-        if column.endswith("_at"):
-            frame[column] = pd.to_datetime(frame[column], utc=True).astype(TIMESTAMP_DTYPE)
-        elif column.startswith("is_"):
-            frame[column] = frame[column].astype(bool)
-    return frame
-
-
 class PostgresWarehouse(Warehouse):
     kind = "postgres"
+    dialect = POSTGRES
 
     def __init__(self, url: str) -> None:
         import psycopg2.extensions
@@ -259,8 +594,8 @@ class PostgresWarehouse(Warehouse):
         self.name = parameters.get("dbname", "postgres")
 
     @contextmanager
-    def connect(self) -> Iterator["PgConnection"]:
-        """One transaction: committed when the block ends, rolled back (both DELETE and COPY) if it raises."""
+    def connect(self) -> Iterator[PgConnection]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
         import psycopg2
 
         connection = psycopg2.connect(self.url, options="-c TimeZone=UTC")
@@ -270,52 +605,63 @@ class PostgresWarehouse(Warehouse):
         finally:
             connection.close()
 
-    def client(self) -> DbClient:
-        return _PostgresClient(self)
-
-    def type_handler(self) -> DbTypeHandler:
-        return _PostgresFrameHandler()
-
-    def read(
-        self, table: str, connection_ids: list[str], window: Window | None, day_column: str
-    ) -> pd.DataFrame | None:
-        query, parameters = _partition_query(table, connection_ids, window, day_column, "%s")
+    @contextmanager
+    def transaction(self) -> Iterator[Execute]:
         with self.connect() as connection, connection.cursor() as cursor:
-            cursor.execute("SELECT to_regclass(%s)", [_qualified(table)])
-            if cursor.fetchone() == (None,):
-                return None
-            cursor.execute(query, parameters)
-            columns = [description.name for description in cursor.description or ()]
-            return _typed_like_frames(pd.DataFrame.from_records(cursor.fetchall(), columns=columns))
-
-
-class _PostgresClient(DbClient):
-    def __init__(self, warehouse: PostgresWarehouse) -> None:
-        self.warehouse = warehouse
+            yield _postgres_executor(cursor)
 
     @contextmanager
-    def connect(self, context: Any, table_slice: TableSlice) -> Iterator["PgConnection"]:  # type: ignore[override]
-        with self.warehouse.connect() as connection:
-            yield connection
+    def staging(self, columns: Sequence[str]) -> Iterator[Staging]:
+        with self.connect() as connection:
+            yield _PostgresStaging(connection, columns)
 
-    def ensure_schema_exists(self, context: Any, table_slice: TableSlice, connection: "PgConnection") -> None:  # type: ignore[override]
+
+def _postgres_executor(cursor: Any) -> Execute:
+    def execute(sql: str, parameters: list[Any]) -> list[tuple[Any, ...]]:
+        cursor.execute(sql, parameters or None)
+        return cursor.fetchall() if cursor.description else []
+
+    return execute
+
+
+class _PostgresStaging(Staging):
+    """A temporary table of the merge's own session, COPY-loaded; staging and merge are one transaction."""
+
+    def __init__(self, connection: PgConnection, columns: Sequence[str]) -> None:
+        super().__init__(columns)
+        self.connection = connection
         with connection.cursor() as cursor:
-            # Concurrent first writes would race on CREATE ... IF NOT EXISTS (a unique violation in the
-            # catalog): writers of one table take turns for the length of their transaction.
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [_table_name(table_slice)])
-            cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {_quoted(table_slice.schema)}")
+            cursor.execute(
+                f"CREATE TEMP TABLE staging ({POSTGRES.column_definitions(self.columns)}, {SEQUENCE} bigint) "
+                "ON COMMIT DROP"
+            )
 
-    def delete_table_slice(self, context: Any, table_slice: TableSlice, connection: "PgConnection") -> None:  # type: ignore[override]
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT to_regclass(%s)", [_qualified(_table_name(table_slice))])
-            if cursor.fetchone() == (None,):
-                return
-            where, parameters = _slice_filter(table_slice.partition_dimensions, "%s")
-            cursor.execute(f"DELETE FROM {_qualified(_table_name(table_slice))} WHERE {where}", parameters)
+    def _append(self, frame: pd.DataFrame) -> None:
+        names = ", ".join(_quoted(c) for c in (*self.columns, SEQUENCE))
+        with self.connection.cursor() as cursor:
+            cursor.copy_expert(f"COPY staging ({names}) FROM STDIN", io.StringIO(copy_text(frame)))
 
-    @staticmethod
-    def get_select_statement(table_slice: TableSlice) -> str:
-        return f"SELECT * FROM {_qualified(_table_name(table_slice))}"
+    def clear(self) -> None:
+        self.rows = 0
+        with self.connection.cursor() as cursor:
+            cursor.execute("TRUNCATE staging")
+
+    def merge(self, target: MergeTarget) -> WriteCounts:
+        import psycopg2
+
+        tables = [target.slice.table, *([target.unified.table] if target.unified else [])]
+        try:
+            with self.connection.cursor() as cursor:
+                # Concurrent first writes would race on CREATE ... IF NOT EXISTS (a unique violation in the
+                # catalog): writers of one table take turns for the length of their transaction.
+                for table in tables:
+                    cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [table])
+                counts = _Merge(POSTGRES, target, "staging", _postgres_executor(cursor)).run()
+            self.connection.commit()
+        except psycopg2.Error as error:
+            self.connection.rollback()
+            raise WarehouseWriteError(f"{type(error).__name__}: {str(error).strip()}") from None
+        return counts
 
 
 COPY_NULL = r"\N"  # COPY's text format: NULL is \N, and a backslash in data is written doubled
@@ -343,31 +689,3 @@ def copy_text(frame: pd.DataFrame) -> str:
         text = _copy_column(frame[column])
         lines = text if lines is None else lines + "\t" + text
     return "" if lines is None else "\n".join(lines.tolist()) + "\n"
-
-
-class _PostgresFrameHandler(DbTypeHandler[pd.DataFrame]):
-    """Writes a frame with COPY ... FROM STDIN (text format), the fast bulk path, inside the client's transaction."""
-
-    def handle_output(
-        self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection: "PgConnection"
-    ) -> dict[str, Any]:
-        if not obj.empty:
-            table = _qualified(_table_name(table_slice))
-            columns = ", ".join(f"{_quoted(str(c))} {_postgres_type(str(c), t)}" for c, t in obj.dtypes.items())
-            buffer = io.StringIO(copy_text(obj))
-            names = ", ".join(_quoted(str(column)) for column in obj.columns)
-            with connection.cursor() as cursor:
-                cursor.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
-                cursor.copy_expert(f"COPY {table} ({names}) FROM STDIN", buffer)
-        return _output_metadata(context, obj, "postgres")
-
-    def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection: "PgConnection") -> pd.DataFrame:
-        where, parameters = _slice_filter(table_slice.partition_dimensions, "%s")
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT * FROM {_qualified(_table_name(table_slice))} WHERE {where}", parameters)
-            columns = [description.name for description in cursor.description or ()]
-            return _typed_like_frames(pd.DataFrame.from_records(cursor.fetchall(), columns=columns))
-
-    @property
-    def supported_types(self) -> Sequence[type[object]]:
-        return [pd.DataFrame]

@@ -1,8 +1,8 @@
-"""Frames: fixed dtypes, missing text as None, equal strings held once, and rows in primary-key order."""
+"""Frames: fixed dtypes, missing text as None, equal strings held once."""
 
 import math
 
-from integrations_pipeline.frames import TIMESTAMP_DTYPE, replace_all, to_frame
+from integrations_pipeline.frames import TIMESTAMP_DTYPE, to_frame
 
 COLUMNS = ("connection_id", "source_id", "company", "modified_at", "is_deleted")
 
@@ -36,20 +36,3 @@ def test_a_column_with_no_value_at_all_is_none_throughout() -> None:
 def test_the_same_records_make_equal_frames() -> None:
     records = [{"connection_id": "c", "source_id": str(i), "company": f"Co {i % 3}"} for i in range(10)]
     assert to_frame(records, COLUMNS).equals(to_frame([dict(r) for r in records], COLUMNS))
-
-
-def test_a_full_resync_leaves_rows_in_key_order_and_the_last_of_each_key() -> None:
-    key = ("connection_id", "source_id")
-    one_connection = [{"connection_id": "c", "source_id": s, "company": f"{s} {n}"} for n, s in enumerate("bcaa")]
-    frame = replace_all(None, to_frame(one_connection, COLUMNS), key)
-    assert list(frame["source_id"]) == ["a", "b", "c"] and list(frame["company"]) == ["a 3", "b 0", "c 1"]
-    two_connections = [
-        {"connection_id": c, "source_id": s} for c, s in [("d", "a"), ("c", "b"), ("d", "0"), ("c", "a")]
-    ]
-    frame = replace_all(None, to_frame(two_connections, COLUMNS), key)
-    assert list(zip(frame["connection_id"], frame["source_id"], strict=True)) == [
-        ("c", "a"),
-        ("c", "b"),
-        ("d", "0"),
-        ("d", "a"),
-    ]

@@ -73,11 +73,14 @@ def test_connect_sync_change_and_sync_again(stack: Stack, instance: dg.DagsterIn
     table = warehouse(stack, connection_id)
     assert actual(table) == expected(stack)
     assert len(table) == 250 and list(table.columns)[:2] == ["connection_id", "source_id"]
-    checks = {evaluation.check_name: evaluation.passed for evaluation in first.get_asset_check_evaluations()}
-    assert checks == {"primary_key_unique": True, "required_fields_present": True}
+    checks = {(e.check_name, e.partition, e.passed) for e in first.get_asset_check_evaluations()}
+    assert checks == {("primary_key_unique", connection_id, True), ("required_fields_present", connection_id, True)}
     metadata = first.asset_materializations_for_node("hubspot_contacts")[0].metadata
     assert metadata["sync_mode"].value == "full"
-    assert metadata["dagster/partition_row_count"].value == 250
+    assert metadata["dagster/partition_row_count"].value == metadata["rows_written"].value == 250
+    assert metadata["dagster/table_name"].value == "hubspot.contacts"
+    columns = {c.name: c for c in metadata["dagster/column_schema"].value.columns}  # type: ignore[attr-defined]
+    assert columns["modified_at"].type == "TIMESTAMP WITH TIME ZONE" and columns["source_id"].description
     assert metadata["api_calls"].value == 4  # 3 pages of live contacts + 1 (empty) page of archived ones
     assert "x-hubspot-ratelimit-remaining" in metadata["rate_limit_remaining"].value
     assert stack.store.get_cursor(connection_id, "contacts") == metadata["cursor"].value
@@ -103,9 +106,12 @@ def test_connect_sync_change_and_sync_again(stack: Stack, instance: dg.DagsterIn
     metadata = second.asset_materializations_for_node("hubspot_contacts")[0].metadata
     assert metadata["sync_mode"].value == "incremental"
     assert metadata["rows_fetched"].value == len(changed_ids) + len(created) + 1
-    assert metadata["rows_deleted"].value == 1
+    # Only the changed rows are written, and the same rows on to the unified table.
+    assert [metadata[f"rows_{kind}"].value for kind in ("inserted", "updated", "deleted")] == [2, 3, 1]
+    assert metadata["rows_written"].value == metadata["unified_rows_written"].value == 6
 
-    sync(instance, connection_id)
+    third = sync(instance, connection_id)
+    assert third.asset_materializations_for_node("hubspot_contacts")[0].metadata["rows_written"].value == 0
     again = warehouse(stack, connection_id)
     pd.testing.assert_frame_equal(again, table)  # an unchanged source leaves the table exactly as it was
 
@@ -144,3 +150,39 @@ def test_a_connection_needing_reauth_fails_with_advice_and_no_secret(
     assert "reconnect" in description and connection_id in description
     assert stack.settings.hubspot is not None
     assert stack.settings.hubspot.client_secret.get_secret_value() not in description
+
+
+def test_a_batched_run_isolates_a_connection_that_needs_reauth(stack: Stack, instance: dg.DagsterInstance) -> None:
+    """A run over a range of connections: the one whose refresh token the provider refuses (invalid_grant) fails
+    with its own reason; every other connection is synced and materialized."""
+    connection_ids = [stack.connect(tenant) for tenant in ("acme", "beta", "gamma")]
+    instance.add_dynamic_partitions(connection_partitions("hubspot").name, connection_ids)
+    refused = connection_ids[1]
+    tokens = stack.store.load_tokens(refused)
+    assert tokens is not None and stack.emulator._oauth.revoke_refresh_token(tokens.refresh_token.get_secret_value())
+    stack.emulator.expire_access_tokens()  # every connection refreshes on its first call; one is refused
+    result = (
+        build_definitions()
+        .resolve_job_def("hubspot_sync")
+        .execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey("hubspot_contacts")],
+            tags={
+                "dagster/asset_partition_range_start": connection_ids[0],
+                "dagster/asset_partition_range_end": connection_ids[-1],
+            },
+            raise_on_error=False,
+        )
+    )
+    assert not result.success
+    synced = {connection_ids[0], connection_ids[2]}
+    assert instance.get_materialized_partitions(dg.AssetKey("hubspot_contacts")) == synced
+    for connection_id in synced:
+        assert actual(warehouse(stack, connection_id)) == expected(stack)
+    assert warehouse(stack, refused).empty
+    observations = [e.asset_observation_data.asset_observation for e in result.all_events if e.is_asset_observation]  # type: ignore[union-attr]
+    assert [(o.partition, o.metadata["error_type"].value) for o in observations] == [(refused, "NeedsReauth")]
+    failure = next(event for event in result.all_events if event.is_step_failure)
+    description = failure.step_failure_data.error.message  # type: ignore[union-attr]
+    assert "1 of the run's partitions failed" in description and f"- {refused}: NeedsReauth" in description
+    assert "reconnect" in description and not any(c in description for c in synced)

@@ -9,12 +9,11 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from integrations_pipeline.assets.entities import RATE_LIMITED_TAG, RETRY_AT_TAG, SYNC_RETRY_POLICY
 from integrations_pipeline.definitions import build_definitions
 from integrations_pipeline.partitions import connection_partitions
-from integrations_pipeline.resources import IntegrationsResource, WarehouseIOManager
+from integrations_pipeline.resources import IntegrationsResource
 from integrations_pipeline.sensors.rate_limits import RESCHEDULED_FROM_TAG, build_rate_limit_sensor
 from integrations_pipeline_tests.conftest import Stack
 
@@ -34,10 +33,7 @@ def materialize_contacts(stack: Stack, instance: dg.DagsterInstance, connection_
         [build_definitions().get_assets_def("hubspot_contacts")],
         instance=instance,
         partition_key=connection_id,
-        resources={
-            "integrations": IntegrationsResource(),
-            "io_manager": WarehouseIOManager(database=str(stack.settings.warehouse_path)),
-        },
+        resources={"integrations": IntegrationsResource()},
         raise_on_error=False,
     )
 
@@ -126,37 +122,3 @@ def test_a_long_retry_after_reschedules_without_spending_an_attempt(stack: Stack
     request = due[0]
     assert request.tags[RESCHEDULED_FROM_TAG] == result.run_id and request.tags["provider"] == "hubspot"
     assert retry_at  # the time the failure message names, kept on the run for operators
-
-
-@SQLITE_ONLY
-def test_a_rate_limited_batch_comes_back_for_its_unsynced_connections_only(
-    stack: Stack, instance: dg.DagsterInstance
-) -> None:
-    ids = [stack.connect(tenant) for tenant in ("acme", "beta", "gamma")]
-    instance.add_dynamic_partitions(connection_partitions("hubspot").name or "", [*ids, "hubspot-later"])
-    stack.emulator.fail_next(1, status=429, retry_after_s=600)
-    definitions = build_definitions()
-    started = time.time()
-    result = definitions.resolve_job_def("hubspot_sync").execute_in_process(
-        instance=instance,
-        raise_on_error=False,
-        tags={"provider": "hubspot", ASSET_PARTITION_RANGE_START_TAG: ids[0], ASSET_PARTITION_RANGE_END_TAG: ids[-1]},
-    )
-    assert not result.success
-    synced: dict[str, set[str]] = {}
-    for materialization in result.get_asset_materialization_events():
-        synced.setdefault(str(materialization.partition), set()).add(materialization.asset_key.to_user_string())
-    unsynced = [key for key in ids if synced.get(key) != {"hubspot_users", "hubspot_contacts"}]
-    assert unsynced  # the 429 left at least one connection unsynced
-
-    due = tick(
-        build_rate_limit_sensor([definitions.resolve_job_def("hubspot_sync")], clock=lambda: started + 620), instance
-    )
-    requested = []
-    for request in due.run_requests or []:
-        first = request.partition_key or request.tags[ASSET_PARTITION_RANGE_START_TAG]
-        last = request.partition_key or request.tags[ASSET_PARTITION_RANGE_END_TAG]
-        requested += ids[ids.index(str(first)) : ids.index(str(last)) + 1]
-        assert request.run_key is not None and request.run_key.startswith(f"rate-limited:{result.run_id}:")
-        assert request.tags[RESCHEDULED_FROM_TAG] == result.run_id
-    assert requested == unsynced  # a connection the batch synced never comes back; "hubspot-later" never joins

@@ -1,6 +1,7 @@
 """No secret is ever written anywhere: every flow runs (failures included) with canary secrets, then every byte
 the product wrote — logs, the Dagster instance (event log, run storage, compute logs), the state database and
-the warehouse — is searched for them."""
+the warehouse — is searched for them. A provider that echoes the Authorization header in its error bodies is one
+of the flows; so is a connection whose tokens cannot be decrypted."""
 
 import logging
 from pathlib import Path
@@ -9,14 +10,30 @@ import dagster as dg
 import httpx
 import pytest
 
+from integrations_pipeline.clients.errors import REDACTED
+from integrations_pipeline.crypto import generate_key_entry
 from integrations_pipeline.definitions import build_definitions
 from integrations_pipeline.partitions import connection_partitions
+from integrations_pipeline.store import ConnectionStatus
 from integrations_pipeline_tests.conftest import API_KEY, Stack
 
 
-def run_sync(instance: dg.DagsterInstance, connection_id: str) -> bool:
+def sync(instance: dg.DagsterInstance, connection_id: str) -> dg.ExecuteInProcessResult:
     job = build_definitions().resolve_job_def("hubspot_sync")
-    return job.execute_in_process(partition_key=connection_id, instance=instance, raise_on_error=False).success
+    return job.execute_in_process(partition_key=connection_id, instance=instance, raise_on_error=False)
+
+
+def run_sync(instance: dg.DagsterInstance, connection_id: str) -> bool:
+    return sync(instance, connection_id).success
+
+
+def failures(result: dg.ExecuteInProcessResult) -> list[str]:
+    """What each failed step says (the description a person reads in the UI)."""
+    return [
+        str(event.step_failure_data.user_failure_data.description)  # type: ignore[union-attr]
+        for event in result.all_events
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE
+    ]
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # files to scan: the state store is a file here
@@ -34,6 +51,11 @@ def test_no_secret_reaches_logs_dagster_state_or_warehouse(stack: Stack, tmp_pat
             connection_id = stack.connect("canary")
             instance.add_dynamic_partitions(connection_partitions("hubspot").name, [connection_id])
             assert run_sync(instance, connection_id)  # full sync
+            stack.emulator._oauth.echo_authorization = True  # a provider that quotes the header in its errors
+            echoed = sync(instance, connection_id)
+            stack.emulator._oauth.echo_authorization = False
+            assert not echoed.success and failures(echoed)
+            assert all(f'"authorization": "{REDACTED}"' in failure for failure in failures(echoed)), failures(echoed)
             stack.emulator.expire_access_tokens()
             stack.emulator.update_contact("7", {"company": "Canary Co"})
             assert run_sync(instance, connection_id)  # 401, refresh, retry, incremental sync
@@ -68,3 +90,24 @@ def test_no_secret_reaches_logs_dagster_state_or_warehouse(stack: Stack, tmp_pat
     }
     assert hits == {}
     assert "GET /connections" in log_file.read_text()  # the scan covered a log that did record the flows
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # the store's side runs on both in test_refresh
+def test_undecryptable_tokens_fail_the_sync_at_once_and_say_what_to_do(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection_id = stack.connect()
+    # The code server reads a keyring without the key the tokens were stored under (a regenerated .env, say).
+    monkeypatch.setenv("INTEGRATIONS_ENCRYPTION_KEYS", generate_key_entry("other1"))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(connection_partitions("hubspot").name, [connection_id])
+        result = sync(instance, connection_id)
+    assert not result.success
+    restarts = [event for event in result.all_events if event.event_type == dg.DagsterEventType.STEP_RESTARTED]
+    assert restarts == []  # not retryable: no attempt spent, no "Exceeded max_retries"
+    assert all("cannot be decrypted" in failure for failure in failures(result)), failures(result)
+    connection = stack.store.get_connection(connection_id)
+    assert connection is not None and connection.status == ConnectionStatus.NEEDS_REAUTH
+    assert "INTEGRATIONS_ENCRYPTION_KEYS" in (connection.status_reason or "")
+    audits = stack.store.audit_entries(connection_id=connection_id, action="connection.needs_reauth")
+    assert [entry.detail["cause"] for entry in audits] == ["undecryptable_tokens"]

@@ -1,30 +1,49 @@
-"""One factory builds every `{provider}_{entity}` asset from its EntitySpec: no copied asset bodies."""
+"""One factory builds every `{provider}_{entity}` asset from its EntitySpec: no copied asset bodies.
+
+A run syncs one partition, or a range of them (a single-run backfill of days, a batch of connections): each
+partition streams its pages into a staging table and merges them into the warehouse in one transaction
+(warehouse.py), then records its own materialization and checks.
+"""
 
 import gc
+import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
-import pandas as pd
+from dagster._core.definitions.metadata import TableMetadataSet
 
 from integrations_pipeline.clients.errors import CursorExpired, NeedsReauth, ProviderError, RateLimited
 from integrations_pipeline.clients.http import ApiClient, CallStats
 from integrations_pipeline.clients.spec import EntitySpec, Page, SyncRequest
-from integrations_pipeline.frames import concat, markdown_preview, replace_all, to_frame, upsert
+from integrations_pipeline.frames import markdown_preview, to_frame
 from integrations_pipeline.partitions import (
     CONNECTION,
     DAY,
+    TENANT,
+    TENANTS,
     connection_day_partitions,
     connection_partitions,
     day_window,
 )
+from integrations_pipeline.records import COLUMN_DESCRIPTIONS
 from integrations_pipeline.resources import IntegrationsResource
 from integrations_pipeline.store.inbox import WebhookInbox
 from integrations_pipeline.store.push import PushSubscriptions
 from integrations_pipeline.store.repository import LIVE_PARTITION, StateStore
+from integrations_pipeline.warehouse import (
+    MergeTarget,
+    PartitionSlice,
+    PartitionSummary,
+    Staging,
+    UnifiedFollow,
+    WarehouseWriteError,
+    WriteCounts,
+)
 
 BACKFILL_TAG = "dagster/backfill"
 # Set on a run that a provider's (or the shared budget's) long wait stopped: sensors/rate_limits.py requests it again
@@ -34,6 +53,9 @@ RETRY_AT_TAG = "integrations/retry_at"
 # 5 attempts; Dagster's exponential backoff waits 2 * (2^n - 1) s before attempt n + 1 (2, 6, 14, 30 s), fully
 # jittered, for what outlasted the HTTP policy's own retries (a longer 5xx burst, a dropped connection).
 SYNC_RETRY_POLICY = dg.RetryPolicy(max_retries=4, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL)
+# In a batch, each partition retries on its own instead (the HTTP policy has retried each call already).
+BATCH_ATTEMPTS = 3
+BATCH_RETRY_DELAY_S = 2.0
 # Records are turned into compact frames this many at a time, so a sync holds at most this many as dicts.
 CHUNK_ROWS = 10_000
 
@@ -45,58 +67,61 @@ class PartitionScope:
     connection_id: str
     cursor_key: str  # the sync_cursors partition_key: "" for connection-wide entities, the day for events
     window: tuple[datetime, datetime] | None
+    partition_key: str  # as Dagster names it (`connection|day` for events)
 
     @classmethod
     def of(cls, spec: EntitySpec, partition_key: str | dg.MultiPartitionKey) -> "PartitionScope":
         if not spec.partitioned_by_day:
-            return cls(str(partition_key), LIVE_PARTITION, None)
+            return cls(str(partition_key), LIVE_PARTITION, None, str(partition_key))
         assert isinstance(partition_key, dg.MultiPartitionKey)
         keys = partition_key.keys_by_dimension
-        return cls(keys[CONNECTION], keys[DAY], day_window(keys[DAY]))
+        return cls(keys[CONNECTION], keys[DAY], day_window(keys[DAY]), str(partition_key))
 
 
 @dataclass(frozen=True)
-class SyncResult:
+class Fetched:
+    """What a sync staged: how, how many rows, where the cursor ended, and (incremental only) which ids."""
+
     mode: str
-    # The source ids the sync fetched, not the fetched frame: a run writes while it holds only `frame`.
-    fetched_ids: pd.Series
-    frame: pd.DataFrame  # the partition as it must now stand
+    rows: int
     cursor: str | None
+    source_ids: frozenset[str]
 
 
-def sync_partition(
-    spec: EntitySpec, client: ApiClient, request: SyncRequest, current: pd.DataFrame | None
-) -> SyncResult:
-    """Incremental from the cursor when there is one and the partition exists; otherwise, or when the provider
-    says the cursor expired, a full resync that also flags rows the provider no longer returns as deleted."""
-    if request.cursor is not None and current is not None:
+def stage(spec: EntitySpec, client: ApiClient, request: SyncRequest, staging: Staging, incremental: bool) -> Fetched:
+    """Incremental from the cursor when there is one and the table exists; otherwise, or when the provider says
+    the cursor expired, a full resync (whose merge flags rows the provider no longer returns as deleted)."""
+    if incremental:
         try:
-            fetched, cursor = _collect(spec.read(client, request), spec)
-            frame = upsert(current, fetched, spec.primary_key)
-            return SyncResult("incremental", fetched["source_id"], frame, cursor)
+            return _stage_pages(spec.read(client, request), spec, staging, "incremental")
         except CursorExpired:
+            staging.clear()
             mode = "full (cursor expired)"
     else:
         mode = "full"
-    full_request = SyncRequest(**{**request.__dict__, "cursor": None})
-    fetched, cursor = _collect(spec.read(client, full_request), spec)
-    return SyncResult(mode, fetched["source_id"], replace_all(current, fetched, spec.primary_key), cursor)
+    return _stage_pages(spec.read(client, replace(request, cursor=None)), spec, staging, mode)
 
 
-def _collect(pages: Iterable[Page], spec: EntitySpec) -> tuple[pd.DataFrame, str | None]:
-    """Pages into one frame through bounded chunks: never more than CHUNK_ROWS records held as dicts at once."""
+def _stage_pages(pages: Iterable[Page], spec: EntitySpec, staging: Staging, mode: str) -> Fetched:
+    """Pages into staging through bounded chunks: never more than CHUNK_ROWS records held as dicts at once."""
     cursor: str | None = None
-    frames: list[pd.DataFrame] = []
     buffer: list[Any] = []
-    with heap_frozen_for_gc():
-        for page in pages:
-            cursor = page.cursor or cursor
-            buffer.extend(page.records)
-            if len(buffer) >= CHUNK_ROWS:
-                frames.append(to_frame(buffer, spec.columns))
-                buffer = []
-        frames.append(to_frame(buffer, spec.columns))
-    return concat(frames, spec.columns), cursor
+    source_ids: set[str] = set()
+
+    def flush() -> None:
+        frame = to_frame(buffer, spec.columns)
+        if mode == "incremental":  # for missed_webhooks: an incremental sync fetches few rows
+            source_ids.update(frame["source_id"].astype(str))
+        staging.append(frame)
+        buffer.clear()
+
+    for page in pages:
+        cursor = page.cursor or cursor
+        buffer.extend(page.records)
+        if len(buffer) >= CHUNK_ROWS:
+            flush()
+    flush()
+    return Fetched(mode, staging.rows, cursor, frozenset(source_ids))
 
 
 @contextmanager
@@ -113,42 +138,33 @@ def heap_frozen_for_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _metadata(result: SyncResult, stats: CallStats) -> dict[str, Any]:
-    frame = result.frame
-    remaining = {name: value for name, value in stats.rate_limit_headers.items() if "remaining" in name}
-    return {
-        "sync_mode": result.mode,
-        "rows_fetched": len(result.fetched_ids),
-        "rows_deleted": int(frame["is_deleted"].sum()) if not frame.empty else 0,
-        "api_calls": stats.api_calls,
-        "retries": stats.retries,
-        "rate_limit_wait_s": round(stats.budget_wait_s, 3),
-        "rate_limit_remaining": dg.MetadataValue.json(remaining),
-        "cursor": result.cursor or "unchanged",
-        "preview": dg.MetadataValue.md(markdown_preview(frame)),
-    }
-
-
 def _failure(error: ProviderError, connection_id: str, retry_at: datetime | None = None) -> dg.Failure:
     """The failure a person reads (and the integration.error event carries): the cause, then what to do.
     Only errors that another attempt may cure spend the RetryPolicy's attempts."""
-    allow_retries = False
-    if isinstance(error, NeedsReauth):
-        advice = "reconnect it through the gateway (POST /connections/{provider}/connect); retrying will not help"
-    elif isinstance(error, RateLimited) and retry_at is not None:
-        advice = f"rate limited: rate_limit_sensor runs it again after {retry_at:%Y-%m-%d %H:%M:%S} UTC"
-    elif isinstance(error, RateLimited):
-        advice = f"rate limited: re-execute this backfill's failed partitions after {error.retry_after_s:.0f} s"
-    elif isinstance(error, CursorExpired):
-        advice = "the provider expired the sync cursor again during the resync; check its status, then re-run"
-    else:
-        advice = "check the provider's status and the connection's permissions, then re-run"
-        allow_retries = error.status_code is None or error.status_code >= 500
+    advice, allow_retries = _advice(error, retry_at)
     return dg.Failure(
         description=f"{connection_id}: {error} — {advice}",
         metadata={"connection_id": connection_id, "error_type": type(error).__name__},
         allow_retries=allow_retries,
     )
+
+
+def _advice(error: Exception, retry_at: datetime | None = None) -> tuple[str, bool]:
+    """What to do about a failed partition, and whether another attempt may cure it."""
+    if isinstance(error, NeedsReauth):
+        return "reconnect it through the gateway (POST /connections/{provider}/connect); retrying will not help", False
+    if isinstance(error, RateLimited) and retry_at is not None:
+        return f"rate limited: rate_limit_sensor runs it again after {retry_at:%Y-%m-%d %H:%M:%S} UTC", False
+    if isinstance(error, RateLimited):
+        return f"rate limited: the next sync (or a re-execution) after {error.retry_after_s:.0f} s takes it up", False
+    if isinstance(error, CursorExpired):
+        return "the provider expired the sync cursor again during the resync; check its status, then re-run", False
+    if isinstance(error, WarehouseWriteError):
+        return "the warehouse refused the write: nothing was written and the cursor did not move; fix it, re-run", False
+    if isinstance(error, ProviderError):
+        retryable = error.status_code is None or error.status_code >= 500
+        return "check the provider's status and the connection's permissions, then re-run", retryable
+    return "an unexpected error: see the run's logs", False
 
 
 def _rate_limited(
@@ -175,28 +191,8 @@ def required_columns(spec: EntitySpec) -> tuple[str, ...]:
     return (*spec.primary_key, "is_deleted", *((spec.day_column,) if spec.partitioned_by_day else ()))
 
 
-def partition_checks(spec: EntitySpec, frames: list[pd.DataFrame]) -> list[dg.AssetCheckResult]:
-    """Checks on each partition exactly as it is written, so a failing one names rows of this run's data."""
-    duplicated = pd.concat(
-        [frame[frame.duplicated(subset=list(spec.primary_key), keep=False)] for frame in frames], ignore_index=True
-    )
-    missing = {column: sum(int(frame[column].isna().sum()) for frame in frames) for column in required_columns(spec)}
-    return [
-        dg.AssetCheckResult(
-            check_name=PRIMARY_KEY_CHECK,
-            passed=duplicated.empty,
-            metadata={"duplicate_rows": len(duplicated), "examples": duplicated["source_id"].head(5).tolist()},
-        ),
-        dg.AssetCheckResult(
-            check_name=REQUIRED_FIELDS_CHECK,
-            passed=not any(missing.values()),
-            metadata={"missing_by_column": dg.MetadataValue.json(missing)},
-        ),
-    ]
-
-
 def partition_keys(context: dg.AssetExecutionContext) -> list[str | dg.MultiPartitionKey]:
-    """The run's partition keys: one, or every key of a single-run backfill's range."""
+    """The run's partition keys: one, or every key of a range (a single-run backfill, a batch of connections)."""
     if not context.has_partition_key_range or context.partition_key_range.start == context.partition_key_range.end:
         return [context.partition_key]
     partitions_def = context.assets_def.partitions_def
@@ -210,17 +206,25 @@ def partition_keys(context: dg.AssetExecutionContext) -> list[str | dg.MultiPart
         ]
 
 
-def describe_keys(scopes: list[PartitionScope]) -> str:
-    first, last = scopes[0], scopes[-1]
-    if len(scopes) == 1:
-        return f"{first.connection_id}{'|' + first.cursor_key if first.cursor_key else ''}"
-    return f"{len(scopes)} partitions ({first.connection_id} {first.cursor_key}..{last.cursor_key})"
+@dataclass(frozen=True)
+class Synced:
+    """One partition written: what the sync did and how the partition now stands."""
+
+    scope: PartitionScope
+    tenant: str | None
+    fetched: Fetched
+    counts: WriteCounts
+    summary: PartitionSummary
+    stats: CallStats
+    missed: dict[str, int]
 
 
-def _sync_scope(
+def sync_scope(
     spec: EntitySpec, integrations: IntegrationsResource, scope: PartitionScope, is_backfill: bool
-) -> tuple[SyncRequest, SyncResult, CallStats]:
-    store = integrations.store
+) -> Synced:
+    """Fetch into staging, merge in one transaction (the unified table follows), then move the cursor: a failed
+    merge never skips changes. Backfills never move the live cursor."""
+    store, warehouse = integrations.store, integrations.warehouse
     table = f"{spec.provider}.{spec.entity}"
     connection = store.get_connection(scope.connection_id)
     request = SyncRequest(
@@ -230,59 +234,178 @@ def _sync_scope(
         window=scope.window,
         provider_metadata=connection.provider_metadata if connection else {},
     )
-    current = integrations.read_partition(table, [scope.connection_id], scope.window, spec.day_column)
-    try:
-        with integrations.connector(spec.provider, scope.connection_id, backfill=is_backfill) as client:
-            return request, sync_partition(spec, client, request, current), client.stats
-    except RateLimited:
-        raise  # the asset reschedules its run (see _rate_limited)
-    except ProviderError as error:
-        raise _failure(error, scope.connection_id) from None
+    follow = (
+        UnifiedFollow(
+            spec.entity,
+            connection.tenant,
+            spec.provider,
+            store.get_mapping(connection.tenant, spec.provider).rules(
+                spec.entity  # type: ignore[arg-type]
+            ),
+        )
+        if connection is not None
+        else None
+    )
+    part = PartitionSlice(table, scope.connection_id, scope.window, spec.day_column)
+    incremental = request.cursor is not None and warehouse.table_exists(table)
+    with (
+        warehouse.staging(spec.columns) as staging,
+        integrations.connector(spec.provider, scope.connection_id, backfill=is_backfill) as client,
+    ):
+        fetched = stage(spec, client, request, staging, incremental)
+        counts = staging.merge(MergeTarget(part, spec.columns, spec.primary_key, fetched.mode != "incremental", follow))
+        stats = client.stats
+    if fetched.cursor is not None and not is_backfill:
+        store.set_cursor(scope.connection_id, spec.entity, fetched.cursor, scope.cursor_key)
+    store.record_sync(scope.connection_id, request.started_at)
+    summary = warehouse.summarize(part, spec.primary_key, required_columns(spec))
+    missed = missed_webhooks(spec, store, scope, fetched)
+    return Synced(scope, connection.tenant if connection else None, fetched, counts, summary, stats, missed)
 
 
-def combined(spec: EntitySpec, results: list[SyncResult]) -> SyncResult:
-    """One result for the run's write: the partitions' frames together (the I/O manager replaces them all)."""
-    if len(results) == 1:
-        return results[0]
-    modes = sorted({result.mode for result in results})
-    moved = sum(result.cursor is not None for result in results)
-    frame = concat([result.frame for result in results], spec.columns)
-    return SyncResult(
-        mode=", ".join(modes),
-        fetched_ids=pd.concat([result.fetched_ids for result in results], ignore_index=True),
-        frame=frame.sort_values(list(spec.primary_key), kind="stable", ignore_index=True),
-        cursor=f"{moved} of {len(results)} partitions' cursors reached" if moved else None,
+def sync_with_retries(
+    spec: EntitySpec, integrations: IntegrationsResource, scope: PartitionScope, is_backfill: bool, attempts: int
+) -> Synced:
+    """A batch's partition retries what another attempt may cure (5xx, transport) itself, so the step's
+    RetryPolicy never re-runs the whole batch for one connection."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return sync_scope(spec, integrations, scope, is_backfill)
+        except ProviderError as error:
+            if attempt == attempts or not _advice(error)[1]:
+                raise
+            time.sleep(BATCH_RETRY_DELAY_S * attempt)
+    raise AssertionError("unreachable")
+
+
+def missed_webhooks(spec: EntitySpec, store: StateStore, scope: PartitionScope, fetched: Fetched) -> dict[str, int]:
+    """`missed_webhooks`: changes an incremental sync found that no webhook event named since the partition's previous
+    sync. Counted only where push covers the entity (an active subscription): elsewhere polling is the only path."""
+    if fetched.mode != "incremental":
+        return {}
+    subscriptions = PushSubscriptions(store).list(connection_id=scope.connection_id)
+    if not any(subscription.entity == spec.entity for subscription in subscriptions):
+        return {}
+    day = scope.cursor_key if spec.partitioned_by_day else None
+    reported = WebhookInbox(store).reported_source_ids(
+        scope.connection_id, spec.entity, cursor_partition=scope.cursor_key, day=day
+    )
+    return {"missed_webhooks": len(fetched.source_ids - reported)}
+
+
+def column_schema(summary: PartitionSummary) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name=name, type=kind, description=COLUMN_DESCRIPTIONS.get(name))
+            for name, kind in summary.column_types.items()
+        ]
     )
 
 
-def total(stats: list[CallStats]) -> CallStats:
-    """Calls, retries and waits summed over the run's partitions; the last partition's rate-limit headers."""
-    values = {item.name: getattr(stats[-1], item.name) for item in fields(CallStats)}
-    for name, value in values.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            values[name] = sum(getattr(each, name) for each in stats)
-    return CallStats(**values)
+def table_metadata(table: str, summary: PartitionSummary, storage_kind: str) -> dict[str, Any]:
+    """What the UI shows of a table partition: its name, row count, real column types and a preview."""
+    return {
+        **TableMetadataSet(
+            table_name=table,
+            row_count=summary.row_count,
+            partition_row_count=summary.row_count,
+            column_schema=column_schema(summary),
+            storage_kind=storage_kind,
+        ),
+        "preview": dg.MetadataValue.md(markdown_preview(summary.preview)),
+    }
 
 
-def missed_webhooks(
-    spec: EntitySpec, store: StateStore, scopes: list[PartitionScope], results: list[SyncResult]
-) -> dict[str, int]:
-    """`missed_webhooks`: changes an incremental sync found that no webhook event named since the partition's previous
-    sync. Counted only where push covers the entity (an active subscription): elsewhere polling is the only path."""
-    subscriptions = PushSubscriptions(store).list(connection_id=scopes[0].connection_id)
-    if not any(subscription.entity == spec.entity for subscription in subscriptions):
-        return {}
-    inbox, missed, counted = WebhookInbox(store), 0, False
-    for scope, result in zip(scopes, results, strict=True):
-        if result.mode != "incremental":
-            continue
-        day = scope.cursor_key if spec.partitioned_by_day else None
-        reported = inbox.reported_source_ids(
-            scope.connection_id, spec.entity, cursor_partition=scope.cursor_key, day=day
-        )
-        missed += len(set(result.fetched_ids.astype(str)) - reported)
-        counted = True
-    return {"missed_webhooks": missed} if counted else {}
+def sync_metadata(synced: Synced) -> dict[str, Any]:
+    fetched, counts, stats = synced.fetched, synced.counts, synced.stats
+    remaining = {name: value for name, value in stats.rate_limit_headers.items() if "remaining" in name}
+    return {
+        "sync_mode": fetched.mode,
+        "rows_fetched": fetched.rows,
+        "rows_written": counts.written,
+        "rows_inserted": counts.inserted,
+        "rows_updated": counts.updated,
+        "rows_deleted": counts.deleted,
+        "unified_rows_written": counts.unified,
+        "api_calls": stats.api_calls,
+        "retries": stats.retries,
+        "rate_limit_wait_s": round(stats.budget_wait_s, 3),
+        "rate_limit_remaining": dg.MetadataValue.json(remaining),
+        "cursor": fetched.cursor or "unchanged",
+        **synced.missed,
+    }
+
+
+def check_evaluations(spec: EntitySpec, asset_key: dg.AssetKey, synced: Synced) -> list[dg.AssetCheckEvaluation]:
+    """The checks, run as SQL on the partition as it stands after the merge, each naming its partition."""
+    summary, partition = synced.summary, synced.scope.partition_key
+    return [
+        dg.AssetCheckEvaluation(
+            asset_key=asset_key,
+            check_name=PRIMARY_KEY_CHECK,
+            passed=summary.duplicate_keys == 0,
+            metadata={"duplicate_keys": summary.duplicate_keys, "examples": summary.duplicate_examples},
+            partition=partition,
+        ),
+        dg.AssetCheckEvaluation(
+            asset_key=asset_key,
+            check_name=REQUIRED_FIELDS_CHECK,
+            passed=not any(summary.missing_by_column.values()),
+            metadata={"missing_by_column": dg.MetadataValue.json(summary.missing_by_column)},
+            partition=partition,
+        ),
+    ]
+
+
+def unified_materialization(
+    spec: EntitySpec, instance: dg.DagsterInstance, synced: Synced
+) -> dg.AssetMaterialization | None:
+    """The tenant's unified partition changed in the same transaction: record it, so the UI stays truthful
+    (only for tenants Dagster knows as partitions)."""
+    if synced.tenant is None or not instance.has_dynamic_partition(TENANTS.name or "", synced.tenant):
+        return None
+    day = synced.scope.cursor_key
+    partition = dg.MultiPartitionKey({TENANT: synced.tenant, DAY: day}) if spec.partitioned_by_day else synced.tenant
+    counts = synced.counts
+    return dg.AssetMaterialization(
+        asset_key=dg.AssetKey(spec.entity),
+        partition=partition,
+        description=f"{counts.unified} rows from {spec.asset_name} {synced.scope.partition_key}"
+        + (" (the tenant's mapping changed: the connection's rows were rewritten)" if counts.unified_rewritten else ""),
+        metadata={
+            "source": spec.asset_name,
+            "connection_id": synced.scope.connection_id,
+            "rows_written": counts.unified,
+        },
+    )
+
+
+def partition_events(
+    spec: EntitySpec, context: dg.AssetExecutionContext, synced: Synced, storage_kind: str
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """One partition's own materialization (its own counts), its checks, and the unified partition it changed."""
+    table = f"{spec.provider}.{spec.entity}"
+    yield dg.AssetMaterialization(
+        asset_key=context.asset_key,
+        partition=synced.scope.partition_key,
+        metadata=table_metadata(table, synced.summary, storage_kind) | sync_metadata(synced),
+    )
+    yield from check_evaluations(spec, context.asset_key, synced)
+    unified = unified_materialization(spec, context.instance, synced)
+    if unified is not None:
+        yield unified
+
+
+def batch_failure(context: dg.AssetExecutionContext, failed: dict[str, Exception]) -> dg.Failure:
+    """The partitions that failed, each with its own reason; the others are written and materialized. Never
+    retried as a whole: the retryable errors were retried per partition already."""
+    reasons = {key: f"{type(error).__name__}: {error} — {_advice(error)[0]}" for key, error in failed.items()}
+    return dg.Failure(
+        description=f"{len(failed)} of the run's partitions failed (the others were synced):\n"
+        + "\n".join(f"- {key}: {reason}" for key, reason in sorted(reasons.items())),
+        metadata={"failed_partitions": dg.MetadataValue.json(reasons)},
+        allow_retries=False,
+    )
 
 
 def build_entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
@@ -296,19 +419,35 @@ def build_entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
         partition_expr = "connection_id"
         scope_text = "one partition per connection"
 
-    @dg.asset(
+    @dg.multi_asset(
         name=spec.asset_name,
-        group_name=spec.provider,
+        specs=[
+            dg.AssetSpec(
+                spec.asset_name,
+                group_name=spec.provider,
+                partitions_def=partitions_def,
+                metadata={"schema": spec.provider, "table": spec.entity, "partition_expr": partition_expr},
+                kinds={"duckdb", spec.provider},
+                tags={"provider": spec.provider},
+                freshness_policy=None if spec.partitioned_by_day else FRESHNESS,
+                # The body records one materialization per partition it wrote (a run may cover a range of
+                # partitions), never one output for the run.
+                skippable=True,
+                description=f"{spec.entity.capitalize()} of every {spec.provider} connection in `{table}`, "
+                f"{scope_text}. Incremental after the first sync, merged by primary key (only changed rows are "
+                "written, and the unified table follows in the same transaction); deletions at the provider "
+                "become `is_deleted = true`. Backfill runs resync their partitions in full and leave the live "
+                "cursor alone.",
+            )
+        ],
         partitions_def=partitions_def,
-        metadata={"schema": spec.provider, "table": spec.entity, "partition_expr": partition_expr},
-        kinds={"duckdb", spec.provider},
-        tags={"provider": spec.provider},
-        freshness_policy=None if spec.partitioned_by_day else FRESHNESS,
         retry_policy=SYNC_RETRY_POLICY,
         # One pool per provider (dagster.yaml `concurrency.pools`): bounds concurrent syncs however a run started.
         pool=spec.provider,
         # A backfill of events covers a connection's range of days in one run (one connector, one write).
         backfill_policy=dg.BackfillPolicy.single_run() if spec.partitioned_by_day else None,
+        # Checks are evaluated per partition (AssetCheckEvaluation names it), so their outputs are optional.
+        can_subset=True,
         check_specs=[
             dg.AssetCheckSpec(PRIMARY_KEY_CHECK, asset=spec.asset_name, description="source_id unique per connection"),
             dg.AssetCheckSpec(
@@ -317,31 +456,50 @@ def build_entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
                 description=f"no nulls in {', '.join(required_columns(spec))}",
             ),
         ],
-        description=f"{spec.entity.capitalize()} of every {spec.provider} connection in `{table}`, {scope_text}. "
-        "Incremental after the first sync; deletions at the provider become `is_deleted = true`. Backfill runs "
-        "resync their partitions in full and leave the live cursor alone.",
     )
     def entity_asset(
         context: dg.AssetExecutionContext, integrations: IntegrationsResource
-    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-        # One partition, or (events in a single-run backfill) a range of days of one connection.
+    ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.AssetObservation]:
         scopes = [PartitionScope.of(spec, key) for key in partition_keys(context)]
-        store = integrations.store
         is_backfill = BACKFILL_TAG in context.run.tags
-        try:
-            synced = [_sync_scope(spec, integrations, scope, is_backfill) for scope in scopes]
-        except RateLimited as error:
-            raise _rate_limited(context, error, scopes[0].connection_id, is_backfill) from None
-        result, stats = combined(spec, [result for _, result, _ in synced]), total([stats for *_, stats in synced])
-        context.log.info(f"{spec.asset_name} {describe_keys(scopes)}: {result.mode}, {len(result.fetched_ids)} rows")
-        results = [scope_result for _, scope_result, _ in synced]
-        yield dg.Output(result.frame, metadata=_metadata(result, stats) | missed_webhooks(spec, store, scopes, results))
-        yield from partition_checks(spec, [result.frame for _, result, _ in synced])
-        # Dagster's I/O manager has written the partition by the time the generator resumes: only now does the
-        # cursor move, so a failed write never skips changes. Backfills never move it.
-        for request, scope_result, scope in ((r, res, s) for (r, res, _), s in zip(synced, scopes, strict=True)):
-            if scope_result.cursor is not None and not is_backfill:
-                store.set_cursor(scope.connection_id, spec.entity, scope_result.cursor, scope.cursor_key)
-            store.record_sync(scope.connection_id, request.started_at)
+        storage_kind = integrations.warehouse.kind
+        if len(scopes) == 1:  # one partition: failures go to the step (RetryPolicy, rate-limit tagging) as ever
+            scope = scopes[0]
+            try:
+                with heap_frozen_for_gc():
+                    synced = sync_scope(spec, integrations, scope, is_backfill)
+            except RateLimited as error:
+                raise _rate_limited(context, error, scope.connection_id, is_backfill) from None
+            except (ProviderError, WarehouseWriteError) as error:
+                raise _failure(error, scope.connection_id) from None  # type: ignore[arg-type]
+            context.log.info(f"{spec.asset_name} {scope.partition_key}: {synced.fetched.mode}, {synced.counts}")
+            yield from partition_events(spec, context, synced, storage_kind)
+            return
+        # A range: each partition syncs on its own (a few at once); one partition's failure, rate limit or reauth
+        # touches only itself. A rate-limited connection of a batch is left to the next tick (no run tag: a re-run
+        # of the whole range would redo the others).
+        failed: dict[str, Exception] = {}
+        with heap_frozen_for_gc(), ThreadPoolExecutor(integrations.settings.sync_concurrency, "sync") as pool:
+            futures = {
+                pool.submit(sync_with_retries, spec, integrations, scope, is_backfill, BATCH_ATTEMPTS): scope
+                for scope in scopes
+            }
+            for future in as_completed(futures):
+                scope = futures[future]
+                try:
+                    synced = future.result()
+                except Exception as error:  # isolated: recorded on its partition, reported at the end
+                    failed[scope.partition_key] = error
+                    context.log.warning(f"{spec.asset_name} {scope.partition_key} failed: {type(error).__name__}")
+                    yield dg.AssetObservation(
+                        asset_key=context.asset_key,
+                        partition=scope.partition_key,
+                        metadata={"error_type": type(error).__name__, "error": f"{error} — {_advice(error)[0]}"},
+                    )
+                    continue
+                yield from partition_events(spec, context, synced, storage_kind)
+        context.log.info(f"{spec.asset_name}: {len(scopes) - len(failed)} of {len(scopes)} partitions synced")
+        if failed:
+            raise batch_failure(context, failed)
 
     return entity_asset

@@ -424,6 +424,7 @@ SPEC = ProviderSpec(
     # offline + consent: a refresh token on every connect; include_granted_scopes: a later grant (Directory) keeps
     # the earlier ones (Calendar), and the token response's `scope` lists the union.
     extra_authorize_params=(("access_type", "offline"), ("include_granted_scopes", "true"), ("prompt", "consent")),
+    refresh_tokens_rotate=False,  # a refresh answers with an access token only; the refresh token stays
     describe_account=_describe_account,
     revoke=_revoke,
     build_client=_build_client,

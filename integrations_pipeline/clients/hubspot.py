@@ -451,6 +451,7 @@ SPEC = ProviderSpec(
     default_scopes=("oauth", "crm.objects.contacts.read", "crm.objects.owners.read"),
     sandbox_authorize_path="/oauth/authorize",
     sandbox_token_path="/oauth/v1/token",
+    refresh_tokens_rotate=False,  # documented: HubSpot refresh tokens do not rotate
     describe_account=_describe_account,
     revoke=_revoke,
     build_client=lambda origin, auth, _metadata: HubSpotClient(origin, auth=auth),

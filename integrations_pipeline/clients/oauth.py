@@ -16,7 +16,7 @@ from oauthlib.oauth2 import WebApplicationClient
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 from pydantic import SecretStr
 
-from integrations_pipeline.clients.errors import NeedsReauth, ProviderError
+from integrations_pipeline.clients.errors import AnswerLost, NeedsReauth, ProviderError, RefreshAnswerLost
 from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.spec import AccountInfo, ProviderSpec
 from integrations_pipeline.settings import ProviderApp
@@ -87,15 +87,25 @@ class OAuthClient:
             code_verifier=code_verifier,
             client_secret=self.app.client_secret.get_secret_value(),
         )
-        return self._token_call(body, previous_refresh_token=None)
+        # A code is single use (RFC 6749 4.1.2): sent twice, it fails and may revoke what the first use issued.
+        return self._token_call(body, previous_refresh_token=None, replay_safe=False)
 
     def refresh(self, refresh_token: str) -> TokenGrant:
+        """Raises RefreshAnswerLost when the answer of a refresh that cannot be re-sent was lost."""
         body = self._oauthlib.prepare_refresh_body(
             refresh_token=refresh_token,
             client_id=self.app.client_id,
             client_secret=self.app.client_secret.get_secret_value(),
         )
-        return self._token_call(body, previous_refresh_token=refresh_token)
+        replay_safe = not self.spec.refresh_tokens_rotate
+        try:
+            return self._token_call(body, previous_refresh_token=refresh_token, replay_safe=replay_safe)
+        except AnswerLost as lost:
+            raise RefreshAnswerLost(
+                f"the answer to a token refresh was lost after {self.spec.display_name} received it ({lost.cause}); "
+                f"{self.spec.display_name} may rotate refresh tokens, so the stored one may be spent and is not "
+                "sent again (reuse would revoke the grant): reconnect"
+            ) from None
 
     def describe_account(self, access_token: str) -> AccountInfo:
         return self.spec.describe_account(self.api, access_token) if self.spec.describe_account else AccountInfo()
@@ -103,13 +113,14 @@ class OAuthClient:
     def revoke(self, tokens: TokenSet) -> bool:
         return self.spec.revoke(self.api, tokens, self.endpoints) if self.spec.revoke else False
 
-    def _token_call(self, body: str, *, previous_refresh_token: str | None) -> TokenGrant:
+    def _token_call(self, body: str, *, previous_refresh_token: str | None, replay_safe: bool) -> TokenGrant:
         response = self.api.request(
             "POST",
             self.endpoints.token_url,
             content=body,
             headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
             check_status=False,
+            replay_safe=replay_safe,
         )
         try:
             token = self._oauthlib.parse_request_body_response(response.text)

@@ -47,6 +47,10 @@ class ProviderSpec:
     # invalid_grant; Zoho answers a revoked refresh token with invalid_code.
     reauth_errors: tuple[str, ...] = ("invalid_grant",)
     auth_scheme: str = "Bearer"
+    # Whether a refresh may hand back a new refresh token and retire the old one. A refresh whose answer was lost is
+    # re-sent only where the provider documents non-rotating refresh tokens (False); elsewhere the old token may
+    # already be spent, and reuse detection (RFC 9700) would revoke the whole grant.
+    refresh_tokens_rotate: bool = True
     extra_authorize_params: tuple[tuple[str, str], ...] = ()
     # (api client on the provider's API origin, access token) -> AccountInfo
     describe_account: Callable[[ApiClient, str], AccountInfo] | None = None

@@ -454,6 +454,7 @@ SPEC = ProviderSpec(
     sandbox_token_path="/oauth/v2/token",
     scope_separator=",",
     reauth_errors=("invalid_grant", "invalid_code"),  # Zoho's answer to a revoked refresh token is invalid_code
+    refresh_tokens_rotate=False,  # a refresh answers with an access token only, in every data centre
     accounts_servers=tuple(
         f"https://accounts.{domain}"
         for domain in (

@@ -17,6 +17,7 @@ import base64
 import enum
 import functools
 import hashlib
+import json
 import math
 import secrets
 import threading
@@ -24,6 +25,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 from urllib.parse import parse_qsl
@@ -97,9 +99,41 @@ def count_status(log: list[RequestRecord], status: int, since: int = 0) -> int:
     return sum(1 for record in log[since:] if record.status == status)
 
 
+@dataclass
+class AnswerFaults:
+    """What happens to the answer of the request being served. The OAuth core sets these while it handles the
+    request (see OAuthAuthorizationServer's switches); RequestLogMiddleware, which every emulator mounts, carries
+    them out, so no emulator's handlers need to know."""
+
+    drop: bool = False
+    """Send the status line and headers, then close the connection without a body: the answer is lost."""
+    echo_authorization: bool = False
+    """Answer 400 with an error body that quotes the request's Authorization header, as careless providers do."""
+
+
+_ANSWER_FAULTS: ContextVar[AnswerFaults | None] = ContextVar("sandbox_answer_faults", default=None)
+
+
+def this_answer() -> AnswerFaults:
+    """The faults of the answer being prepared (a throwaway outside a request, e.g. a test calling the core)."""
+    return _ANSWER_FAULTS.get() or AnswerFaults()
+
+
+def _echo_body(scope: Scope) -> bytes:
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    return json.dumps(
+        {
+            "status": "error",
+            "message": "The request could not be processed",
+            "request": {"path": scope["path"], "authorization": headers.get("authorization")},
+        }
+    ).encode()
+
+
 class RequestLogMiddleware:
     """Append a `RequestRecord` to `log` for every HTTP request, before any byte of its response is sent: a client
-    (a test counting requests) may read the log the moment it has the response."""
+    (a test counting requests) may read the log the moment it has the response. Also carries out the answer's
+    faults (AnswerFaults)."""
 
     def __init__(self, app: ASGIApp, *, log: list[RequestRecord], lock: threading.RLock) -> None:
         self.app = app
@@ -111,6 +145,10 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send)
             return
         logged = False
+        # A mutable holder in a context variable: the handler may run in a worker thread with a copied context.
+        faults = AnswerFaults()
+        reset = _ANSWER_FAULTS.set(faults)
+        swallow_rest = False
 
         def record(status_code: int) -> None:
             nonlocal logged
@@ -120,13 +158,27 @@ class RequestLogMiddleware:
                 self.log.append(RequestRecord(scope["method"], scope["path"], query, status_code, time.time()))
 
         async def send_after_logging(message: Message) -> None:
+            nonlocal swallow_rest
+            if swallow_rest:
+                return  # the handler's own answer is swallowed: lost, or replaced by the echo below
+            if message["type"] == "http.response.start" and faults.echo_authorization:
+                swallow_rest = True
+                body = _echo_body(scope)
+                record(400)
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                await send({"type": "http.response.start", "status": 400, "headers": headers})
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+                return
             if message["type"] == "http.response.start" and not logged:
                 record(message["status"])
             await send(message)
+            # Lost: the server (uvicorn) closes the connection when the app returns an answer it never finished.
+            swallow_rest = message["type"] == "http.response.start" and faults.drop
 
         try:
             await self.app(scope, receive, send_after_logging)
         finally:
+            _ANSWER_FAULTS.reset(reset)
             if not logged:
                 record(500)  # the app raised before starting a response: what the client sees
 
@@ -301,6 +353,8 @@ class AccessToken:
     client_id: str
     scopes: tuple[str, ...]
     expires_at: float
+    family: str = ""
+    """The authorization (code exchange) it descends from: reuse detection revokes a whole family."""
 
 
 @dataclass
@@ -308,6 +362,7 @@ class RefreshToken:
     token: str
     client_id: str
     scopes: tuple[str, ...]
+    family: str = ""
 
 
 @dataclass(frozen=True)
@@ -344,6 +399,15 @@ class OAuthAuthorizationServer:
     codes: dict[str, AuthorizationCode] = field(default_factory=dict)
     access_tokens: dict[str, AccessToken] = field(default_factory=dict)
     refresh_tokens: dict[str, RefreshToken] = field(default_factory=dict)
+    reject_reused_refresh_tokens: bool = False
+    """With rotation: a retired refresh token presented again revokes its whole family, access tokens included, as
+    RFC 9700 (4.14.2) advises and as Salesforce and Authlib-style servers do."""
+    drop_next_token_answer: bool = False
+    """The next successful refresh is committed, then its answer is lost (the connection closes before the body)."""
+    echo_authorization: bool = False
+    """While on, every call that presents an access token is answered 400 with a body quoting its Authorization."""
+    retired_refresh_tokens: dict[str, str] = field(default_factory=dict)
+    """Rotated-out refresh token -> its family."""
     token_requests: list[str] = field(default_factory=list)
     """grant_type of every token-endpoint call, in order (including failed ones)."""
     issued: set[str] = field(default_factory=set)
@@ -386,19 +450,33 @@ class OAuthAuthorizationServer:
             if not secrets.compare_digest(s256_challenge(code_verifier), issued.code_challenge):
                 raise OAuthError(OAuthErrorKind.CODE_VERIFIER_MISMATCH, "code_verifier does not match code_challenge")
         refresh_token = self.refresh_token_prefix + str(uuid.uuid4())
-        self.refresh_tokens[refresh_token] = RefreshToken(refresh_token, client_id, issued.scopes)
-        return self._grant(client_id, issued.scopes, refresh_token)
+        family = str(uuid.uuid4())
+        self.refresh_tokens[refresh_token] = RefreshToken(refresh_token, client_id, issued.scopes, family)
+        return self._grant(client_id, issued.scopes, refresh_token, family)
 
     def refresh(self, *, client_id: str, client_secret: str, refresh_token: str) -> TokenGrant:
         self._check_client(client_id, client_secret)
         stored = self.refresh_tokens.get(refresh_token)
+        if stored is None and self.reject_reused_refresh_tokens and refresh_token in self.retired_refresh_tokens:
+            self._revoke_family(self.retired_refresh_tokens[refresh_token])
+            raise OAuthError(OAuthErrorKind.INVALID_REFRESH_TOKEN, "refresh token was already used: grant revoked")
         if stored is None or stored.client_id != client_id:
             raise OAuthError(OAuthErrorKind.INVALID_REFRESH_TOKEN, "missing or unknown refresh token")
         if self.rotate_refresh_tokens:
             del self.refresh_tokens[refresh_token]
+            self.retired_refresh_tokens[refresh_token] = stored.family
             refresh_token = self.refresh_token_prefix + str(uuid.uuid4())
-            self.refresh_tokens[refresh_token] = RefreshToken(refresh_token, client_id, stored.scopes)
-        return self._grant(client_id, stored.scopes, refresh_token)
+            self.refresh_tokens[refresh_token] = RefreshToken(refresh_token, client_id, stored.scopes, stored.family)
+        grant = self._grant(client_id, stored.scopes, refresh_token, stored.family)
+        if self.drop_next_token_answer:  # committed above; only the answer goes missing
+            self.drop_next_token_answer = False
+            this_answer().drop = True
+        return grant
+
+    def _revoke_family(self, family: str) -> None:
+        for tokens in (self.refresh_tokens, self.access_tokens):
+            for token in [token for token, stored in tokens.items() if stored.family == family]:
+                del tokens[token]
 
     def record_token_request(self, grant_type: str) -> None:
         """Count a token-endpoint call, successful or not, so tests can assert how often a client refreshed."""
@@ -409,15 +487,17 @@ class OAuthAuthorizationServer:
             return len(self.token_requests)
         return sum(1 for requested in self.token_requests if requested == grant_type)
 
-    def _grant(self, client_id: str, scopes: tuple[str, ...], refresh_token: str) -> TokenGrant:
+    def _grant(self, client_id: str, scopes: tuple[str, ...], refresh_token: str, family: str) -> TokenGrant:
         access_token = self.access_token_prefix + secrets.token_urlsafe(32)
         self.issued.update((access_token, refresh_token))
         self.access_tokens[access_token] = AccessToken(
-            access_token, client_id, scopes, self.clock() + self.access_token_ttl_s
+            access_token, client_id, scopes, self.clock() + self.access_token_ttl_s, family
         )
         return TokenGrant(access_token, refresh_token, self.access_token_ttl_s, scopes)
 
     def authenticate(self, access_token: str) -> tuple[AccessStatus, AccessToken | None]:
+        if self.echo_authorization:
+            this_answer().echo_authorization = True
         stored = self.access_tokens.get(access_token)
         if stored is None:
             return AccessStatus.UNKNOWN, None

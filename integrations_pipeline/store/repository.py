@@ -144,9 +144,12 @@ class StateStore:
         self.save_tokens(conn, connection_id, tokens)
         return self._get_connection(conn, connection_id)
 
-    def get_connection(self, connection_id: str) -> Connection | None:
-        with self.engine.connect() as conn:
+    def get_connection(self, connection_id: str, conn: sa.Connection | None = None) -> Connection | None:
+        """The connection as it stands (inside `conn`'s transaction when given, e.g. under its lock)."""
+        if conn is not None:
             return self._get_connection(conn, connection_id, required=False)
+        with self.engine.connect() as fresh:
+            return self._get_connection(fresh, connection_id, required=False)
 
     def _get_connection(self, conn: sa.Connection, connection_id: str, *, required: bool = True) -> Connection:
         row = conn.execute(sa.select(schema.connections).where(schema.connections.c.id == connection_id)).first()

@@ -1,0 +1,129 @@
+"""The warehouse's merge on DuckDB and PostgreSQL alike: only changed rows are written, a full resync flags what
+vanished, an unchanged source writes nothing, the unified table follows row for row (and is rewritten for the
+connection alone when its mapping changes), and both backends end with identical tables."""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from integrations_pipeline.frames import to_frame
+from integrations_pipeline.mapping import FieldRule, Transform
+from integrations_pipeline.records import CONTACT_COLUMNS
+from integrations_pipeline.warehouse import (
+    DuckDbWarehouse,
+    MergeTarget,
+    PartitionSlice,
+    PostgresWarehouse,
+    UnifiedFollow,
+    Warehouse,
+    WriteCounts,
+)
+from integrations_pipeline_tests.conftest import fresh_postgres_url
+
+KEY = ("connection_id", "source_id")
+UPPER_COMPANY = {"crm_company": FieldRule(source="company", transform=Transform.UPPERCASE)}
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
+    if request.param == "duckdb":
+        yield DuckDbWarehouse(tmp_path / "warehouse.duckdb")
+    else:
+        yield PostgresWarehouse(fresh_postgres_url(request.getfixturevalue("postgres_server")))
+
+
+def contact(
+    source_id: str, company: str | None = "Acme", deleted: bool = False, connection: str = "hubspot-acme"
+) -> dict:
+    return {
+        "connection_id": connection,
+        "source_id": source_id,
+        "email": f"{source_id}@example.com",
+        "company": company,
+        "modified_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "is_deleted": deleted,
+    }
+
+
+def merge(
+    warehouse: Warehouse, records: list[dict], *, full: bool, rules: dict | None = None, chunk: int = 2
+) -> WriteCounts:
+    connection = records[0]["connection_id"] if records else "hubspot-acme"
+    follow = UnifiedFollow("contacts", connection.split("-")[1], "hubspot", rules or {})
+    target = MergeTarget(PartitionSlice("hubspot.contacts", connection), CONTACT_COLUMNS, KEY, full, follow)
+    with warehouse.staging(CONTACT_COLUMNS) as staging:
+        for start in range(0, len(records), chunk):
+            staging.append(to_frame(records[start : start + chunk], CONTACT_COLUMNS))
+        return staging.merge(target)
+
+
+def table(warehouse: Warehouse, name: str, connection: str = "hubspot-acme") -> pd.DataFrame:
+    rows = warehouse.read(name, [connection], None, "start_at")
+    assert rows is not None
+    return rows
+
+
+def sequence(warehouse: Warehouse) -> list[WriteCounts]:
+    """Full, incremental (a change, a new row, a deletion, a duplicate key), unchanged, full with a row gone."""
+    counts = [merge(warehouse, [contact(str(n)) for n in range(5)], full=True)]
+    merge(warehouse, [contact("x", connection="hubspot-beta")], full=True)  # another tenant, never touched below
+    counts.append(
+        merge(
+            warehouse,
+            [contact("1", "Renamed"), contact("5"), contact("2", deleted=True), contact("5", "Later wins")],
+            full=False,
+        )
+    )
+    counts.append(merge(warehouse, [contact("1", "Renamed")], full=False))
+    counts.append(merge(warehouse, [contact(str(n), "Renamed" if n == 1 else "Acme") for n in (0, 1, 5)], full=True))
+    return counts
+
+
+def test_a_merge_writes_only_what_changed_and_the_unified_rows_follow(warehouse: Warehouse) -> None:
+    full, incremental, unchanged, resync = sequence(warehouse)
+    assert (full.inserted, full.written) == (5, 5)
+    assert (incremental.inserted, incremental.updated, incremental.deleted) == (1, 1, 1)
+    assert incremental.unified == incremental.written == 3
+    assert unchanged == WriteCounts()  # the same values again: nothing written, here or in unified
+    # 3 and 4 no longer returned (2 was deleted already), 5 back to the value the resync fetched
+    assert (resync.written, resync.updated, resync.deleted) == (3, 1, 2)
+
+    contacts = table(warehouse, "hubspot.contacts")
+    assert contacts["source_id"].tolist() == ["0", "1", "2", "3", "4", "5"]
+    assert contacts["is_deleted"].tolist() == [False, False, True, True, True, False]
+    assert contacts.loc[contacts.source_id == "5", "company"].item() == "Acme"  # the resync's value
+    assert table(warehouse, "hubspot.contacts", "hubspot-beta")["source_id"].tolist() == ["x"]
+    unified = table(warehouse, "unified.contacts")
+    pd.testing.assert_frame_equal(unified[list(CONTACT_COLUMNS)], contacts, check_dtype=False)
+    assert set(unified["tenant"]) == {"acme"} and set(unified["mapped"]) == {"{}"}
+
+
+def test_a_mapping_change_rewrites_that_connections_unified_rows_only(warehouse: Warehouse) -> None:
+    sequence(warehouse)
+    counts = merge(warehouse, [contact("1", "Renamed")], full=False, rules=UPPER_COMPANY)
+    assert counts.written == 0 and counts.unified_rewritten and counts.unified == 6
+    unified = table(warehouse, "unified.contacts")
+    assert unified.loc[unified.source_id == "1", "mapped"].str.replace(" ", "").item() == '{"crm_company":"RENAMED"}'
+    assert table(warehouse, "unified.contacts", "hubspot-beta")["mapped"].tolist() == ["{}"]
+    again = merge(warehouse, [contact("1", "Again")], full=False, rules=UPPER_COMPANY)
+    assert (again.written, again.unified, again.unified_rewritten) == (1, 1, False)
+
+
+def test_an_empty_partition_creates_its_table_with_the_real_column_types(warehouse: Warehouse) -> None:
+    assert merge(warehouse, [], full=True).written == 0
+    assert table(warehouse, "hubspot.contacts").empty
+    summary = warehouse.summarize(PartitionSlice("hubspot.contacts", "hubspot-acme"), KEY, KEY)
+    assert summary.row_count == 0 and list(summary.column_types)[:2] == ["connection_id", "source_id"]
+    assert summary.column_types["modified_at"].lower() in ("timestamp with time zone", "timestamptz")
+
+
+def test_duckdb_and_postgres_end_with_identical_tables(postgres_server: object, tmp_path: Path) -> None:
+    backends = [DuckDbWarehouse(tmp_path / "w.duckdb"), PostgresWarehouse(fresh_postgres_url(postgres_server))]
+    counts = [sequence(backend) for backend in backends]
+    assert counts[0] == counts[1]
+    for name in ("hubspot.contacts", "unified.contacts"):
+        duck, postgres = (table(backend, name) for backend in backends)
+        pd.testing.assert_frame_equal(duck, postgres, check_dtype=False)
