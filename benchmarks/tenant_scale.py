@@ -46,12 +46,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sync_throughput import (  # the same stack set-up (same directory)
+    CLIENT_ID,
+    configure_environment,
+    exchange_code_for_token,
+)
+
 SCRIPT = Path(__file__).resolve()
 REPO_ROOT = SCRIPT.parent.parent
 SYNC_THROUGHPUT = SCRIPT.parent / "sync_throughput.py"
-CLIENT_ID = "bench-hubspot-app"
 PR_SET_CHILD_SUBREAPER = 36
 CHANGED_CONTACTS = 10
+LEAN_SCOPES = "oauth crm.objects.contacts.read crm.objects.owners.read"  # owners and contacts, as the sync job
 DAEMON_TIMEOUT_S = 1800
 IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
@@ -77,28 +83,6 @@ def become_subreaper() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
-
-
-def configure_environment(workdir: Path, sandbox_url: str, gateway_url: str, client_secret: str) -> str:
-    """INTEGRATIONS_* for this process and every child (the stack fixture's set), and the API key."""
-    from integrations_pipeline.crypto import generate_key_entry
-
-    for name in [name for name in os.environ if name.startswith("INTEGRATIONS_")]:
-        del os.environ[name]
-    api_key = secrets.token_urlsafe(24)
-    os.environ.update(
-        {
-            "INTEGRATIONS_STATE_DATABASE_URL": f"sqlite:///{workdir / 'state.db'}",
-            "INTEGRATIONS_WAREHOUSE_PATH": str(workdir / "warehouse.duckdb"),
-            "INTEGRATIONS_ENCRYPTION_KEYS": generate_key_entry("bench1"),
-            "INTEGRATIONS_API_KEY": api_key,
-            "INTEGRATIONS_PUBLIC_URL": gateway_url,
-            "INTEGRATIONS_HUBSPOT__CLIENT_ID": CLIENT_ID,
-            "INTEGRATIONS_HUBSPOT__CLIENT_SECRET": client_secret,
-            "INTEGRATIONS_HUBSPOT__BASE_URL": sandbox_url,
-        }
-    )
-    return api_key
 
 
 def dagster_home(workdir: Path) -> Path:
@@ -151,7 +135,13 @@ class TreeSampler:
     """Samples the CPU of a process tree every half second, by role, to say where the total went. The total itself
     comes from RUSAGE_CHILDREN (exact); a process shorter than a sample is missing here."""
 
-    ROLES = (("execute_run", "run workers"), ("api grpc", "code server"), ("dagster-daemon", "daemon"))
+    # The code server starts run workers with multiprocessing's spawn (`python -B -c "from multiprocessing...`).
+    ROLES = (
+        ("execute_run", "run workers"),
+        ("multiprocessing", "run workers"),
+        ("api grpc", "code server"),
+        ("dagster-daemon", "daemon"),
+    )
 
     def __init__(self, root: int) -> None:
         import psutil
@@ -250,7 +240,6 @@ def daemon_cpu(workdir: Path, count: int, contacts: int, settle_s: float) -> dic
 
 def lean_child(connection_count: int) -> None:
     """The lean loop: for each connection, a token, then owners and contacts paged, mapped and written to DuckDB."""
-    from urllib.parse import parse_qs, urlsplit
 
     import duckdb
     import httpx
@@ -263,31 +252,12 @@ def lean_child(connection_count: int) -> None:
         os.environ["INTEGRATIONS_HUBSPOT__CLIENT_ID"],
         os.environ["INTEGRATIONS_HUBSPOT__CLIENT_SECRET"],
     )
-    redirect = "http://127.0.0.1/lean-callback"
     with httpx.Client(base_url=base, timeout=60) as http, duckdb.connect(os.environ["LEAN_WAREHOUSE"]) as warehouse:
         warehouse.execute("CREATE SCHEMA IF NOT EXISTS hubspot")
         for n in range(connection_count):
             connection_id = f"lean-{n:05d}"
-            authorized = http.get(
-                "/oauth/authorize",
-                params={
-                    "client_id": client_id,
-                    "redirect_uri": redirect,
-                    "scope": "oauth crm.objects.contacts.read crm.objects.owners.read",
-                },
-            )
-            code = parse_qs(urlsplit(authorized.headers["location"]).query)["code"][0]
-            grant = http.post(
-                "/oauth/v1/token",
-                data={
-                    "grant_type": "authorization_code",
-                    "client_id": client_id,
-                    "client_secret": client_secret,
-                    "redirect_uri": redirect,
-                    "code": code,
-                },
-            ).raise_for_status()
-            headers = {"Authorization": f"Bearer {grant.json()['access_token']}"}
+            token = exchange_code_for_token(http, client_id, client_secret, LEAN_SCOPES)
+            headers = {"Authorization": f"Bearer {token}"}
             owners = http.get("/crm/v3/owners/", params={"limit": 100}, headers=headers).raise_for_status().json()
             owner_rows = [(connection_id, str(o["id"]), o.get("email"), o.get("updatedAt")) for o in owners["results"]]
             contact_rows = []
