@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -202,24 +202,34 @@ def latency(directory: Path, requests: int) -> None:
         print(f"forged or tampered accepted {accepted} of {attempts} (one flipped body bit each)")
 
 
-def ack_cost(directory: Path, connections: int, requests: int) -> tuple[float, float]:
-    """(p50 latency, gateway CPU per request) of sequential HubSpot acks with `connections` HubSpot connections."""
-    with running_gateway(directory, connections=connections) as gateway, httpx.Client(base_url=gateway.url) as http:
-        for n in range(50):  # warm-up: imports, the pool, the page cache
-            warm = senders.hubspot(gateway.secrets, 900_000 + n)
-            assert http.post(warm.target, content=warm.body, headers=warm.headers).is_success
-        latencies = []
-        cpu_before = gateway.cpu_seconds()
-        for n in range(requests):
-            request = senders.hubspot(gateway.secrets, n)
-            started = time.perf_counter()
-            response = http.post(request.target, content=request.body, headers=request.headers)
-            latencies.append(time.perf_counter() - started)
-            assert response.is_success and response.json()["stored"] == 1, response.text
-        cpu = (gateway.cpu_seconds() - cpu_before) / requests
-    p50 = statistics.median(latencies)
-    print(f"{connections:>6} HubSpot connections: ack p50 {p50 * 1000:.2f} ms, gateway CPU {cpu * 1000:.2f} ms/request")
-    return p50, cpu
+def ack_costs(directory: Path, counts: tuple[int, ...], requests: int) -> dict[int, tuple[float, float]]:
+    """{connections: (p50 latency, gateway CPU per request)} of sequential HubSpot acks, one gateway per count,
+    their requests interleaved so that the machine's load drifts over all of them alike."""
+    with ExitStack() as stack:
+        gateways = {
+            count: stack.enter_context(running_gateway(directory / f"scale-{count}", connections=count))
+            for count in counts
+        }
+        clients = {count: stack.enter_context(httpx.Client(base_url=g.url)) for count, g in gateways.items()}
+        latencies: dict[int, list[float]] = {count: [] for count in counts}
+        cpu_before: dict[int, float] = {}
+        for n in range(-50, requests):  # 50 warm-up requests each: imports, the pool, the page cache
+            if n == 0:
+                cpu_before = {count: gateway.cpu_seconds() for count, gateway in gateways.items()}
+            for count, gateway in gateways.items():
+                request = senders.hubspot(gateway.secrets, 900_000 + n)
+                started = time.perf_counter()
+                response = clients[count].post(request.target, content=request.body, headers=request.headers)
+                if n >= 0:
+                    latencies[count].append(time.perf_counter() - started)
+                assert response.is_success and response.json()["stored"] == 1, response.text
+        figures = {
+            count: (statistics.median(latencies[count]), (gateway.cpu_seconds() - cpu_before[count]) / requests)
+            for count, gateway in gateways.items()
+        }
+    for count, (p50, cpu) in figures.items():
+        print(f"{count:>6} HubSpot connections: ack p50 {p50 * 1000:.2f} ms, gateway CPU {cpu * 1000:.2f} ms/request")
+    return figures
 
 
 Wire = tuple[str, bytes, dict[str, str]]
@@ -288,11 +298,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="webhook-ack-") as temporary:
         directory = Path(temporary)
         latency(directory / "latency", arguments.requests)
-        one, _ = few = ack_cost(directory / "one", 1, arguments.scale_requests)
-        many = ack_cost(directory / "many", arguments.connections, arguments.scale_requests)
+        costs = ack_costs(directory, (1, arguments.connections), arguments.scale_requests)
+        one, many = costs[1], costs[arguments.connections]
         print(
-            f"ack at {arguments.connections} vs 1 connection: p50 {many[0] / one:.2f}x, "
-            f"CPU {many[1] / few[1]:.2f}x (goal: within 1.2x)"
+            f"ack at {arguments.connections} vs 1 connection: p50 {many[0] / one[0]:.2f}x, "
+            f"CPU {many[1] / one[1]:.2f}x (goal: within 1.2x)"
         )
         throughput(
             directory / "throughput",
