@@ -327,7 +327,6 @@ def gateway(host: str, port: int, workers: int) -> None:
     settings = load_settings()
     settings.require_api_key()
     settings.keyring()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # uvicorn's access log prints query strings, which carry OAuth codes: the app logs requests itself. Workers
     # each build the app from the same environment (uvicorn needs an import string to start them).
     options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False}
@@ -338,9 +337,11 @@ def gateway(host: str, port: int, workers: int) -> None:
 
 
 def gateway_app() -> Any:
-    """The gateway as configured by the environment (each `--workers` process calls this)."""
+    """The gateway as configured by the environment, logging as the command does (each `--workers` process calls
+    this in its own interpreter)."""
     from integrations_pipeline.gateway import create_app
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return create_app(load_settings())
 
 
