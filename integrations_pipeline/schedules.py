@@ -13,6 +13,7 @@ tags and no partition key: Dagster validates a single-key request against the wh
 per request (quadratic in connections per tick); a range is resolved once, by the run.
 """
 
+import warnings
 from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -127,18 +128,22 @@ def batch_request(
     else:
         first, last = connections[0], connections[-1]
     single = first == last
-    return dg.RunRequest(
-        job_name=job_name,
-        partition_key=first if single else None,
-        asset_selection=asset_selection,
-        run_key=run_key,
-        tags=tags
-        | (
-            partition_tags(first)
-            if single
-            else {ASSET_PARTITION_RANGE_START_TAG: str(first), ASSET_PARTITION_RANGE_END_TAG: str(last)}
-        ),
-    )
+    with warnings.catch_warnings():
+        # Dagster's own resolution of a multi-dimensional key adds `dagster/partition/<dimension>` tags and warns
+        # that such keys are deprecated for user tags; these are its system tags, as it would set them.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return dg.RunRequest(
+            job_name=job_name,
+            partition_key=first if single else None,
+            asset_selection=asset_selection,
+            run_key=run_key,
+            tags=tags
+            | (
+                partition_tags(first)
+                if single
+                else {ASSET_PARTITION_RANGE_START_TAG: str(first), ASSET_PARTITION_RANGE_END_TAG: str(last)}
+            ),
+        )
 
 
 def batch_label(connections: Sequence[str]) -> str:
