@@ -222,8 +222,8 @@ def follow_requested(
         return []
     now = datetime.now(UTC).isoformat(timespec="seconds")
     newest: dict[str, DagsterRun] = {}
-    for run in context.instance.get_runs(filters=dg.RunsFilter(tags={WEBHOOK_RUN_TAG: list(batches)})):
-        newest.setdefault(run.tags[WEBHOOK_RUN_TAG], run)  # runs come newest first: a retry run wins
+    for found in context.instance.get_runs(filters=dg.RunsFilter(tags={WEBHOOK_RUN_TAG: list(batches)})):
+        newest.setdefault(found.tags[WEBHOOK_RUN_TAG], found)  # runs come newest first: a retry run wins
     again: list[dg.RunRequest] = []
     for key, target in batches.items():
         run = newest.get(key)
