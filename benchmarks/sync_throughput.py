@@ -137,11 +137,12 @@ def sync_with_project(connection_id: str, profile_path: Path | None) -> tuple[fl
     return elapsed, written
 
 
-def exchange_code_for_token(http: httpx.Client, client_id: str, client_secret: str) -> str:
+def exchange_code_for_token(
+    http: httpx.Client, client_id: str, client_secret: str, scope: str = "crm.objects.contacts.read"
+) -> str:
     """Authorize without following the redirect, then trade the code at the token endpoint."""
     authorized = http.get(
-        "/oauth/authorize",
-        params={"client_id": client_id, "redirect_uri": REDIRECT_URI, "scope": "crm.objects.contacts.read"},
+        "/oauth/authorize", params={"client_id": client_id, "redirect_uri": REDIRECT_URI, "scope": scope}
     )
     code = parse_qs(urlsplit(authorized.headers["location"]).query)["code"][0]
     grant = http.post(

@@ -409,21 +409,42 @@ def backfill(provider: str, tenant: str | None, first_day: str, last_day: str) -
 @main.command(help="Serve the HTTP gateway.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="worker processes on the one port"
+)
 @friendly_errors
-def gateway(host: str, port: int) -> None:
+def gateway(host: str, port: int, workers: int) -> None:
     import uvicorn
 
-    from integrations_pipeline.gateway import create_app
     from integrations_pipeline.httpserver import log_config
 
     settings = load_settings()
     settings.require_api_key()
     settings.keyring()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # uvicorn's access log prints query strings, which carry OAuth codes: the app logs requests itself.
+    # uvicorn's access log prints query strings, which carry OAuth codes: the app logs requests itself. Workers
+    # each build the app from the same environment (uvicorn needs an import string to start them).
     # log_config: an exception that escapes the app is logged as its type only, never a traceback.
-    app = create_app(settings, stored_rows=warehouse_rows(settings))
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=log_config())
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "info",
+        "access_log": False,
+        "log_config": log_config(),
+    }
+    if workers == 1:
+        uvicorn.run(gateway_app(), **options)
+    else:
+        uvicorn.run("integrations_pipeline.cli:gateway_app", factory=True, workers=workers, **options)
+
+
+def gateway_app() -> Any:
+    """The gateway as configured by the environment, logging as the command does (each `--workers` process calls
+    this in its own interpreter)."""
+    from integrations_pipeline.gateway import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    return create_app(settings, stored_rows=warehouse_rows(settings))
 
 
 @main.command(help="Serve a provider's sandbox emulator (for local development and tests).")

@@ -28,6 +28,9 @@ def build_sync_jobs(provider: str, entities: list[EntitySpec]) -> dict[bool, Unr
             description=f"Sync {', '.join(names)} for one {'connection and day' if by_day else 'connection'}.",
             # Every run of the job, backfills included, counts against the provider's run limit in dagster.yaml.
             tags={"provider": provider},
+            # The steps run in the run worker's process: a step process per asset would pay Dagster's imports and
+            # a process start for syncs that mostly wait on HTTP. The provider pool still bounds the steps.
+            executor_def=dg.in_process_executor,
         )
     return jobs
 

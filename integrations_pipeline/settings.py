@@ -148,6 +148,13 @@ class Settings(BaseSettings):
         description='JSON object {"<tenant>": "<cron, UTC>"}: a tenant\'s sync schedule instead of hourly '
         "(resolved to the schedules' 5-minute tick)",
     )
+    sync_batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="at most this many connections of a provider in one scheduled sync run (consecutive due "
+        "partitions are synced together; the run isolates each connection's failure)",
+    )
     encryption_keys: SecretStr | None = Field(
         default=None,
         description="comma-separated `key_id:base64-32-byte-key` entries, the first one primary "

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -28,6 +29,9 @@ def connect(store: StateStore, tenant: str = "acme", access: str = "AT-1", refre
 
 def test_migrations_reach_head_and_match_the_schema(store: StateStore) -> None:
     assert migrations.current_revision(store.engine) == migrations.head_revision()
+    with store.engine.begin() as conn:  # the newest migration round-trips
+        command.downgrade(migrations._config(conn), "-1")
+    migrations.upgrade(store.engine)
     with store.engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), schema.metadata)
     assert differences == []
@@ -171,3 +175,26 @@ def test_key_rotation_reencrypts_every_secret_and_frees_the_old_key(store_url: s
         assert tokens is not None and tokens.refresh_token is not None
         assert tokens.refresh_token.get_secret_value() == f"RT-{number}"
     engine.dispose()
+
+
+def test_a_webhook_account_resolves_to_its_live_connection_among_many(store: StateStore) -> None:
+    tokens = TokenSet(access_token="AT", refresh_token="RT", expires_at=datetime.now(UTC))
+    with store.locked("setup") as conn:
+        for n in range(200):
+            for provider in ("hubspot", "zoho"):  # the same account ids at another provider never match
+                store.save_connection(
+                    conn,
+                    tenant=f"t{n:03d}",
+                    provider=provider,
+                    requested_scopes=["a"],
+                    granted_scopes=["a"],
+                    tokens=tokens,
+                    external_account_id=str(1000 + n),
+                )
+        store.set_status(conn, "hubspot-t007", ConnectionStatus.NEEDS_REAUTH, "test")
+        store.disconnect(conn, "hubspot-t008")
+    live = (ConnectionStatus.ACTIVE, ConnectionStatus.NEEDS_REAUTH)
+    found = store.connections_by_account("hubspot", ["1123", "1007", "1008", "999"], live)
+    assert found == {"1123": "hubspot-t123", "1007": "hubspot-t007"}
+    assert store.connections_by_account("zoho", ["1008"], live) == {"1008": "zoho-t008"}
+    assert store.connections_by_account("hubspot", [], live) == {}

@@ -9,10 +9,13 @@ from collections.abc import Iterator
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from integrations_pipeline.definitions import build_definitions
 from integrations_pipeline.partitions import connection_partitions
 from integrations_pipeline.resources import IntegrationsResource
+from integrations_pipeline.store import ConnectionStatus, schema
 from integrations_pipeline_tests.conftest import Stack
 from integrations_pipeline_tests.webhook_receiver import Receiver, running_receiver
 
@@ -168,3 +171,28 @@ def test_disconnect_is_announced_and_the_sensor_retries_a_down_subscriber(
         "provider": "hubspot",
         "revoked_at_provider": True,
     }
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_batched_run_announces_each_connection_on_its_own(stack: Stack, instance: dg.DagsterInstance) -> None:
+    """One run over acme..beta where beta needs re-authorization: acme is announced synced, beta in error."""
+    defs = build_definitions()
+    acme, beta = stack.connect("acme"), stack.connect("beta")
+    with stack.store.locked(beta) as conn:
+        stack.store.set_status(conn, beta, ConnectionStatus.NEEDS_REAUTH, "test")
+    instance.add_dynamic_partitions(str(connection_partitions("hubspot").name), [acme, beta])
+    run = defs.resolve_job_def("hubspot_sync").execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        tags={ASSET_PARTITION_RANGE_START_TAG: acme, ASSET_PARTITION_RANGE_END_TAG: beta},
+    )
+    assert not run.success
+    for _ in range(2):  # evaluating the same run twice records each event once
+        evaluate_run_sensor(defs, instance, "webhook_error_sensor", run)
+    events = schema.webhook_events
+    with stack.store.engine.connect() as conn:
+        rows = conn.execute(sa.select(events.c.type, events.c.connection_id, events.c.data)).all()
+    announced = sorted((row.type, row.connection_id) for row in rows if row.data.get("run_id") == run.run_id)
+    assert announced == [("integration.error", beta), ("integration.synced", acme)]
+    synced = next(row.data for row in rows if row.type == "integration.synced")
+    assert synced["counts"]["hubspot_contacts"]["rows_fetched"] == 250

@@ -293,12 +293,9 @@ class WebhookReceiver:
             return None
         return verified
 
-    def _connections_by_account(self, provider: str) -> dict[str, str]:
-        return {
-            connection.external_account_id: connection.id
-            for connection in self.store.list_connections(provider=provider, statuses=LIVE_CONNECTION)
-            if connection.external_account_id
-        }
+    def _connections_by_account(self, provider: str, account_ids: Iterable[str]) -> dict[str, str]:
+        """{account id: live connection id} for the accounts a webhook names: an indexed lookup (migration 0008)."""
+        return self.store.connections_by_account(provider, set(account_ids), LIVE_CONNECTION)
 
     # -- HubSpot: v3 signature over method + URI + body + timestamp ------------------------------------------------
 
@@ -322,7 +319,8 @@ class WebhookReceiver:
         if not isinstance(raw_events, list) or not 0 < len(raw_events) <= MAX_EVENTS_PER_REQUEST:
             raise GatewayError(422, "invalid_body", "a HubSpot webhook body is a JSON array of 1 to 1000 events")
         parsed = _validated(HUBSPOT_BATCH, raw_events, "HubSpot").root
-        accounts = await run_in_threadpool(self._connections_by_account, "hubspot")
+        portals = {str(event.portalId) for event in parsed}
+        accounts = await run_in_threadpool(self._connections_by_account, "hubspot", portals)
         events = []
         for raw, event in zip(raw_events, parsed, strict=True):
             object_type = event.objectTypeId or event.subscriptionType.partition(".")[0]

@@ -10,6 +10,7 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG
 
 from integrations_pipeline.partitions import CONNECTION, DAY
 from integrations_pipeline.resources import IntegrationsResource
@@ -29,9 +30,57 @@ def connection_of_run(tags: Mapping[str, str]) -> tuple[str | None, str | None]:
     return (tags.get(f"{PARTITION_TAG}/{CONNECTION}") if day else tags.get(PARTITION_TAG)), day
 
 
-def run_event_id(run_id: str, event_type: EventType) -> str:
-    """Deterministic, so a sensor that evaluates the same run twice records one event."""
-    return "evt_" + hashlib.sha256(f"{run_id}:{event_type.value}".encode()).hexdigest()[:24]
+def run_event_id(run_id: str, event_type: EventType, partition: str | None = None) -> str:
+    """Deterministic, so a sensor that evaluates the same run twice records one event (per partition of a batch)."""
+    scope = f"{run_id}:{event_type.value}" + (f":{partition}" if partition else "")
+    return "evt_" + hashlib.sha256(scope.encode()).hexdigest()[:24]
+
+
+def is_batch(run: dg.DagsterRun) -> bool:
+    """A run over a range of partitions (a batch of connections, or days): its events are per partition."""
+    return ASSET_PARTITION_RANGE_START_TAG in run.tags
+
+
+def connection_of_partition(partition: str) -> tuple[str, str | None]:
+    """(connection id, day) of a partition key: `connection` or `connection|day` (dimensions in name order)."""
+    connection_id, _, day = partition.partition("|")
+    return connection_id, day or None
+
+
+def materialized_by_partition(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict[str, dict[str, int]]]:
+    """{partition: {asset: counts}} of a batched run's materializations."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    by_partition: dict[str, dict[str, dict[str, int]]] = {}
+    for record in records:
+        materialization = record.event_log_entry.asset_materialization
+        if materialization is None or materialization.partition is None:
+            continue
+        by_partition.setdefault(materialization.partition, {})[materialization.asset_key.to_user_string()] = counted(
+            materialization.metadata
+        )
+    return by_partition
+
+
+def synced_facts(counts: dict[str, dict[str, int]]) -> dict[str, Any]:
+    totals = {name: sum(asset.get(name, 0) for asset in counts.values()) for name in ("rows_fetched", "rows_deleted")}
+    return {"counts": counts, "totals": totals}
+
+
+def record_batch_synced(store: StateStore, instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
+    """`integration.synced` for every partition a batched run wrote (also when others of the run failed)."""
+    for partition, counts in sorted(materialized_by_partition(instance, run.run_id).items()):
+        record_run_event(store, run, EventType.SYNCED, synced_facts(counts), partition=partition)
+
+
+def failed_partitions(context: dg.RunFailureSensorContext) -> dict[str, str]:
+    """{partition: reason} a batched run's steps reported (the asset body's `failed_partitions` metadata)."""
+    failed: dict[str, str] = {}
+    for step_event in context.get_step_failure_events():
+        data = step_event.step_failure_data.user_failure_data
+        entry = data.metadata.get("failed_partitions") if data is not None else None
+        if entry is not None and isinstance(entry.value, dict):
+            failed |= {str(key): str(reason) for key, reason in entry.value.items()}
+    return failed
 
 
 def materialized_counts(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict[str, int]]:
@@ -42,17 +91,19 @@ def materialized_counts(instance: dg.DagsterInstance, run_id: str) -> dict[str, 
         materialization = record.event_log_entry.asset_materialization
         if materialization is None:
             continue
-        metadata = materialization.metadata
-        counts[materialization.asset_key.to_user_string()] = {
-            name.removeprefix("dagster/partition_"): int(metadata[name].value)  # type: ignore[arg-type]
-            for name in COUNTED
-            if name in metadata
-        }
+        counts[materialization.asset_key.to_user_string()] = counted(materialization.metadata)
     return counts
 
 
-def record_run_event(store: StateStore, run: dg.DagsterRun, event_type: EventType, facts: dict[str, Any]) -> str | None:
-    connection_id, day = connection_of_run(run.tags)
+def counted(metadata: Mapping[str, Any]) -> dict[str, int]:
+    return {name.removeprefix("dagster/partition_"): int(metadata[name].value) for name in COUNTED if name in metadata}
+
+
+def record_run_event(
+    store: StateStore, run: dg.DagsterRun, event_type: EventType, facts: dict[str, Any], partition: str | None = None
+) -> str | None:
+    """The run's event, or with `partition` the event of one partition of a batched run."""
+    connection_id, day = connection_of_partition(partition) if partition else connection_of_run(run.tags)
     connection = store.get_connection(connection_id) if connection_id else None
     if connection is None:
         return None
@@ -72,7 +123,7 @@ def record_run_event(store: StateStore, run: dg.DagsterRun, event_type: EventTyp
             connection_id=connection.id,
             at=utcnow(),
             data=data,
-            event_id=run_event_id(run.run_id, event_type),
+            event_id=run_event_id(run.run_id, event_type, partition),
         )
 
 
@@ -97,11 +148,11 @@ def build_delivery_sensors(provider_jobs: list[UnresolvedAssetJobDefinition]) ->
     )
     def webhook_synced_sensor(context: dg.RunStatusSensorContext, integrations: IntegrationsResource) -> None:
         run = context.dagster_run
+        if is_batch(run):
+            record_batch_synced(integrations.store, context.instance, run)
+            return
         counts = materialized_counts(context.instance, run.run_id)
-        totals = {
-            name: sum(asset.get(name, 0) for asset in counts.values()) for name in ("rows_fetched", "rows_deleted")
-        }
-        record_run_event(integrations.store, run, EventType.SYNCED, {"counts": counts, "totals": totals})
+        record_run_event(integrations.store, run, EventType.SYNCED, synced_facts(counts))
 
     @dg.run_failure_sensor(
         name="webhook_error_sensor",
@@ -110,7 +161,14 @@ def build_delivery_sensors(provider_jobs: list[UnresolvedAssetJobDefinition]) ->
         description="Records `integration.error`, with the cause, for every sync run that failed after its retries.",
     )
     def webhook_error_sensor(context: dg.RunFailureSensorContext, integrations: IntegrationsResource) -> None:
-        record_run_event(integrations.store, context.dagster_run, EventType.ERROR, {"cause": failure_cause(context)})
+        run = context.dagster_run
+        if not is_batch(run):
+            record_run_event(integrations.store, run, EventType.ERROR, {"cause": failure_cause(context)})
+            return
+        # A batch: each failed partition with its own reason, and the partitions it did sync as synced.
+        for partition, reason in sorted(failed_partitions(context).items()):
+            record_run_event(integrations.store, run, EventType.ERROR, {"cause": reason}, partition=partition)
+        record_batch_synced(integrations.store, context.instance, run)
 
     @dg.sensor(
         name="webhook_deliveries_sensor",

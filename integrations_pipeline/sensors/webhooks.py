@@ -2,8 +2,8 @@
 follows each run to its outcome.
 
 Every tick does two things, each bounded:
-1. Follow up: for each batch of events left `requested`, find its runs (by the WEBHOOK_RUN_TAG every request
-   carries). All succeeded: the events are done. One failed (and Dagster will not retry it) or was canceled: the
+1. Follow up: for each batch of events left `requested`, find its run (by the WEBHOOK_RUN_TAG every request
+   carries). It succeeded: the events are done. It failed (and Dagster will not retry it) or was canceled: the
    events fail with the run's failure message, and the store retries them (the same tick requests them again) or
    dead-letters them at the 5th failure. A rate-limited run (tagged with when the provider's wait ends) keeps its
    events requested until then.
@@ -11,7 +11,7 @@ Every tick does two things, each bounded:
    the same run_key, so Dagster launches it at most once.
 2. Request: read pending `change` and `missed` events after the cursor, group them by connection, entity and
    partition set, mark each group `requested` under a run_key derived from its events, and emit one RunRequest per
-   partition, targeting exactly the entity's asset.
+   group (its partition, or its connection's range of days), targeting exactly the entity's asset.
 
 The status column is the source of truth; the cursor (`WebhookCursor`) only spreads a large backlog over several
 ticks. PostgreSQL can commit ids out of order (a row with a lower id becomes visible after higher ones were read), a
@@ -39,9 +39,9 @@ from pydantic import BaseModel, ValidationError
 from integrations_pipeline.assets.entities import RETRY_AT_TAG
 from integrations_pipeline.clients.providers import ENTITIES
 from integrations_pipeline.clients.spec import EntitySpec
-from integrations_pipeline.partitions import CONNECTION, DAY, DAYS, connection_partitions
+from integrations_pipeline.partitions import DAYS, connection_partitions
 from integrations_pipeline.resources import IntegrationsResource
-from integrations_pipeline.schedules import live_event_days
+from integrations_pipeline.schedules import batch_request, live_event_days
 from integrations_pipeline.store import Connection, ConnectionStatus
 from integrations_pipeline.store.inbox import InboxEvent, WebhookInbox
 
@@ -87,11 +87,6 @@ class Target:
     def spec(self) -> EntitySpec:
         return SPECS[(self.provider, self.entity)]
 
-    def partition_keys(self) -> list[str]:
-        if not self.spec.partitioned_by_day:
-            return [self.connection_id]
-        return [dg.MultiPartitionKey({CONNECTION: self.connection_id, DAY: day}) for day in self.days]
-
 
 class Route(Enum):
     RUN = "run"
@@ -108,27 +103,20 @@ def batch_key(target: Target, events: Iterable[InboxEvent]) -> str:
     return f"webhooks:{target.spec.asset_name}:{digest.hexdigest()[:24]}"
 
 
-def run_keys(target: Target, key: str) -> dict[str, str]:
-    """{partition_key: run_key}: one run per partition of the batch."""
-    if not target.spec.partitioned_by_day:
-        return {target.connection_id: key}
-    return {str(partition): f"{key}:{day}" for partition, day in zip(target.partition_keys(), target.days, strict=True)}
-
-
-def run_requests(
+def run_request(
     target: Target, key: str, jobs: Mapping[tuple[str, bool], UnresolvedAssetJobDefinition]
-) -> list[dg.RunRequest]:
-    job = jobs[(target.provider, target.spec.partitioned_by_day)]
-    return [
-        dg.RunRequest(
-            job_name=job.name,
-            partition_key=partition,
-            asset_selection=[dg.AssetKey(target.spec.asset_name)],
-            run_key=run_key,
-            tags={"provider": target.provider, "trigger": "webhook", WEBHOOK_RUN_TAG: run_key},
-        )
-        for partition, run_key in run_keys(target, key).items()
-    ]
+) -> dg.RunRequest:
+    """The batch's one run: its partition, or its connection's range of days (the live days are consecutive).
+    A single partition carries its resolved partition tags and a range its range tags, so Dagster does not
+    validate the request against the whole partition list (Router.route already checked the partition exists)."""
+    return batch_request(
+        [target.connection_id],
+        target.days,
+        job_name=jobs[(target.provider, target.spec.partitioned_by_day)].name,
+        asset_selection=[dg.AssetKey(target.spec.asset_name)],
+        run_key=key,
+        tags={"provider": target.provider, "trigger": "webhook", WEBHOOK_RUN_TAG: key},
+    )
 
 
 class Router:
@@ -139,6 +127,12 @@ class Router:
         self.integrations = integrations
         self._connections: dict[str, Connection | None] = {}
         self._partitions: dict[str, set[str]] = {}
+
+    def prefetch(self, events: Iterable[InboxEvent]) -> None:
+        """Read the connections a page of events names in one query (one query per event cost most of a tick)."""
+        wanted = {event.connection_id for event in events if event.connection_id} - set(self._connections)
+        found = self.integrations.store.get_connections(wanted)
+        self._connections.update({connection_id: found.get(connection_id) for connection_id in wanted})
 
     def connection(self, connection_id: str) -> Connection | None:
         if connection_id not in self._connections:
@@ -214,34 +208,31 @@ def follow_requested(
     jobs: Mapping[tuple[str, bool], UnresolvedAssetJobDefinition],
 ) -> list[dg.RunRequest]:
     """Settle finished batches; re-emit requests whose run was never launched."""
-    batches: dict[str, tuple[Target, dict[str, str]]] = {}
-    for first in inbox.requested_batches(limit=MAX_BATCHES_FOLLOWED):
+    batches: dict[str, Target] = {}
+    firsts = inbox.requested_batches(limit=MAX_BATCHES_FOLLOWED)
+    router.prefetch(firsts)
+    for first in firsts:
         target = router.target(first)
         assert first.run_key is not None
         if target is None:  # its connection is gone since: nothing left to sync
             inbox.complete(first.run_key)
             continue
-        batches[first.run_key] = (target, run_keys(target, first.run_key))
+        batches[first.run_key] = target
     if not batches:
         return []
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    wanted = [run_key for _, keys in batches.values() for run_key in keys.values()]
     newest: dict[str, DagsterRun] = {}
-    for run in context.instance.get_runs(filters=dg.RunsFilter(tags={WEBHOOK_RUN_TAG: wanted})):
-        newest.setdefault(run.tags[WEBHOOK_RUN_TAG], run)  # runs come newest first: a retry run wins
+    for found in context.instance.get_runs(filters=dg.RunsFilter(tags={WEBHOOK_RUN_TAG: list(batches)})):
+        newest.setdefault(found.tags[WEBHOOK_RUN_TAG], found)  # runs come newest first: a retry run wins
     again: list[dg.RunRequest] = []
-    for key, (target, keys) in batches.items():
-        runs = [newest.get(run_key) for run_key in keys.values()]
-        if any(run is None for run in runs):
-            launched = {run_key for run_key in keys.values() if run_key in newest}
-            again += [r for r in run_requests(target, key, jobs) if r.run_key not in launched]
+    for key, target in batches.items():
+        run = newest.get(key)
+        if run is None:
+            again.append(run_request(target, key, jobs))
+        elif not run.is_finished or still_waiting(run, now):
             continue
-        finished = [run for run in runs if run is not None and run.is_finished]
-        if len(finished) < len(runs) or any(still_waiting(run, now) for run in finished):
-            continue
-        failed = [run for run in finished if run.status in FAILED]
-        if failed:
-            retried, dead = inbox.fail(key, failure_cause(context.instance, failed[0]))
+        elif run.status in FAILED:
+            retried, dead = inbox.fail(key, failure_cause(context.instance, run))
             context.log.info(f"{key}: run failed; {retried} events will be retried, {dead} dead-lettered")
         else:
             context.log.info(f"{key}: {inbox.complete(key)} events done")
@@ -264,6 +255,7 @@ def request_pending(
         limit = min(PAGE_SIZE, MAX_EVENTS_PER_TICK - read)
         page = inbox.pending(limit=limit, kinds=RUN_KINDS, after_id=after)
         read += len(page)
+        router.prefetch(page)
         for event in page:
             route, target = router.route(event)
             if target is not None:
@@ -278,12 +270,9 @@ def request_pending(
         after = page[-1].id
     for ids in chunks(dropped):
         inbox.mark_done(ids)
-    requests: list[dg.RunRequest] = []
-    for target, events in batches.items():
-        key = batch_key(target, events)
-        for ids in chunks([event.id for event in events]):
-            inbox.mark_requested(ids, key)
-        requests += run_requests(target, key, jobs)
+    keys = {target: batch_key(target, events) for target, events in batches.items()}
+    inbox.mark_requested_batches({keys[target]: [event.id for event in events] for target, events in batches.items()})
+    requests = [run_request(target, key, jobs) for target, key in keys.items()]
     context.log.info(
         f"read {read} pending events: {sum(map(len, batches.values()))} in {len(batches)} batches, "
         f"{held} held, {len(dropped)} with nothing to sync"
@@ -311,8 +300,9 @@ def build_webhook_events_sensor(
         minimum_interval_seconds=WEBHOOK_SENSOR_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
         jobs=list(jobs.values()),
-        description="Turns webhook events in the inbox into one run per affected partition of exactly the changed "
-        "asset, and marks the events done, retried or dead-lettered by the outcome of their runs.",
+        description="Turns webhook events in the inbox into one run per batch (a partition, or a connection's "
+        "live days) of exactly the changed asset, and marks the events done, retried or dead-lettered by the "
+        "outcome of their runs.",
     )
     def webhook_events_sensor(
         context: dg.SensorEvaluationContext, integrations: IntegrationsResource

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -70,6 +70,16 @@ def _hash_state(state: str) -> str:
 
 def _advisory_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+# Built once (a webhook's hot path): building the statement per call cost more CPU than running it.
+_CONNECTIONS_BY_ACCOUNT = (
+    sa.select(schema.connections.c.external_account_id, schema.connections.c.id)
+    .where(schema.connections.c.provider == sa.bindparam("provider"))
+    .where(schema.connections.c.external_account_id.in_(sa.bindparam("accounts", expanding=True)))
+    .where(schema.connections.c.status.in_(sa.bindparam("statuses", expanding=True)))
+    .order_by(schema.connections.c.id)
+)
 
 
 class StateStore:
@@ -151,6 +161,14 @@ class StateStore:
             return None  # type: ignore[return-value]
         return Connection.model_validate(row._asdict())
 
+    def get_connections(self, connection_ids: Collection[str]) -> dict[str, Connection]:
+        """The named connections that exist, in one query."""
+        if not connection_ids:
+            return {}
+        query = sa.select(schema.connections).where(schema.connections.c.id.in_(sorted(set(connection_ids))))
+        with self.engine.connect() as conn:
+            return {row.id: Connection.model_validate(row._asdict()) for row in conn.execute(query)}
+
     def list_connections(
         self, *, provider: str | None = None, statuses: tuple[ConnectionStatus, ...] | None = None
     ) -> list[Connection]:
@@ -161,6 +179,23 @@ class StateStore:
             query = query.where(schema.connections.c.status.in_([status.value for status in statuses]))
         with self.engine.connect() as conn:
             return [Connection.model_validate(row._asdict()) for row in conn.execute(query)]
+
+    def connections_by_account(
+        self, provider: str, account_ids: Collection[str], statuses: tuple[ConnectionStatus, ...]
+    ) -> dict[str, str]:
+        """{account id: connection id} for the named accounts (an indexed lookup, whatever the number of
+        connections). An account two tenants connected resolves to the connection with the greatest id."""
+        if not account_ids:
+            return {}
+        parameters = {
+            "provider": provider,
+            "accounts": sorted(set(account_ids)),
+            "statuses": [status.value for status in statuses],
+        }
+        with self.engine.connect() as conn:
+            return {
+                account: connection_id for account, connection_id in conn.execute(_CONNECTIONS_BY_ACCOUNT, parameters)
+            }
 
     def set_status(self, conn: sa.Connection, connection_id: str, status: ConnectionStatus, reason: str | None) -> None:
         """Set the status inside `conn`'s transaction; turning needs_reauth also records the outgoing event."""

@@ -1,7 +1,8 @@
 """SQLAlchemy Core tables of the integration state store. Changes go through Alembic migrations only.
 
 Sections follow the migrations that created them: 0001 connections and audit, 0002 field mappings, 0003 webhooks
-in, 0004 rate-limit budgets, 0005 webhooks out, 0006 the audit chain's head, 0011 the field catalog.
+in, 0004 rate-limit budgets, 0005 webhooks out, 0006 the audit chain's head, 0007 rate call counts, 0008
+connections by account, 0009 the audit MAC, 0010 the field catalog.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ connections = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("tenant", "provider"),
+    # Webhooks name the account, not the connection (migration 0008).
+    sa.Index("ix_connections_provider_account", "provider", "external_account_id"),
 )
 
 # One row per secret of a connection (access_token, refresh_token). `key_id` repeats the ciphertext's key id so
@@ -130,10 +133,10 @@ field_mappings = sa.Table(
     sa.Column("provider", sa.String(32), primary_key=True),
     sa.Column("entity", sa.String(32), primary_key=True),
     sa.Column("target", sa.String(63), primary_key=True),
-    sa.Column("source", sa.String(255), nullable=False),  # 0011: widened for raw paths and catalog names
+    sa.Column("source", sa.String(255), nullable=False),  # 0010: widened for raw paths and catalog names
     sa.Column("transform", sa.String(16), nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
-    sa.Column("default_value", sa.JSON, nullable=True),  # 0011: the value a missing source field gets
+    sa.Column("default_value", sa.JSON, nullable=True),  # 0010: the value a missing source field gets
 )
 
 # -- 0003: webhooks in -------------------------------------------------------------------------------------------
@@ -324,7 +327,7 @@ audit_head = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
 
-# -- 0011: field catalog -----------------------------------------------------------------------------------------
+# -- 0010: field catalog -----------------------------------------------------------------------------------------
 
 # Every field each connection's provider describes for each entity (store/catalog.py). A field the provider no
 # longer describes keeps its row with `removed_at` set, so mappings naming it get a clear message and a field that

@@ -1,7 +1,7 @@
 """The field catalog per connection; field mappings gain a default value and longer sources (raw paths).
 
-Revision ID: 0011
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-03
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 
 from integrations_pipeline.store.schema import UTCDateTime
 
-revision = "0011"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None
