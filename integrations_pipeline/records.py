@@ -21,6 +21,7 @@ class UserRecord(TypedDict):
     created_at: datetime | None
     modified_at: datetime | None
     is_deleted: bool
+    raw: str | None  # the record as the provider sent it, as JSON text (RAW_COLUMN)
 
 
 class ContactRecord(TypedDict):
@@ -35,6 +36,7 @@ class ContactRecord(TypedDict):
     created_at: datetime | None
     modified_at: datetime | None
     is_deleted: bool
+    raw: str | None  # the record as the provider sent it, as JSON text (RAW_COLUMN)
 
 
 class EventRecord(TypedDict):
@@ -49,12 +51,16 @@ class EventRecord(TypedDict):
     created_at: datetime | None
     modified_at: datetime | None
     is_deleted: bool
+    raw: str | None  # the record as the provider sent it, as JSON text (RAW_COLUMN)
 
 
 USER_COLUMNS: tuple[str, ...] = tuple(UserRecord.__annotations__)
 CONTACT_COLUMNS: tuple[str, ...] = tuple(ContactRecord.__annotations__)
 EVENT_COLUMNS: tuple[str, ...] = tuple(EventRecord.__annotations__)
 PRIMARY_KEY: tuple[str, ...] = ("connection_id", "source_id")
+# Every provider table keeps the record as the provider sent it (JSON): any field, custom ones included, stays
+# queryable. Unified tables leave it out (the tenant's mapping reads it into `mapped`).
+RAW_COLUMN = "raw"
 
 # The unified tables put every provider of a tenant together: these columns first, then the entity's columns,
 # then the tenant's mapped columns (which may not reuse any of these names).
@@ -87,5 +93,6 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "is_deleted": "deleted, archived or cancelled at the provider, or no longer returned by a full resync",
     "tenant": "the tenant the connection belongs to",
     "provider": "the provider the row came from",
+    "raw": "the record as the provider sent it (JSON): every field received, custom ones included",
     "mapped": "the tenant's own columns (its field mapping for this provider) as a JSON object",
 }

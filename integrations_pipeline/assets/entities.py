@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.definitions.metadata import TableMetadataSet
 
+from integrations_pipeline.clients.catalog import mapping_sources
 from integrations_pipeline.clients.errors import CursorExpired, NeedsReauth, ProviderError, RateLimited
 from integrations_pipeline.clients.http import ApiClient, CallStats
 from integrations_pipeline.clients.spec import EntitySpec, Page, SyncRequest
@@ -220,6 +221,12 @@ class Synced:
     missed: dict[str, int]
 
 
+def unified_follow(store: StateStore, entity: str, tenant: str, provider: str) -> UnifiedFollow:
+    """The tenant's mapping for the provider, with the connection's catalog so catalog names read the raw record."""
+    rules = store.get_mapping(tenant, provider).rules(entity)  # type: ignore[arg-type]
+    return UnifiedFollow(entity, tenant, provider, rules, mapping_sources(store, tenant, provider).get(entity))
+
+
 def sync_scope(
     spec: EntitySpec, integrations: IntegrationsResource, scope: PartitionScope, is_backfill: bool
 ) -> Synced:
@@ -235,18 +242,7 @@ def sync_scope(
         window=scope.window,
         provider_metadata=connection.provider_metadata if connection else {},
     )
-    follow = (
-        UnifiedFollow(
-            spec.entity,
-            connection.tenant,
-            spec.provider,
-            store.get_mapping(connection.tenant, spec.provider).rules(
-                spec.entity  # type: ignore[arg-type]
-            ),
-        )
-        if connection is not None
-        else None
-    )
+    follow = unified_follow(store, spec.entity, connection.tenant, spec.provider) if connection is not None else None
     part = PartitionSlice(table, scope.connection_id, scope.window, spec.day_column)
     incremental = request.cursor is not None and warehouse.table_exists(table)
     with (

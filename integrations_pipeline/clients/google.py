@@ -28,7 +28,7 @@ from integrations_pipeline.clients.spec import (
     ProviderSpec,
     SyncRequest,
 )
-from integrations_pipeline.clients.values import as_utc, text_or_none, utc_midnight
+from integrations_pipeline.clients.values import as_utc, raw_json, text_or_none, utc_midnight
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -78,7 +78,7 @@ def error_reasons(response: httpx.Response) -> set[str]:
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
 
 class DirectoryName(_Lenient):
@@ -198,6 +198,7 @@ def to_user(raw: DirectoryUser, connection_id: str) -> UserRecord:
         created_at=as_utc(raw.creationTime),
         modified_at=as_utc(raw.deletionTime),  # Directory exposes no modification time; a deletion is one
         is_deleted=deleted,
+        raw=raw_json(raw),
     )
 
 
@@ -217,6 +218,7 @@ def to_contact(raw: Person, connection_id: str) -> ContactRecord:
         created_at=None,  # People does not expose when a contact was created
         modified_at=as_utc(max(updates)) if updates else None,
         is_deleted=raw.metadata.deleted,
+        raw=raw_json(raw),
     )
 
 
@@ -248,6 +250,7 @@ def to_event(raw: CalendarEvent, connection_id: str, *, fallback_start: datetime
         created_at=as_utc(raw.created),
         modified_at=as_utc(raw.updated),
         is_deleted=raw.status == "cancelled",
+        raw=raw_json(raw),
     )
 
 

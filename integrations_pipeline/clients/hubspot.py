@@ -28,7 +28,7 @@ from integrations_pipeline.clients.spec import (
     ProviderSpec,
     SyncRequest,
 )
-from integrations_pipeline.clients.values import as_utc, text_or_none
+from integrations_pipeline.clients.values import as_utc, raw_json, text_or_none
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -93,7 +93,7 @@ MEETINGS = CrmObjectType("meetings", MEETING_PROPERTIES, "hs_lastmodifieddate")
 class HubSpotObject(BaseModel):
     """Lenient: unknown fields are ignored, property values stay strings as HubSpot sends them."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     id: str
     properties: dict[str, str | None]
@@ -106,7 +106,7 @@ class HubSpotObject(BaseModel):
 class HubSpotOwner(BaseModel):
     """An owner (HubSpot's user as the CRM sees it); `userId` is null once the user is deactivated."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     id: str
     email: str | None = None
@@ -164,6 +164,7 @@ def to_contact(raw: HubSpotObject, connection_id: str) -> ContactRecord:
         created_at=raw.createdAt,
         modified_at=_modified_at(raw),
         is_deleted=raw.archived,
+        raw=raw_json(raw),
     )
 
 
@@ -180,6 +181,7 @@ def to_user(raw: HubSpotOwner, connection_id: str) -> UserRecord:
         created_at=raw.createdAt,
         modified_at=raw.updatedAt,
         is_deleted=raw.archived,
+        raw=raw_json(raw),
     )
 
 
@@ -210,6 +212,7 @@ def to_event(raw: HubSpotObject, connection_id: str, owner_emails: Mapping[str, 
         created_at=raw.createdAt,
         modified_at=_modified_at(raw),
         is_deleted=raw.archived,
+        raw=raw_json(raw),
     )
 
 

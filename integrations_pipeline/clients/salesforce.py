@@ -28,7 +28,7 @@ from integrations_pipeline.clients.spec import (
     ProviderSpec,
     SyncRequest,
 )
-from integrations_pipeline.clients.values import as_utc, text_or_none, utc_midnight
+from integrations_pipeline.clients.values import as_utc, raw_json, text_or_none, utc_midnight
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -84,7 +84,7 @@ EVENT_FIELDS = (
 class _Lenient(BaseModel):
     """Unknown fields (and `attributes`) are ignored; Salesforce datetimes (`...000+0000`) parse as aware UTC."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
 
 class _Named(_Lenient):
@@ -150,6 +150,7 @@ def to_user(raw: SalesforceUser, connection_id: str) -> UserRecord:
         created_at=as_utc(raw.CreatedDate),
         modified_at=as_utc(raw.SystemModstamp),
         is_deleted=False,
+        raw=raw_json(raw),
     )
 
 
@@ -166,6 +167,7 @@ def to_contact(raw: SalesforceContact, connection_id: str) -> ContactRecord:
         created_at=as_utc(raw.CreatedDate),
         modified_at=as_utc(raw.SystemModstamp),  # moves on deletion too
         is_deleted=raw.IsDeleted,
+        raw=raw_json(raw),
     )
 
 
@@ -194,6 +196,7 @@ def to_event(raw: SalesforceEvent, connection_id: str) -> EventRecord:
         created_at=as_utc(raw.CreatedDate),
         modified_at=as_utc(raw.SystemModstamp),
         is_deleted=raw.IsDeleted,
+        raw=raw_json(raw),
     )
 
 
