@@ -33,6 +33,7 @@ from integrations_pipeline.partitions import (
 )
 from integrations_pipeline.records import COLUMN_DESCRIPTIONS
 from integrations_pipeline.resources import IntegrationsResource
+from integrations_pipeline.store.catalog import FieldCatalog
 from integrations_pipeline.store.inbox import WebhookInbox
 from integrations_pipeline.store.push import PushSubscriptions
 from integrations_pipeline.store.repository import LIVE_PARTITION, StateStore
@@ -241,6 +242,7 @@ def sync_scope(
         started_at=datetime.now(UTC),
         window=scope.window,
         provider_metadata=connection.provider_metadata if connection else {},
+        fields=tuple(FieldCatalog(store).field_names(scope.connection_id, spec.entity)),
     )
     follow = unified_follow(store, spec.entity, connection.tenant, spec.provider) if connection is not None else None
     part = PartitionSlice(table, scope.connection_id, scope.window, spec.day_column)

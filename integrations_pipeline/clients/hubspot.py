@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -84,6 +84,10 @@ class CrmObjectType:
     @property
     def path(self) -> str:
         return f"/crm/v3/objects/{self.name}"
+
+    def requesting(self, request: SyncRequest) -> CrmObjectType:
+        """Our properties plus every property of the connection's catalog (custom ones included)."""
+        return replace(self, properties=tuple(dict.fromkeys((*self.properties, *request.fields))))
 
 
 CONTACTS = CrmObjectType("contacts", CONTACT_PROPERTIES, "lastmodifieddate")
@@ -236,7 +240,8 @@ class HubSpotClient(ApiClient):
     def iter_objects(self, object_type: CrmObjectType, *, archived: bool = False) -> Iterator[list[HubSpotObject]]:
         """Every live (or every archived) object of the type, a page at a time."""
         params = [("limit", PAGE_LIMIT), ("archived", "true" if archived else "false")]
-        params += [("properties", name) for name in object_type.properties]
+        # one comma-separated value, as documented: a catalog of hundreds of properties keeps the URL short
+        params.append(("properties", ",".join(object_type.properties)))
         for page in LIST_PAGINATOR.pages(
             self, "GET", object_type.path, params=params, parse=_OBJECTS_PAGE.validate_json
         ):
@@ -418,7 +423,10 @@ def read_contacts(client: HubSpotClient, request: SyncRequest) -> Iterator[Page]
     """Full: every live then every archived contact. Incremental: the search API over [since, started_at),
     then contacts archived since (HubSpot's search never returns archived ones)."""
     return _read_objects(
-        client, request, CONTACTS, lambda page: [to_contact(contact, request.connection_id) for contact in page]
+        client,
+        request,
+        CONTACTS.requesting(request),
+        lambda page: [to_contact(contact, request.connection_id) for contact in page],
     )
 
 
@@ -442,7 +450,9 @@ def read_events(client: HubSpotClient, request: SyncRequest) -> Iterator[Page]:
             emails = client.owner_emails()
         return [to_event(meeting, request.connection_id, emails) for meeting in page]
 
-    return _read_objects(client, request, MEETINGS, to_events, window_property=MEETING_START_PROPERTY)
+    return _read_objects(
+        client, request, MEETINGS.requesting(request), to_events, window_property=MEETING_START_PROPERTY
+    )
 
 
 SPEC = ProviderSpec(
