@@ -781,6 +781,8 @@ class _DuckDbStaging(Staging):
         self.alias = f"staging_{uuid.uuid4().hex}"
         self.path = directory / f"{self.alias}.duckdb"
         self.connection: duckdb.DuckDBPyConnection | None = _bounded(duckdb.connect(str(self.path)))
+        # Staging is read once and deleted: compressing it at checkpoint (FSST over every raw JSON text) is wasted CPU.
+        self.connection.execute("SET force_compression = 'uncompressed'")
         self._create()
 
     def _create(self) -> None:
