@@ -199,8 +199,7 @@ class _Dialect:
     raw_json: str  # "{raw}", "{path}" -> SQL
     json_path: Any  # (keys) -> the path literal those take
     to_json: str  # "{expr}" -> that value as JSON
-    json_type: str  # "{raw}", "{path}" -> the JSON type's name there
-    containers: str  # the names json_type gives objects and arrays
+    is_scalar: str  # "{raw}", "{path}" -> the value there is not an object or a list
 
     def column_definitions(self, columns: Sequence[str]) -> str:
         return ", ".join(f"{_quoted(column)} {self.types[column_kind(column)]}" for column in columns)
@@ -223,9 +222,7 @@ class _Dialect:
             raw, path = f"{alias}.{_quoted(RAW_COLUMN)}", self.json_path(rule.raw_path)
             text = self.raw_text.format(raw=raw, path=path)
             if rule.transform != Transform.NONE:  # objects and lists cast to nothing, as in mapping.cast
-                scalar = (
-                    f"CASE WHEN {self.json_type.format(raw=raw, path=path)} NOT IN {self.containers} THEN {text} END"
-                )
+                scalar = f"CASE WHEN {self.is_scalar.format(raw=raw, path=path)} THEN {text} END"
                 value = self._cast(scalar, "text", rule.transform)
             else:  # the value as the provider sent it (a number stays a number), and a default as JSON too
                 as_json = self.raw_json.format(raw=raw, path=path)
@@ -348,8 +345,7 @@ DUCKDB = _Dialect(
     raw_json="json_extract({raw}, {path})",
     json_path=_duckdb_json_path,
     to_json="to_json({expr})",
-    json_type="json_type({raw}, {path})",
-    containers="('OBJECT', 'ARRAY')",
+    is_scalar="json_type({raw}, {path}) NOT IN ('OBJECT', 'ARRAY')",
 )
 POSTGRES = _Dialect(
     "%s",
@@ -367,8 +363,7 @@ POSTGRES = _Dialect(
     raw_json="({raw} #> {path})",
     json_path=_postgres_json_path,
     to_json="to_jsonb({expr})",
-    json_type="jsonb_typeof({raw} #> {path})",
-    containers="('object', 'array')",
+    is_scalar="jsonb_typeof({raw} #> {path}) NOT IN ('object', 'array')",
 )
 
 
