@@ -23,7 +23,7 @@ from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.oauth import APP_ONLY, AUTH_MODE
 from integrations_pipeline.clients.pagination import NextLinkPaginator
 from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
-from integrations_pipeline.clients.values import attendee_records, text_or_none
+from integrations_pipeline.clients.values import Invitee, attendee_records, text_or_none
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -340,7 +340,7 @@ GRAPH_RESPONSES = {
 def to_attendees(raw: GraphEvent, event: EventRecord) -> list[AttendeeRecord]:
     """The organizer (Graph keeps it apart from `attendees[]`) first, then `attendees[]` with `status.response`."""
     organizer = raw.organizer.emailAddress if raw.organizer else None
-    people = [(organizer.address, organizer.name, "organizer", True)] if organizer else []
+    people: list[Invitee] = [(organizer.address, organizer.name, "organizer", True)] if organizer else []
     for attendee in raw.attendees:
         address = attendee.emailAddress
         response = attendee.status.response if attendee.status else None

@@ -29,7 +29,7 @@ from integrations_pipeline.clients.spec import (
     SyncRequest,
     day_page,
 )
-from integrations_pipeline.clients.values import as_utc, attendee_records, text_or_none, utc_midnight
+from integrations_pipeline.clients.values import Invitee, as_utc, attendee_records, text_or_none, utc_midnight
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -325,7 +325,7 @@ def read_contacts(client: SalesforceClient, request: SyncRequest) -> Iterator[Pa
 def to_attendees(raw: SalesforceEvent, event: EventRecord) -> list[AttendeeRecord]:
     """The owner organizes; the `Who` (contact or lead) is the invitee. An event's own fields carry no response
     (EventRelation's Status would), so the invitee's is "unknown"."""
-    people = [(raw.Owner.Email, None, "accepted", True)] if raw.Owner else []
+    people: list[Invitee] = [(raw.Owner.Email, None, "accepted", True)] if raw.Owner else []
     if raw.Who is not None:
         name = " ".join(part for part in (raw.Who.FirstName, raw.Who.LastName) if part) or None
         people.append((raw.Who.Email, name, None, False))

@@ -25,9 +25,13 @@ def utc_midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
+# (email, name, the provider's response word, is organizer) as a mapper reads it from the provider's event
+Invitee = tuple[str | None, str | None, str | None, bool]
+
+
 def attendee_records(
     event: EventRecord,
-    people: Iterable[tuple[str | None, str | None, str | None, bool]],
+    people: Iterable[Invitee],
     statuses: Mapping[str, str],
 ) -> list[AttendeeRecord]:
     """An event's attendees from (email, name, the provider's response word, is organizer): the response word

@@ -30,7 +30,7 @@ from integrations_pipeline.clients.spec import (
     ProviderSpec,
     SyncRequest,
 )
-from integrations_pipeline.clients.values import as_utc, attendee_records, text_or_none, utc_midnight
+from integrations_pipeline.clients.values import Invitee, as_utc, attendee_records, text_or_none, utc_midnight
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -395,7 +395,7 @@ ZOHO_RESPONSES = {"accepted": "accepted", "declined": "declined", "tentative": "
 
 def to_attendees(raw: ZohoEvent, event: EventRecord) -> list[AttendeeRecord]:
     """The owner hosts the event; `Participants` are the invitees (an email participant names the address itself)."""
-    people = [(raw.Owner.email, raw.Owner.name, "accepted", True)] if raw.Owner else []
+    people: list[Invitee] = [(raw.Owner.email, raw.Owner.name, "accepted", True)] if raw.Owner else []
     for person in raw.Participants or ():
         email = person.Email or (person.participant if person.type == "email" else None)
         people.append((email, person.name, person.status, False))
