@@ -839,11 +839,15 @@ class ZohoEmulator:
         self._oauth.revoke_all_refresh_tokens()
 
     @synchronized
-    def expire_page_tokens(self) -> None:
-        """Every outstanding `next_page_token` now answers EXPIRED_VALUE, as after `page_token_expiry`."""
+    def expire_page_tokens(self, *, from_now_on: bool = False) -> None:
+        """Every outstanding `next_page_token` now answers EXPIRED_VALUE, as after `page_token_expiry`; with
+        `from_now_on`, so does every token issued later (a reader that fetches ahead has already taken the next
+        pages' tokens by the time a test could expire them)."""
         now = self.clock()
         for token in self._page_tokens.values():
             token.expires_at = min(token.expires_at, now)
+        if from_now_on:
+            self._page_token_ttl_s = 0
 
     # --- ordered indexes ---------------------------------------------------------------------------------------------
 
