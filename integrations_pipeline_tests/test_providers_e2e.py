@@ -86,14 +86,19 @@ def test_provider_end_to_end(stack: Stack, provider: str) -> None:
         assert contacts_second["rows_fetched"].value < contacts_first["rows_fetched"].value
 
         day = first_event_day(provider, connection_id)
-        run(
-            definitions,
-            f"{provider}_events_sync",
-            dg.MultiPartitionKey({CONNECTION: connection_id, DAY: day}),
-            instance,
-        )
+        day_key = dg.MultiPartitionKey({CONNECTION: connection_id, DAY: day})
+        first_events = run(definitions, f"{provider}_events_sync", day_key, instance)
         assert count(stack, f"{provider}.events") > 0
         assert_attendees(stack, provider)
+        assert first_events.asset_materializations_for_node(f"{provider}_events")[0].metadata[
+            "attendee_rows_written"
+        ].value == count(stack, f"{provider}.event_attendees")
+        # Incremental (Microsoft: its delta link): whatever events come back, their unchanged attendees stay as
+        # they are, none flagged deleted.
+        again = run(definitions, f"{provider}_events_sync", day_key, instance)
+        again_metadata = again.asset_materializations_for_node(f"{provider}_events")[0].metadata
+        assert again_metadata["sync_mode"].value == "incremental"
+        assert again_metadata["attendee_rows_written"].value == 0
 
         run(definitions, "unified_sync", TENANT_ID, instance)
         run(definitions, "unified_events_sync", dg.MultiPartitionKey({TENANT: TENANT_ID, DAY: day}), instance)
