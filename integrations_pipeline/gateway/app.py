@@ -54,6 +54,8 @@ from integrations_pipeline.gateway.parsing import (
     read_limited,
 )
 from integrations_pipeline.gateway.schemas import (
+    AdminConsentQuery,
+    AdminConsentRequest,
     CallbackQuery,
     ConnectionFilter,
     ConnectionList,
@@ -181,6 +183,35 @@ class Gateway:
             return RedirectResponse(outcome.redirect_to, status_code=303)
         assert outcome.connection is not None
         view = ConnectionView.of(outcome.connection)
+        return connected_page(view) if wants_html(request) else _json(view)
+
+    async def start_admin_consent(self, request: Request) -> Response:
+        body = await parse_body(request, AdminConsentRequest)
+        provider = request.path_params["provider"]
+        started = await run_in_threadpool(
+            self.connections.start_admin_consent, provider, body.tenant, body.directory_tenant
+        )
+        return _json(ConnectResponse(**started.__dict__))
+
+    async def admin_consent_landing(self, request: Request) -> Response:
+        if not request.query_params.get("state"):  # consent from a URL without one (the CLI's advice)
+            raise GatewayError(
+                400,
+                "missing_state",
+                "admin consent landed without a state, so the gateway cannot tell which tenant to connect: if the "
+                "administrator consented, connect with `integrations-pipeline connections connect-app-only`; or "
+                "start again with POST /connections/microsoft/admin-consent",
+            )
+        query = parse_query(request, AdminConsentQuery)
+        connection = await run_in_threadpool(
+            self.connections.complete_admin_consent,
+            request.path_params["provider"],
+            state=query.state,
+            granted=(query.admin_consent or "").lower() == "true" and bool(query.tenant),
+            error=query.error,
+            error_description=query.error_description,
+        )
+        view = ConnectionView.of(connection)
         return connected_page(view) if wants_html(request) else _json(view)
 
     async def list_connections(self, request: Request) -> Response:
@@ -351,6 +382,25 @@ OPERATIONS = [
         path_params=ProviderPath,
         query=CallbackQuery,
         refusals=(Answer("502", "the provider failed to redeem the code", (ERROR,)),),
+    ),
+    Operation(
+        "POST",
+        "/connections/{provider}/admin-consent",
+        "Start an administrator's admin consent for app-only access to a directory (Microsoft)",
+        "start_admin_consent",
+        (ok(ConnectResponse, description="send the administrator to authorization_url"),),
+        path_params=ProviderPath,
+        body=(Body(AdminConsentRequest),),
+    ),
+    Operation(
+        "GET",
+        "/oauth/microsoft/adminconsent",
+        "Admin consent redirect target (protected by the state): connects the directory app-only",
+        "admin_consent_landing",
+        (ok(ConnectionView, description="connected app-only"),),
+        authenticated=False,
+        query=AdminConsentQuery,
+        path_values=(("provider", "microsoft"),),
     ),
     Operation(
         "GET",
