@@ -117,6 +117,9 @@ def test_a_refused_or_misdirected_admin_consent_connects_nothing(stack: Stack) -
     )
     assert (denied.status_code, denied.json()["error"]) == (400, "admin_consent_denied")
     assert "The admin canceled the request" in denied.json()["message"]
+    consent_refused = {"error": "permission_denied", "error_description": "The admin canceled the request"}
+    stateless_refusal = httpx.get(landing, params=consent_refused)  # as Entra's documentation shows it: no state
+    assert (stateless_refusal.status_code, stateless_refusal.json()["error"]) == (400, "admin_consent_denied")
 
     with stack.api() as api:  # a sign-in state is not an admin consent state
         sign_in = api.post("/connections/microsoft/connect", json={"tenant": "acme"}).json()["authorization_url"]

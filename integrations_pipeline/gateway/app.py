@@ -194,14 +194,6 @@ class Gateway:
         return _json(ConnectResponse(**started.__dict__))
 
     async def admin_consent_landing(self, request: Request) -> Response:
-        if not request.query_params.get("state"):  # consent from a URL without one (the CLI's advice)
-            raise GatewayError(
-                400,
-                "missing_state",
-                "admin consent landed without a state, so the gateway cannot tell which tenant to connect: if the "
-                "administrator consented, connect with `integrations-pipeline connections connect-app-only`; or "
-                "start again with POST /connections/microsoft/admin-consent",
-            )
         query = parse_query(request, AdminConsentQuery)
         connection = await run_in_threadpool(
             self.connections.complete_admin_consent,

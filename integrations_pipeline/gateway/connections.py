@@ -373,14 +373,23 @@ class ConnectionService:
         return AuthorizationStart(authorization_url=url, state_expires_at=expires_at)
 
     def complete_admin_consent(
-        self, provider: str, *, state: str, granted: bool, error: str | None, error_description: str | None
+        self, provider: str, *, state: str | None, granted: bool, error: str | None, error_description: str | None
     ) -> Connection:
-        """Where Entra ID's admin consent lands: consume the state, then connect its directory app-only."""
+        """Where Entra ID's admin consent lands: consume the state, then connect its directory app-only. Entra's
+        refusal (`error`, `error_description`) may come without the state; it is answered as a refusal all the same."""
         self.app_only_provider(provider)  # an unknown or disabled provider is refused before the state is used
-        pending = self._consume_state(state, provider)
-        if pending.redirect_uri != self.admin_consent_redirect_uri(provider):
+        pending = self._consume_state(state, provider) if state else None
+        if pending is not None and pending.redirect_uri != self.admin_consent_redirect_uri(provider):
             raise GatewayError(400, "invalid_state", "this state was issued for signing in, not for admin consent")
-        if error or not granted:
+        if pending is None and not error:  # consent through a URL without a state (the CLI's advice)
+            raise GatewayError(
+                400,
+                "missing_state",
+                "admin consent landed without a state, so the gateway cannot tell which tenant to connect: if the "
+                "administrator consented, connect with `integrations-pipeline connections connect-app-only`; or "
+                f"start again with POST /connections/{provider}/admin-consent",
+            )
+        if pending is None or error or not granted:
             reason = f"{error}: {error_description or 'no description'}" if error else "no consent was granted"
             raise GatewayError(
                 400,

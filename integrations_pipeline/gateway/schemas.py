@@ -179,7 +179,12 @@ class AdminConsentQuery(BaseModel):
     """What Entra ID appends to the admin consent redirect: `tenant`, `admin_consent=True`, `scope` and the
     `state`, or `error` and `error_description`; other parameters are ignored."""
 
-    state: str = Field(min_length=1, max_length=512, description="the state the admin consent was started with")
+    state: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="the state the admin consent was started with (Entra's refusals may come without it)",
+    )
     tenant: str | None = Field(default=None, max_length=256, description="the consenting directory's tenant id")
     admin_consent: Literal["True", "False", "true", "false"] | None = Field(
         default=None, description="`True` when the administrator granted the application permissions"
