@@ -96,7 +96,7 @@ from integrations_pipeline.gateway.webhooks import (
 from integrations_pipeline.httpserver import printable
 from integrations_pipeline.mapping import MappingUpdate
 from integrations_pipeline.settings import Settings
-from integrations_pipeline.store import StateStore, create_store_engine
+from integrations_pipeline.store import Connection, StateStore, create_store_engine
 from integrations_pipeline.store.outbox import Delivery
 
 logger = logging.getLogger(__name__)
@@ -112,6 +112,12 @@ def error_response(error: GatewayError, headers: Mapping[str, str] | None = None
 
 def _json(model: BaseModel, status: int = 200) -> JSONResponse:
     return JSONResponse(model.model_dump(mode="json"), status_code=status)
+
+
+def _connected(request: Request, connection: Connection) -> Response:
+    """Where a connect flow ends without a return path: the connection, as a page to a browser."""
+    view = ConnectionView.of(connection)
+    return connected_page(view) if wants_html(request) else _json(view)
 
 
 class Gateway:
@@ -182,8 +188,7 @@ class Gateway:
         if outcome.redirect_to is not None:
             return RedirectResponse(outcome.redirect_to, status_code=303)
         assert outcome.connection is not None
-        view = ConnectionView.of(outcome.connection)
-        return connected_page(view) if wants_html(request) else _json(view)
+        return _connected(request, outcome.connection)
 
     async def start_admin_consent(self, request: Request) -> Response:
         body = await parse_body(request, AdminConsentRequest)
@@ -203,8 +208,7 @@ class Gateway:
             error=query.error,
             error_description=query.error_description,
         )
-        view = ConnectionView.of(connection)
-        return connected_page(view) if wants_html(request) else _json(view)
+        return _connected(request, connection)
 
     async def list_connections(self, request: Request) -> Response:
         query = parse_query(request, ConnectionFilter)
