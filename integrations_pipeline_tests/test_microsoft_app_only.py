@@ -109,14 +109,16 @@ def test_the_admin_consent_landing_connects_the_directory_app_only(stack: Stack)
 @SQLITE_ONLY
 def test_a_refused_or_misdirected_admin_consent_connects_nothing(stack: Stack) -> None:
     graph = stack.emulators["microsoft"]
-    state = parse_qs(urlsplit(start_admin_consent(stack, graph.tenant_id)).query)["state"][0]
-    landing = f"{stack.gateway_url}/oauth/microsoft/adminconsent"
-    denied = httpx.get(
-        landing,
-        params={"error": "access_denied", "error_description": "The admin canceled the request", "state": state},
-    )
+    graph.admin_cancels_consent = True
+    consent_url = start_admin_consent(stack, graph.tenant_id)
+    denied = land(consent_url)
     assert (denied.status_code, denied.json()["error"]) == (400, "admin_consent_denied")
-    assert "The admin canceled the request" in denied.json()["message"]
+    assert "permission_denied: The admin canceled the request" in denied.json()["message"]
+    graph.admin_cancels_consent = False
+    retried = httpx.get(consent_url, follow_redirects=True)  # the state went with the refusal: start again
+    assert (retried.status_code, retried.json()["error"]) == (400, "invalid_state")
+
+    landing = f"{stack.gateway_url}/oauth/microsoft/adminconsent"
     consent_refused = {"error": "permission_denied", "error_description": "The admin canceled the request"}
     stateless_refusal = httpx.get(landing, params=consent_refused)  # as Entra's documentation shows it: no state
     assert (stateless_refusal.status_code, stateless_refusal.json()["error"]) == (400, "admin_consent_denied")
