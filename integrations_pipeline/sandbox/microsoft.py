@@ -62,6 +62,7 @@ from integrations_pipeline.sandbox.common import (
     events_first_day,
     json_response,
     read_form,
+    sample_guests,
     synchronized,
     with_consent_page,
 )
@@ -114,6 +115,7 @@ CONTACT_FIELDS = (
 )
 USER_PROPERTIES = frozenset((*USER_DEFAULT_PROPERTIES, "accountEnabled", "createdDateTime"))
 TENANT_DOMAIN = "contoso.example"
+GRAPH_RESPONSES = {"accepted": "accepted", "declined": "declined", "tentative": "tentativelyAccepted", "none": "none"}
 WWW_AUTHENTICATE = (
     'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
     'client_id="00000003-0000-0000-c000-000000000000"'
@@ -526,7 +528,14 @@ class MicrosoftEmulator:
             },
             "locations": [{"displayName": location, "locationType": "default"}] if location else [],
             "recurrence": None,
-            "attendees": [],
+            "attendees": [
+                {
+                    "type": "required",
+                    "status": {"response": GRAPH_RESPONSES[guest.response], "time": "0001-01-01T00:00:00Z"},
+                    "emailAddress": {"name": f"{guest.first_name} {guest.last_name}", "address": guest.email},
+                }
+                for guest in sample_guests(event_id, TENANT_DOMAIN)
+            ],
             "organizer": {"emailAddress": organizer},
         }
 
