@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, time
 
 from pydantic import BaseModel
+
+from integrations_pipeline.records import AttendeeRecord, EventRecord
 
 
 def text_or_none(value: str | None) -> str | None:
@@ -28,3 +31,33 @@ def raw_json(model: BaseModel) -> str:
     """A record's `raw` column: the provider's record as parsed (models keep unknown keys: `extra="allow"`), dumped
     as JSON text in Rust by pydantic; the fields the provider did not send stay absent."""
     return model.model_dump_json(by_alias=True, exclude_unset=True)
+
+
+# (email, name, the provider's response word, is organizer) as a mapper reads it from the provider's event
+Invitee = tuple[str | None, str | None, str | None, bool]
+
+
+def attendee_records(
+    event: EventRecord,
+    people: Iterable[Invitee],
+    statuses: Mapping[str, str],
+) -> list[AttendeeRecord]:
+    """An event's attendees from (email, name, the provider's response word, is organizer): the response word
+    normalized through `statuses` (anything else is "unknown"), emails lowercased, people without an email and
+    repeats of one email dropped (the key is the email). A deleted event's attendees are deleted with it."""
+    records: dict[str, AttendeeRecord] = {}
+    for email, name, response, is_organizer in people:
+        address = (email or "").strip().lower()
+        if not address or address in records:
+            continue
+        records[address] = AttendeeRecord(
+            connection_id=event["connection_id"],
+            event_source_id=event["source_id"],
+            email=address,
+            name=text_or_none(name),
+            response_status=statuses.get(response or "", "unknown"),
+            is_organizer=is_organizer,
+            start_at=event["start_at"],
+            is_deleted=event["is_deleted"],
+        )
+    return list(records.values())
