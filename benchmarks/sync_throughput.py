@@ -196,20 +196,23 @@ def sync_lean(connection_id: str, properties: list[str], profile_path: Path | No
                                 contact.get("createdAt"),
                                 modified_at,
                                 contact["archived"],
+                                json.dumps(contact),  # the record as sent, as the project keeps it (`raw`)
                             )
                         )
                     after = page.get("paging", {}).get("next", {}).get("after")
                     if not after:
                         break
             columns = ["connection_id", "source_id", "email", "first_name", "last_name", "phone", "company"]
-            columns += ["job_title", "created_at", "modified_at", "is_deleted"]
+            columns += ["job_title", "created_at", "modified_at", "is_deleted", "raw"]
             frame = pd.DataFrame(rows, columns=columns)
             for column in ("created_at", "modified_at"):
                 frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[us, UTC]")
             with duckdb.connect(os.environ["INTEGRATIONS_WAREHOUSE_PATH"]) as warehouse:
                 warehouse.execute("CREATE SCHEMA hubspot")
                 warehouse.register("contacts_frame", frame)
-                warehouse.execute(f"CREATE TABLE {TABLE} AS SELECT * FROM contacts_frame")
+                warehouse.execute(
+                    f"CREATE TABLE {TABLE} AS SELECT * REPLACE (CAST(raw AS JSON) AS raw) FROM contacts_frame"
+                )
         return time.perf_counter() - started
 
 

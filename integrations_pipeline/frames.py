@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from integrations_pipeline.records import RAW_COLUMN
+
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
 
 
@@ -45,6 +47,8 @@ def _typed(column: str, values: np.ndarray | pd.Series) -> Any:
         return _utc_timestamps(values)
     if column.startswith("is_"):
         return np.asarray(values).astype(bool)
+    if column == RAW_COLUMN:  # one JSON text per record, never shared: hashing them would cost, not save
+        return np.asarray(values, dtype=object)
     return _shared_strings(np.asarray(values, dtype=object))
 
 

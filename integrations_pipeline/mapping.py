@@ -30,12 +30,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import JsonDict
 
 from integrations_pipeline.fields import FieldInfo, FieldType
+from integrations_pipeline.records import RAW_COLUMN
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # Field names as providers spell them (HubSpot `lead_score`, Salesforce `Lead_Score__c`, Google `Schema.field`)
 # and raw paths (`raw.properties.lead_score`): no spaces, quotes or SQL punctuation.
 SOURCE = re.compile(r"^[A-Za-z0-9_$@][A-Za-z0-9_$@.:-]{0,254}$")
-RAW_COLUMN = "raw"
 RAW_PREFIX = RAW_COLUMN + "."
 Entity = Literal["users", "contacts", "events"]
 ENTITIES: tuple[Entity, ...] = ("users", "contacts", "events")
@@ -245,6 +245,8 @@ def _text(convert: Callable[[str], str]) -> Callable[[Any], str | None]:
     def apply(value: Any) -> str | None:
         if isinstance(value, dict | list):
             return None
+        if isinstance(value, bool):  # a raw JSON boolean reads as the provider wrote it, as SQL reads it
+            return convert("true" if value else "false")
         return convert(value if isinstance(value, str) else str(value))
 
     return apply

@@ -21,6 +21,7 @@ class UserRecord(TypedDict):
     created_at: datetime | None
     modified_at: datetime | None
     is_deleted: bool
+    raw: str | None  # the record as the provider sent it, as JSON text (RAW_COLUMN)
 
 
 class ContactRecord(TypedDict):
@@ -35,6 +36,7 @@ class ContactRecord(TypedDict):
     created_at: datetime | None
     modified_at: datetime | None
     is_deleted: bool
+    raw: str | None  # the record as the provider sent it, as JSON text (RAW_COLUMN)
 
 
 class EventRecord(TypedDict):
@@ -49,6 +51,7 @@ class EventRecord(TypedDict):
     created_at: datetime | None
     modified_at: datetime | None
     is_deleted: bool
+    raw: str | None  # the record as the provider sent it, as JSON text (RAW_COLUMN)
 
 
 class AttendeeRecord(TypedDict):
@@ -73,6 +76,9 @@ ATTENDEE_COLUMNS: tuple[str, ...] = tuple(AttendeeRecord.__annotations__)
 PRIMARY_KEY: tuple[str, ...] = ("connection_id", "source_id")
 ATTENDEE_KEY: tuple[str, ...] = ("connection_id", "event_source_id", "email")
 ATTENDEES = "event_attendees"  # the child table of every provider's events, and the unified one
+# Every provider table keeps the record as the provider sent it (JSON): any field, custom ones included, stays
+# queryable. Unified tables leave it out (the tenant's mapping reads it into `mapped`).
+RAW_COLUMN = "raw"
 
 # The unified tables put every provider of a tenant together: these columns first, then the entity's columns,
 # then the tenant's mapped columns (which may not reuse any of these names).
@@ -109,5 +115,6 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "is_organizer": "the attendee organizes the event",
     "tenant": "the tenant the connection belongs to",
     "provider": "the provider the row came from",
+    "raw": "the record as the provider sent it (JSON): every field received, custom ones included",
     "mapped": "the tenant's own columns (its field mapping for this provider) as a JSON object",
 }

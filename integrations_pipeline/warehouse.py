@@ -42,10 +42,12 @@ from integrations_pipeline.mapping import (
     EPOCH_MILLISECONDS_FROM,
     FieldRule,
     PlannedRule,
+    SourceFields,
     Transform,
     ValueType,
     plan,
 )
+from integrations_pipeline.records import RAW_COLUMN
 from integrations_pipeline.replica import connect_for_writing, refresh_read_replica
 from integrations_pipeline.settings import Settings
 
@@ -84,7 +86,10 @@ def _literal(text: str) -> str:
 
 
 def column_kind(column: str) -> str:
-    """Records have three kinds of column (records.py, frames.normalize): UTC timestamps, flags and text."""
+    """Records have four kinds of column (records.py, frames.normalize): UTC timestamps, flags, text, and the raw
+    record (JSON text in frames, a JSON column in tables)."""
+    if column == RAW_COLUMN:
+        return "json"
     if column.endswith("_at"):
         return "timestamp"
     return "flag" if column.startswith("is_") else "text"
@@ -119,6 +124,7 @@ class UnifiedFollow:
     tenant: str
     provider: str
     rules: Mapping[str, FieldRule]
+    fields: SourceFields | None = None  # the connection's catalog: catalog names read the raw record at their path
 
     @property
     def table(self) -> str:
@@ -191,25 +197,45 @@ class _Dialect:
     # backends put the same value into the mapped JSON as the preview shows.
     iso_timestamp: str  # "{expr}", "{fraction}" -> SQL
     microseconds: str  # the format's fraction of a second
+    # A path into the raw JSON column: its value as text (objects and arrays as JSON text), and as JSON.
+    raw_text: str  # "{raw}", "{path}" -> SQL
+    raw_json: str  # "{raw}", "{path}" -> SQL
+    json_path: Any  # (keys) -> the path literal those take
+    to_json: str  # "{expr}" -> that value as JSON
+    is_scalar: str  # "{raw}", "{path}" -> the value there is not an object or a list
 
     def column_definitions(self, columns: Sequence[str]) -> str:
         return ", ".join(f"{_quoted(column)} {self.types[column_kind(column)]}" for column in columns)
 
-    def mapped(self, rules: Mapping[str, FieldRule], columns: Sequence[str], alias: str) -> str:
+    def mapped(
+        self, rules: Mapping[str, FieldRule], columns: Sequence[str], alias: str, fields: SourceFields | None = None
+    ) -> str:
         """The `mapped` JSON text of one row: each target's value, cast in SQL with `mapping.cast`'s semantics."""
         if not rules:
             return "'{}'"
         pairs = []
-        for rule in plan(rules):
+        for rule in plan(rules, fields):
             pairs += [_literal(rule.target), self._json_value(self._planned_value(rule, columns, alias), rule)]
         return f"CAST({self.json_object}({', '.join(pairs)}) AS VARCHAR)"
 
     def _planned_value(self, rule: PlannedRule, columns: Sequence[str], alias: str) -> str:
-        # Raw paths and catalog fields read NULL (then the default) until provider tables keep the raw record.
-        if rule.column is None or rule.column not in columns:
-            value = self._null(rule.transform)
-        else:
+        if rule.column is not None and rule.column in columns:
             value = self._cast(f"{alias}.{_quoted(rule.column)}", column_kind(rule.column), rule.transform)
+        elif rule.column is None and rule.raw_path and RAW_COLUMN in columns:
+            raw, path = f"{alias}.{_quoted(RAW_COLUMN)}", self.json_path(rule.raw_path)
+            text = self.raw_text.format(raw=raw, path=path)
+            if rule.transform != Transform.NONE:  # objects and lists cast to nothing, as in mapping.cast
+                scalar = f"CASE WHEN {self.is_scalar.format(raw=raw, path=path)} THEN {text} END"
+                value = self._cast(scalar, "text", rule.transform)
+            else:  # the value as the provider sent it (a number stays a number), and a default as JSON too
+                as_json = self.raw_json.format(raw=raw, path=path)
+                value = f"CASE WHEN NULLIF(trim({text}), '') IS NOT NULL THEN {as_json} END"
+                if rule.default is not None:
+                    default = self._default(rule.default)
+                    default = f"CAST({default} AS VARCHAR)" if isinstance(rule.default, str) else default
+                    return f"COALESCE({value}, {self.to_json.format(expr=default)})"
+        else:  # the source names nothing this table holds
+            value = self._null(rule.transform)
         return value if rule.default is None else f"COALESCE({value}, {self._default(rule.default)})"
 
     def _cast(self, column: str, kind: str, transform: Transform) -> str:
@@ -276,6 +302,8 @@ class _Dialect:
 
     def _json_value(self, value: str, rule: PlannedRule) -> str:
         """Numbers and booleans stay JSON numbers and booleans; moments and days become ISO 8601 text."""
+        if rule.column is None and rule.transform == Transform.NONE:
+            return value  # a raw value, already JSON
         if rule.output == ValueType.TIMESTAMP or (
             rule.output == ValueType.JSON and rule.column is not None and column_kind(rule.column) == "timestamp"
         ):
@@ -294,9 +322,20 @@ def _literals(values: frozenset[str]) -> str:
     return ", ".join(_literal(value) for value in sorted(values))
 
 
+def _duckdb_json_path(keys: Sequence[str]) -> str:
+    """`$."properties"."lead_score"`; a whole number indexes a list (`[0]`), as `mapping._walk` reads it."""
+    steps = (f"[{key}]" if key.isdigit() else '."' + key.replace('"', '\\"') + '"' for key in keys)
+    return _literal("$" + "".join(steps))
+
+
+def _postgres_json_path(keys: Sequence[str]) -> str:
+    """`'{"properties","lead_score"}'`: a text array, whose whole numbers index lists."""
+    return _literal("{" + ",".join('"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"' for key in keys) + "}")
+
+
 DUCKDB = _Dialect(
     "?",
-    {"timestamp": "TIMESTAMPTZ", "flag": "BOOLEAN", "text": "VARCHAR"},
+    {"timestamp": "TIMESTAMPTZ", "flag": "BOOLEAN", "text": "VARCHAR", "json": "JSON"},
     "OR REPLACE TEMP TABLE",
     "OR REPLACE TEMP VIEW",
     "json_object",
@@ -305,10 +344,15 @@ DUCKDB = _Dialect(
     try_cast="TRY_CAST({expr} AS {type})",
     iso_timestamp="strftime({expr}, '%Y-%m-%dT%H:%M:%S{fraction}+00:00')",
     microseconds=".%f",
+    raw_text="json_extract_string({raw}, {path})",
+    raw_json="json_extract({raw}, {path})",
+    json_path=_duckdb_json_path,
+    to_json="to_json({expr})",
+    is_scalar="json_type({raw}, {path}) NOT IN ('OBJECT', 'ARRAY')",
 )
 POSTGRES = _Dialect(
     "%s",
-    {"timestamp": "timestamptz", "flag": "boolean", "text": "text"},
+    {"timestamp": "timestamptz", "flag": "boolean", "text": "text", "json": "jsonb"},
     "TEMP TABLE",
     "OR REPLACE TEMP VIEW",
     "jsonb_build_object",
@@ -318,11 +362,21 @@ POSTGRES = _Dialect(
     try_cast="CASE WHEN pg_input_is_valid({expr}, '{type}') THEN CAST({expr} AS {type}) END",
     iso_timestamp='to_char({expr}, \'YYYY-MM-DD"T"HH24:MI:SS{fraction}"+00:00"\')',
     microseconds=".US",
+    raw_text="({raw} #>> {path})",
+    raw_json="({raw} #> {path})",
+    json_path=_postgres_json_path,
+    to_json="to_jsonb({expr})",
+    is_scalar="jsonb_typeof({raw} #> {path}) NOT IN ('object', 'array')",
 )
 
 
 def unified_columns(entity_columns: Sequence[str]) -> tuple[str, ...]:
-    return ("tenant", "provider", *entity_columns, MAPPED_COLUMN)
+    """The raw record stays in the provider table: the tenant's mapping reads what it needs of it into `mapped`."""
+    return ("tenant", "provider", *_without_raw(entity_columns), MAPPED_COLUMN)
+
+
+def _without_raw(columns: Sequence[str]) -> list[str]:
+    return [column for column in columns if column != RAW_COLUMN]
 
 
 def _ensure_table(
@@ -331,6 +385,10 @@ def _ensure_table(
     """The table with the columns' types (an empty partition still creates it)."""
     execute(f"CREATE SCHEMA IF NOT EXISTS {_quoted(table.split('.')[0])}", [])
     execute(f"CREATE TABLE IF NOT EXISTS {_qualified(table)} ({dialect.column_definitions(columns)})", [])
+    if RAW_COLUMN in columns:  # tables from before the raw column gain it; their rows hold NULL until synced again
+        execute(
+            f"ALTER TABLE {_qualified(table)} ADD COLUMN IF NOT EXISTS {dialect.column_definitions([RAW_COLUMN])}", []
+        )
     if dialect is POSTGRES:  # the key lookup of an incremental merge must not scan every connection's rows
         keys = ", ".join(_quoted(k) for k in key)
         execute(
@@ -429,7 +487,8 @@ class _Merge:
     def _unified_values(self, follow: UnifiedFollow, alias: str) -> list[str]:
         """tenant and provider (bound), the entity's columns, the mapped JSON."""
         p, columns = self.dialect.placeholder, self.target.columns
-        return [p, p, *(f"{alias}.{_quoted(c)}" for c in columns), self.dialect.mapped(follow.rules, columns, alias)]
+        mapped = self.dialect.mapped(follow.rules, columns, alias, follow.fields)
+        return [p, p, *(f"{alias}.{_quoted(c)}" for c in _without_raw(columns)), mapped]
 
     def _follow(self, written: WriteCounts) -> WriteCounts:
         """The changes into `unified.<entity>`; all of the connection's rows there when its mapping changed (or
@@ -537,8 +596,8 @@ def _rebuild_unified(
     names = ", ".join(_quoted(c) for c in columns)
     for source in sources:
         _ensure_table(execute, dialect, source.table, source.columns)
-        values = [p, p, *(f"t.{_quoted(c)}" for c in source.columns)]
-        values.append(dialect.mapped(source.follow.rules, source.columns, "t"))
+        values = [p, p, *(f"t.{_quoted(c)}" for c in _without_raw(source.columns))]
+        values.append(dialect.mapped(source.follow.rules, source.columns, "t", source.follow.fields))
         source_where, source_parameters = PartitionSlice(source.table, source.connection_id, window).where(p, "t")
         execute(
             f"INSERT INTO {_qualified(table)} ({names}) SELECT {', '.join(values)} "
@@ -642,10 +701,17 @@ def open_warehouse(settings: Settings) -> Warehouse:
     return DuckDbWarehouse(settings.warehouse_path)
 
 
+def _canonical_json(value: Any) -> str:
+    return json.dumps(json.loads(value) if isinstance(value, str) else value, sort_keys=True)
+
+
 def _typed_like_frames(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows read back with the dtypes frames.normalize gives (timestamps as UTC microseconds, text as object)."""
+    """Rows read back with the dtypes frames.normalize gives (timestamps as UTC microseconds, text as object); raw
+    records as canonical JSON text (sorted keys), since PostgreSQL's jsonb keeps no key order of its own."""
     for column in frame.columns:
-        if column_kind(column) == "timestamp":
+        if column_kind(column) == "json":
+            frame[column] = [None if value is None else _canonical_json(value) for value in frame[column]]
+        elif column_kind(column) == "timestamp":
             frame[column] = pd.to_datetime(frame[column], utc=True).astype(TIMESTAMP_DTYPE)
         elif column_kind(column) == "flag":
             frame[column] = frame[column].astype(bool)
@@ -719,6 +785,8 @@ class _DuckDbStaging(Staging):
         self.alias = f"staging_{uuid.uuid4().hex}"
         self.path = directory / f"{self.alias}.duckdb"
         self.connection: duckdb.DuckDBPyConnection | None = _bounded(duckdb.connect(str(self.path)))
+        # Staging is read once and deleted: compressing it at checkpoint (FSST over every raw JSON text) is wasted CPU.
+        self.connection.execute("SET force_compression = 'uncompressed'")
         self._create()
 
     def _create(self) -> None:

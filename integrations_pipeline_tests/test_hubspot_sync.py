@@ -186,3 +186,36 @@ def test_a_batched_run_isolates_a_connection_that_needs_reauth(stack: Stack, ins
     description = failure.step_failure_data.error.message  # type: ignore[union-attr]
     assert "1 of the run's partitions failed" in description and f"- {refused}: NeedsReauth" in description
     assert "reconnect" in description and not any(c in description for c in synced)
+
+
+def raw_property(stack: Stack, connection_id: str, contact_id: str, name: str) -> str | None:
+    with duckdb.connect(str(stack.settings.warehouse_path)) as connection:
+        row = connection.execute(
+            "SELECT json_extract_string(raw, '$.properties.' || ?) FROM hubspot.contacts "
+            "WHERE connection_id = ? AND source_id = ?",
+            [name, connection_id, contact_id],
+        ).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def test_a_property_added_at_hubspot_reaches_the_raw_column_of_the_next_incremental_sync(
+    stack: Stack, instance: dg.DagsterInstance
+) -> None:
+    """The connection's catalog is requested by name: a custom property created after the first sync is in the raw
+    record of the next (incremental) sync once the catalog has it, without a restart or a code change."""
+    connection_id = stack.connect("acme")
+    instance.add_dynamic_partitions(connection_partitions("hubspot").name, [connection_id])
+    with stack.api() as api:  # the catalog, discovered on first use
+        assert api.get(f"/connections/{connection_id}/fields").status_code == 200
+    sync(instance, connection_id)
+    assert raw_property(stack, connection_id, "3", "lead_score") is not None  # a custom property of the catalog
+    assert raw_property(stack, connection_id, "3", "email") == expected(stack)["3"][0]
+
+    stack.emulator.properties.add("contacts", "churn_risk", type="number", field_type="number", label="Churn risk")
+    stack.emulator.update_contact("3", {"churn_risk": "0.8"})
+    with stack.api() as api:
+        assert api.get(f"/connections/{connection_id}/fields", params={"refresh": "true"}).status_code == 200
+    second = sync(instance, connection_id)
+    assert second.asset_materializations_for_node("hubspot_contacts")[0].metadata["sync_mode"].value == "incremental"
+    assert raw_property(stack, connection_id, "3", "churn_risk") == "0.8"

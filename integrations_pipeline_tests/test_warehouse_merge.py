@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from integrations_pipeline.fields import FieldType
+from integrations_pipeline.fields import FieldInfo, FieldType
 from integrations_pipeline.frames import to_frame
-from integrations_pipeline.mapping import CAST_ACCEPTS, FieldRule, Transform, apply_to_record
+from integrations_pipeline.mapping import CAST_ACCEPTS, FieldRule, SourceFields, Transform, ValueType, apply_to_record
 from integrations_pipeline.records import ATTENDEE_COLUMNS, ATTENDEE_KEY, CONTACT_COLUMNS
 from integrations_pipeline.warehouse import (
     DuckDbWarehouse,
@@ -47,6 +47,7 @@ def contact(
         "company": company,
         "modified_at": datetime(2026, 1, 1, tzinfo=UTC),
         "is_deleted": deleted,
+        "raw": json.dumps({"id": source_id, "properties": {"company": company, "lead_score": "7"}}),
     }
 
 
@@ -99,7 +100,8 @@ def test_a_merge_writes_only_what_changed_and_the_unified_rows_follow(warehouse:
     assert contacts.loc[contacts.source_id == "5", "company"].item() == "Acme"  # the resync's value
     assert table(warehouse, "hubspot.contacts", "hubspot-beta")["source_id"].tolist() == ["x"]
     unified = table(warehouse, "unified.contacts")
-    pd.testing.assert_frame_equal(unified[list(CONTACT_COLUMNS)], contacts, check_dtype=False)
+    assert "raw" not in unified.columns  # the raw record stays in the provider table
+    pd.testing.assert_frame_equal(unified[list(CONTACT_COLUMNS[:-1])], contacts.drop(columns="raw"), check_dtype=False)
     assert set(unified["tenant"]) == {"acme"} and set(unified["mapped"]) == {"{}"}
 
 
@@ -244,6 +246,60 @@ def test_typed_mappings_in_sql_answer_as_mapping_cast_does(warehouse: Warehouse)
     for record, mapped in zip(records, unified["mapped"], strict=True):
         expected = {target: as_json(value) for target, value in apply_to_record(record, rules).items()}
         assert json.loads(mapped) == expected, record["company"]
+
+
+def test_typed_mappings_of_raw_paths_and_catalog_fields_in_sql_answer_as_mapping_does(warehouse: Warehouse) -> None:
+    """Raw paths and catalog names read the `raw` JSON column in SQL (json_extract_string / #>>), then cast: the
+    values must equal `apply_to_record`'s on the same record, nested objects, lists and JSON types included."""
+    values: list[object] = [*AWKWARD_TEXTS, 42, 3.5, True, None, {"nested": 1}]
+    records = [
+        contact(f"r{index:02}") | {"raw": json.dumps({"properties": {"score": value}, "tags": [{"v": value}]})}
+        for index, value in enumerate(values)
+    ]
+    records.append(contact("r99") | {"raw": None})  # a row synced before the raw column existed
+    score = FieldInfo(
+        "contacts", "score", "Score", FieldType.STRING, "string", is_custom=True, raw_path="properties.score"
+    )
+    fields = SourceFields(columns={"company": ValueType.STRING}, catalog={"score": score})
+    rules = {
+        f"{name}_{transform.value}{'_or_default' if default is not None else ''}": FieldRule(
+            source=source, transform=transform, default=default
+        )
+        for name, source in (("catalog", "score"), ("path", "raw.tags.0.v"), ("absent", "raw.properties.nothing"))
+        for transform in Transform
+        for default in (None, *(["7"] if transform in (Transform.TO_NUMBER, Transform.NONE) else []))
+    }
+    target = MergeTarget(
+        PartitionSlice("hubspot.contacts", "hubspot-acme"),
+        CONTACT_COLUMNS,
+        KEY,
+        True,
+        UnifiedFollow("contacts", "acme", "hubspot", rules, fields),
+    )
+    with warehouse.staging(CONTACT_COLUMNS) as staging:
+        staging.append(to_frame(records, CONTACT_COLUMNS))
+        staging.merge(target)
+    unified = table(warehouse, "unified.contacts")
+    assert len(unified) == len(records)
+    for record, mapped in zip(records, unified["mapped"], strict=True):
+        parsed = json.loads(record["raw"]) if record["raw"] else None
+        expected = {k: as_json(v) for k, v in apply_to_record({**record, "raw": parsed}, rules, fields).items()}
+        assert json.loads(mapped) == expected, record["raw"]
+
+
+def test_the_raw_column_is_json_a_raw_change_alone_is_a_change(warehouse: Warehouse) -> None:
+    merge(warehouse, [contact("1"), contact("2")], full=True)
+    changed = contact("2") | {"raw": json.dumps({"id": "2", "properties": {"lead_score": "9", "stage": "lead"}})}
+    counts = merge(warehouse, [contact("1"), changed], full=False)
+    assert (counts.inserted, counts.updated) == (0, 1)
+    path = (
+        "json_extract_string(raw, '$.properties.lead_score')"
+        if warehouse.kind == "duckdb"
+        else ("raw #>> '{properties,lead_score}'")
+    )
+    with warehouse.transaction() as execute:
+        rows = execute(f"SELECT source_id, {path} FROM hubspot.contacts ORDER BY source_id", [])
+    assert rows == [("1", "7"), ("2", "9")]
 
 
 def test_a_summary_after_an_incremental_merge_counts_the_partition_and_previews_the_written_keys(

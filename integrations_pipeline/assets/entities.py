@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.definitions.metadata import TableMetadataSet
 
+from integrations_pipeline.clients.catalog import mapping_sources
 from integrations_pipeline.clients.errors import CursorExpired, NeedsReauth, ProviderError, RateLimited
 from integrations_pipeline.clients.http import ApiClient, CallStats
 from integrations_pipeline.clients.spec import EntitySpec, Page, SyncRequest
@@ -32,6 +33,7 @@ from integrations_pipeline.partitions import (
 )
 from integrations_pipeline.records import ATTENDEE_COLUMNS, ATTENDEE_KEY, ATTENDEES, COLUMN_DESCRIPTIONS
 from integrations_pipeline.resources import IntegrationsResource
+from integrations_pipeline.store.catalog import FieldCatalog
 from integrations_pipeline.store.inbox import WebhookInbox
 from integrations_pipeline.store.push import PushSubscriptions
 from integrations_pipeline.store.repository import LIVE_PARTITION, StateStore
@@ -238,6 +240,12 @@ class Synced:
     attendees: WriteCounts | None = None  # events: what the merge of their attendees wrote
 
 
+def unified_follow(store: StateStore, entity: str, tenant: str, provider: str) -> UnifiedFollow:
+    """The tenant's mapping for the provider, with the connection's catalog so catalog names read the raw record."""
+    rules = store.get_mapping(tenant, provider).rules(entity)  # type: ignore[arg-type]
+    return UnifiedFollow(entity, tenant, provider, rules, mapping_sources(store, tenant, provider).get(entity))
+
+
 def sync_scope(
     spec: EntitySpec, integrations: IntegrationsResource, scope: PartitionScope, is_backfill: bool
 ) -> Synced:
@@ -252,19 +260,9 @@ def sync_scope(
         started_at=datetime.now(UTC),
         window=scope.window,
         provider_metadata=connection.provider_metadata if connection else {},
+        fields=tuple(FieldCatalog(store).field_names(scope.connection_id, spec.entity)),
     )
-    follow = (
-        UnifiedFollow(
-            spec.entity,
-            connection.tenant,
-            spec.provider,
-            store.get_mapping(connection.tenant, spec.provider).rules(
-                spec.entity  # type: ignore[arg-type]
-            ),
-        )
-        if connection is not None
-        else None
-    )
+    follow = unified_follow(store, spec.entity, connection.tenant, spec.provider) if connection is not None else None
     part = PartitionSlice(table, scope.connection_id, scope.window, spec.day_column)
     attendee_table = f"{spec.provider}.{ATTENDEES}" if spec.entity == "events" else None
     incremental = request.cursor is not None and all(

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from integrations_pipeline.assets.entities import table_metadata
+from integrations_pipeline.assets.entities import table_metadata, unified_follow
 from integrations_pipeline.clients.spec import EntitySpec
 from integrations_pipeline.mapping import Entity
 from integrations_pipeline.partitions import DAY, TENANT, TENANT_DAYS, TENANTS, day_window
@@ -20,7 +20,6 @@ from integrations_pipeline.warehouse import (
     MAPPED_COLUMN,
     UNIFIED_SCHEMA,
     PartitionSlice,
-    UnifiedFollow,
     UnifiedSource,
 )
 
@@ -58,7 +57,7 @@ def build_unified_asset(entity: Entity, sources: list[EntitySpec]) -> dg.AssetsD
                 f"{spec.provider}.{spec.entity}",
                 spec.columns,
                 connection.id,
-                UnifiedFollow(entity, tenant, spec.provider, store.get_mapping(tenant, spec.provider).rules(entity)),
+                unified_follow(store, entity, tenant, spec.provider),
             )
             for spec in sources
             for connection in live

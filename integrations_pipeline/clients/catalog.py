@@ -25,7 +25,7 @@ from integrations_pipeline.clients.errors import ProviderError
 from integrations_pipeline.clients.providers import ENTITIES as ENTITY_SPECS
 from integrations_pipeline.fields import FieldInfo, FieldType
 from integrations_pipeline.mapping import SourceFields, ValueType
-from integrations_pipeline.records import ContactRecord, EventRecord, UserRecord
+from integrations_pipeline.records import RAW_COLUMN, ContactRecord, EventRecord, UserRecord
 from integrations_pipeline.settings import SettingsError
 from integrations_pipeline.store import ConnectionStatus, StateStore, connection_id_for
 from integrations_pipeline.store.catalog import CatalogChange, FieldCatalog
@@ -326,7 +326,9 @@ _RECORDS: dict[str, Any] = {"users": UserRecord, "contacts": ContactRecord, "eve
 def known_fields(provider: str) -> dict[str, frozenset[str]]:
     """The normalized columns of the provider's entity tables, which every mapping may name."""
     return {
-        spec.entity: frozenset(spec.columns) - {"connection_id"} for spec in ENTITY_SPECS if spec.provider == provider
+        spec.entity: frozenset(spec.columns) - {"connection_id", RAW_COLUMN}
+        for spec in ENTITY_SPECS
+        if spec.provider == provider
     }
 
 

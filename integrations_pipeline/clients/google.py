@@ -29,7 +29,7 @@ from integrations_pipeline.clients.spec import (
     SyncRequest,
     day_page,
 )
-from integrations_pipeline.clients.values import as_utc, attendee_records, text_or_none, utc_midnight
+from integrations_pipeline.clients.values import as_utc, attendee_records, raw_json, text_or_none, utc_midnight
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -80,7 +80,7 @@ def error_reasons(response: httpx.Response) -> set[str]:
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
 
 class DirectoryName(_Lenient):
@@ -208,6 +208,7 @@ def to_user(raw: DirectoryUser, connection_id: str) -> UserRecord:
         created_at=as_utc(raw.creationTime),
         modified_at=as_utc(raw.deletionTime),  # Directory exposes no modification time; a deletion is one
         is_deleted=deleted,
+        raw=raw_json(raw),
     )
 
 
@@ -227,6 +228,7 @@ def to_contact(raw: Person, connection_id: str) -> ContactRecord:
         created_at=None,  # People does not expose when a contact was created
         modified_at=as_utc(max(updates)) if updates else None,
         is_deleted=raw.metadata.deleted,
+        raw=raw_json(raw),
     )
 
 
@@ -258,6 +260,7 @@ def to_event(raw: CalendarEvent, connection_id: str, *, fallback_start: datetime
         created_at=as_utc(raw.created),
         modified_at=as_utc(raw.updated),
         is_deleted=raw.status == "cancelled",
+        raw=raw_json(raw),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +28,7 @@ from integrations_pipeline.clients.spec import (
     ProviderSpec,
     SyncRequest,
 )
-from integrations_pipeline.clients.values import as_utc, attendee_records, text_or_none
+from integrations_pipeline.clients.values import as_utc, attendee_records, raw_json, text_or_none
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -87,6 +87,10 @@ class CrmObjectType:
     def path(self) -> str:
         return f"/crm/v3/objects/{self.name}"
 
+    def requesting(self, request: SyncRequest) -> CrmObjectType:
+        """Our properties plus every property of the connection's catalog (custom ones included)."""
+        return replace(self, properties=tuple(dict.fromkeys((*self.properties, *request.fields))))
+
 
 CONTACTS = CrmObjectType("contacts", CONTACT_PROPERTIES, "lastmodifieddate")
 MEETINGS = CrmObjectType("meetings", MEETING_PROPERTIES, "hs_lastmodifieddate")
@@ -95,7 +99,7 @@ MEETINGS = CrmObjectType("meetings", MEETING_PROPERTIES, "hs_lastmodifieddate")
 class HubSpotObject(BaseModel):
     """Lenient: unknown fields are ignored, property values stay strings as HubSpot sends them."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     id: str
     properties: dict[str, str | None]
@@ -108,7 +112,7 @@ class HubSpotObject(BaseModel):
 class HubSpotOwner(BaseModel):
     """An owner (HubSpot's user as the CRM sees it); `userId` is null once the user is deactivated."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     id: str
     email: str | None = None
@@ -166,6 +170,7 @@ def to_contact(raw: HubSpotObject, connection_id: str) -> ContactRecord:
         created_at=raw.createdAt,
         modified_at=_modified_at(raw),
         is_deleted=raw.archived,
+        raw=raw_json(raw),
     )
 
 
@@ -182,6 +187,7 @@ def to_user(raw: HubSpotOwner, connection_id: str) -> UserRecord:
         created_at=raw.createdAt,
         modified_at=raw.updatedAt,
         is_deleted=raw.archived,
+        raw=raw_json(raw),
     )
 
 
@@ -212,6 +218,7 @@ def to_event(raw: HubSpotObject, connection_id: str, owner_emails: Mapping[str, 
         created_at=raw.createdAt,
         modified_at=_modified_at(raw),
         is_deleted=raw.archived,
+        raw=raw_json(raw),
     )
 
 
@@ -235,7 +242,8 @@ class HubSpotClient(ApiClient):
     def iter_objects(self, object_type: CrmObjectType, *, archived: bool = False) -> Iterator[list[HubSpotObject]]:
         """Every live (or every archived) object of the type, a page at a time."""
         params = [("limit", PAGE_LIMIT), ("archived", "true" if archived else "false")]
-        params += [("properties", name) for name in object_type.properties]
+        # one comma-separated value, as documented: a catalog of hundreds of properties keeps the URL short
+        params.append(("properties", ",".join(object_type.properties)))
         for page in LIST_PAGINATOR.pages(
             self, "GET", object_type.path, params=params, parse=_OBJECTS_PAGE.validate_json
         ):
@@ -417,7 +425,10 @@ def read_contacts(client: HubSpotClient, request: SyncRequest) -> Iterator[Page]
     """Full: every live then every archived contact. Incremental: the search API over [since, started_at),
     then contacts archived since (HubSpot's search never returns archived ones)."""
     return _read_objects(
-        client, request, CONTACTS, lambda page: Page([to_contact(contact, request.connection_id) for contact in page])
+        client,
+        request,
+        CONTACTS.requesting(request),
+        lambda page: Page([to_contact(contact, request.connection_id) for contact in page]),
     )
 
 
@@ -469,7 +480,9 @@ def read_events(client: HubSpotClient, request: SyncRequest) -> Iterator[Page]:
             attendees=[person for meeting, event in events for person in to_attendees(meeting, event, emails)],
         )
 
-    return _read_objects(client, request, MEETINGS, to_events, window_property=MEETING_START_PROPERTY)
+    return _read_objects(
+        client, request, MEETINGS.requesting(request), to_events, window_property=MEETING_START_PROPERTY
+    )
 
 
 SPEC = ProviderSpec(

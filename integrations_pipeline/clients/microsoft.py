@@ -23,7 +23,7 @@ from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.oauth import APP_ONLY, AUTH_MODE
 from integrations_pipeline.clients.pagination import NextLinkPaginator
 from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
-from integrations_pipeline.clients.values import Invitee, attendee_records, text_or_none
+from integrations_pipeline.clients.values import Invitee, attendee_records, raw_json, text_or_none
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -49,7 +49,7 @@ OUTLOOK_PREFER = f'odata.maxpagesize={PAGE_SIZE}, outlook.timezone="UTC"'
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
 class Removed(_Lenient):
@@ -155,6 +155,7 @@ def to_user(raw: GraphUser, connection_id: str) -> UserRecord:
         created_at=raw.createdDateTime,
         modified_at=None,
         is_deleted=raw.removed is not None,
+        raw=raw_json(raw),
     )
 
 
@@ -173,6 +174,7 @@ def to_contact(raw: GraphContact, connection_id: str) -> ContactRecord:
         created_at=raw.createdDateTime,
         modified_at=raw.lastModifiedDateTime,
         is_deleted=raw.removed is not None,
+        raw=raw_json(raw),
     )
 
 
@@ -200,6 +202,7 @@ def to_event(raw: GraphEvent, connection_id: str) -> EventRecord:
         created_at=raw.createdDateTime,
         modified_at=raw.lastModifiedDateTime,
         is_deleted=False,
+        raw=raw_json(raw),
     )
 
 
@@ -217,6 +220,7 @@ def event_tombstone(event_id: str, start_at: datetime, connection_id: str) -> Ev
         created_at=None,
         modified_at=None,
         is_deleted=True,
+        raw=None,
     )
 
 

@@ -29,7 +29,7 @@ from integrations_pipeline.clients.spec import (
     SyncRequest,
     day_page,
 )
-from integrations_pipeline.clients.values import Invitee, as_utc, attendee_records, text_or_none, utc_midnight
+from integrations_pipeline.clients.values import Invitee, as_utc, attendee_records, raw_json, text_or_none, utc_midnight
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -89,7 +89,7 @@ EVENT_FIELDS = (
 class _Lenient(BaseModel):
     """Unknown fields (and `attributes`) are ignored; Salesforce datetimes (`...000+0000`) parse as aware UTC."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
 
 class _Named(_Lenient):
@@ -161,6 +161,7 @@ def to_user(raw: SalesforceUser, connection_id: str) -> UserRecord:
         created_at=as_utc(raw.CreatedDate),
         modified_at=as_utc(raw.SystemModstamp),
         is_deleted=False,
+        raw=raw_json(raw),
     )
 
 
@@ -177,6 +178,7 @@ def to_contact(raw: SalesforceContact, connection_id: str) -> ContactRecord:
         created_at=as_utc(raw.CreatedDate),
         modified_at=as_utc(raw.SystemModstamp),  # moves on deletion too
         is_deleted=raw.IsDeleted,
+        raw=raw_json(raw),
     )
 
 
@@ -205,6 +207,7 @@ def to_event(raw: SalesforceEvent, connection_id: str) -> EventRecord:
         created_at=as_utc(raw.CreatedDate),
         modified_at=as_utc(raw.SystemModstamp),
         is_deleted=raw.IsDeleted,
+        raw=raw_json(raw),
     )
 
 

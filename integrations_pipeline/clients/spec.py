@@ -114,6 +114,9 @@ class SyncRequest:
     window: tuple[datetime, datetime] | None = None
     # Connection facts learnt at connect time (api_domain, instance_url, ...): never a secret.
     provider_metadata: Mapping[str, Any] = field(default_factory=dict)
+    # The entity's fields in the connection's catalog (clients/catalog.py): what a connector requests by name where
+    # the API returns only named fields, so custom fields reach the raw record. Empty: the connector's own list.
+    fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, time
 
+from pydantic import BaseModel
+
 from integrations_pipeline.records import AttendeeRecord, EventRecord
 
 
@@ -23,6 +25,12 @@ def as_utc(moment: datetime | None) -> datetime | None:
 def utc_midnight(day: date) -> datetime:
     """Where an all-day event starts in the records: midnight UTC of its date."""
     return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def raw_json(model: BaseModel) -> str:
+    """A record's `raw` column: the provider's record as parsed (models keep unknown keys: `extra="allow"`), dumped
+    as JSON text in Rust by pydantic; the fields the provider did not send stay absent."""
+    return model.model_dump_json(by_alias=True, exclude_unset=True)
 
 
 # (email, name, the provider's response word, is organizer) as a mapper reads it from the provider's event

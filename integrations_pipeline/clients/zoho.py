@@ -30,7 +30,7 @@ from integrations_pipeline.clients.spec import (
     ProviderSpec,
     SyncRequest,
 )
-from integrations_pipeline.clients.values import Invitee, as_utc, attendee_records, text_or_none, utc_midnight
+from integrations_pipeline.clients.values import Invitee, as_utc, attendee_records, raw_json, text_or_none, utc_midnight
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -68,7 +68,7 @@ EMPTY_STATUSES = frozenset({204, 304})
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
 
 class ZohoLookup(_Lenient):
@@ -151,6 +151,7 @@ def to_user(raw: ZohoUser, connection_id: str) -> UserRecord:
         created_at=as_utc(raw.created_time),
         modified_at=as_utc(raw.Modified_Time),
         is_deleted=raw.status == "deleted",
+        raw=raw_json(raw),
     )
 
 
@@ -167,6 +168,7 @@ def to_contact(raw: ZohoContact, connection_id: str) -> ContactRecord:
         created_at=as_utc(raw.Created_Time),
         modified_at=as_utc(raw.Modified_Time),
         is_deleted=False,
+        raw=raw_json(raw),
     )
 
 
@@ -184,6 +186,7 @@ def to_deleted_contact(raw: ZohoDeletedRecord, connection_id: str) -> ContactRec
         created_at=None,
         modified_at=as_utc(raw.deleted_time),
         is_deleted=True,
+        raw=raw_json(raw),
     )
 
 
@@ -208,6 +211,7 @@ def to_event(raw: ZohoEvent, connection_id: str) -> EventRecord:
         created_at=as_utc(raw.Created_Time),
         modified_at=as_utc(raw.Modified_Time),
         is_deleted=False,
+        raw=raw_json(raw),
     )
 
 

@@ -40,6 +40,7 @@ from integrations_pipeline.clients.spec import Page, SyncRequest
 from integrations_pipeline.records import CONTACT_COLUMNS, EVENT_COLUMNS, USER_COLUMNS
 from integrations_pipeline.settings import ProviderApp
 from integrations_pipeline.store import TokenSet
+from integrations_pipeline_tests.clients import RawOf
 from integrations_pipeline_tests.sandbox.conftest import ManualClock
 from integrations_pipeline_tests.sandbox.test_google_emulator import (
     CALENDAR_SCOPE,
@@ -440,6 +441,7 @@ def test_to_user_maps_names_title_activity_and_deletion() -> None:
         "created_at": datetime(2025, 2, 3, 4, 5, 6, tzinfo=UTC),
         "modified_at": None,
         "is_deleted": False,
+        "raw": RawOf(raw.model_dump(by_alias=True), must=["id", "unknownField"]),  # unknown fields are kept
     }
     deleted = to_user(DirectoryUser.model_validate({"id": "2", "deletionTime": "2026-01-01T00:00:00Z"}), "c1")
     assert deleted["is_deleted"] is True and deleted["is_active"] is False and deleted["title"] is None

@@ -36,6 +36,7 @@ from integrations_pipeline.clients.spec import Page, SyncRequest
 from integrations_pipeline.httpserver import BackgroundServer
 from integrations_pipeline.records import CONTACT_COLUMNS, EVENT_COLUMNS, USER_COLUMNS
 from integrations_pipeline.sandbox.hubspot import HubSpotEmulator
+from integrations_pipeline_tests.clients import RawOf
 from integrations_pipeline_tests.sandbox.conftest import CLIENT_ID, CLIENT_SECRET, ManualClock, run_code_flow
 
 CONNECTION_ID = "hubspot-test"
@@ -142,6 +143,7 @@ def expected_contact(record: dict[str, Any]) -> dict[str, Any]:
         "created_at": stamp(record["createdAt"]),
         "modified_at": modified,
         "is_deleted": record["archived"],
+        "raw": RawOf(record),
     }
 
 
@@ -157,6 +159,7 @@ def expected_user(owner: dict[str, Any]) -> dict[str, Any]:
         "created_at": stamp(owner["createdAt"]),
         "modified_at": stamp(owner["updatedAt"]),
         "is_deleted": owner["archived"],
+        "raw": RawOf(owner),
     }
 
 
@@ -179,6 +182,7 @@ def expected_event(record: dict[str, Any], emails: dict[str, str]) -> dict[str, 
         "created_at": stamp(record["createdAt"]),
         "modified_at": modified,
         "is_deleted": record["archived"],
+        "raw": RawOf(record),
     }
 
 

@@ -33,6 +33,7 @@ from integrations_pipeline.clients.microsoft import (
 )
 from integrations_pipeline.clients.spec import Page, SyncRequest
 from integrations_pipeline.records import CONTACT_COLUMNS, EVENT_COLUMNS, USER_COLUMNS
+from integrations_pipeline_tests.clients import RawOf
 from integrations_pipeline_tests.sandbox.conftest import ManualClock
 from integrations_pipeline_tests.sandbox.test_microsoft_emulator import ServedMicrosoft, serve_microsoft
 
@@ -104,6 +105,7 @@ def expected_contact(raw: dict[str, Any], deleted: bool = False) -> dict[str, An
         "created_at": instant(raw["createdDateTime"]),
         "modified_at": instant(raw["lastModifiedDateTime"]),
         "is_deleted": deleted,
+        "raw": RawOf(raw),
     }
 
 
@@ -119,6 +121,7 @@ def expected_user(raw: dict[str, Any]) -> dict[str, Any]:
         "created_at": instant(raw["createdDateTime"]),
         "modified_at": None,
         "is_deleted": False,
+        "raw": RawOf(raw),
     }
 
 
@@ -162,6 +165,7 @@ def test_incremental_contacts_sync_returns_only_the_changes_and_deletions(
         "connection_id": CONNECTION,
         "source_id": raws[8]["id"],
         "is_deleted": True,
+        "raw": RawOf(["id", "@removed"], must=["@removed"]),  # the tombstone as Graph sent it
     }
     assert records == [expected_contact(truth[raws[7]["id"]]), deleted, expected_contact(truth[new_id])]
     assert records[0]["job_title"] == "Head of Data"

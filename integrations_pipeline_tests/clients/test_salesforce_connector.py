@@ -34,6 +34,7 @@ from integrations_pipeline.clients.salesforce import (
 from integrations_pipeline.clients.spec import Page, SyncRequest
 from integrations_pipeline.settings import ProviderApp
 from integrations_pipeline.store import TokenSet
+from integrations_pipeline_tests.clients import RawOf
 from integrations_pipeline_tests.sandbox.conftest import ManualClock
 from integrations_pipeline_tests.sandbox.test_salesforce_emulator import ServedSalesforce, serve_salesforce
 
@@ -106,6 +107,7 @@ def expected_contact(record: dict[str, Any]) -> dict[str, Any]:
         "created_at": parse(record["CreatedDate"]),
         "modified_at": parse(record["SystemModstamp"]),
         "is_deleted": record["IsDeleted"],
+        "raw": RawOf(record),
     }
 
 
@@ -182,6 +184,7 @@ def test_users_full_and_incremental(org: ServedSalesforce, client: SalesforceCli
             "created_at": parse(record["CreatedDate"]),
             "modified_at": parse(record["SystemModstamp"]),
             "is_deleted": False,
+            "raw": RawOf(record),
         }
         for record in truth
     }

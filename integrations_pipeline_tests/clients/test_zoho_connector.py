@@ -26,6 +26,7 @@ from integrations_pipeline.records import CONTACT_COLUMNS, EVENT_COLUMNS, USER_C
 from integrations_pipeline.sandbox.zoho import ZohoEmulator
 from integrations_pipeline.settings import ProviderApp
 from integrations_pipeline.store import TokenSet
+from integrations_pipeline_tests.clients import RawOf
 
 CLIENT_ID = "1000.CONNECTORTEST"
 CLIENT_SECRET = "connector-test-secret"
@@ -132,6 +133,7 @@ def expected_contact(raw: dict[str, Any]) -> dict[str, Any]:
         "created_at": utc(raw["Created_Time"]),
         "modified_at": utc(raw["Modified_Time"]),
         "is_deleted": False,
+        "raw": RawOf(raw),
     }
 
 
@@ -154,6 +156,7 @@ def expected_event(raw: dict[str, Any]) -> dict[str, Any]:
         "created_at": utc(raw["Created_Time"]),
         "modified_at": utc(raw["Modified_Time"]),
         "is_deleted": False,
+        "raw": RawOf(raw),
     }
 
 
@@ -342,6 +345,7 @@ def test_to_contact_maps_lookups_offsets_and_blanks() -> None:
         "created_at": datetime(2025, 3, 1, 4, 30, tzinfo=UTC),
         "modified_at": datetime(2025, 3, 2, 8, 15, tzinfo=UTC),
         "is_deleted": False,
+        "raw": RawOf(raw.model_dump(by_alias=True), must=["id", "Unknown_Field"]),  # unknown fields are kept
     }
 
 
