@@ -748,6 +748,8 @@ class _ObjectStore:
         if cached is not None:
             self.search_cache.move_to_end(cache_key)
             return cached
+        if not (compiled.groups or compiled.query or compiled.sorts):  # everything live, by id: a count's search
+            return list(self.live_ids)
         rows: Iterable[_ObjectRow] = (self.rows[object_id] for object_id in self.live_ids)
         if compiled.groups:
             groups = compiled.groups

@@ -329,6 +329,16 @@ def test_a_cursor_older_than_hubspots_deleted_record_retention_is_stale(hubspot:
     assert "20" not in by_id(full)  # the asset's full resync flags what is missing as deleted
 
 
+def test_an_archived_list_last_read_before_the_retention_is_stale_too(hubspot: Connected) -> None:
+    """A recent window start is not enough: deletions since the last read of the archived list must be readable."""
+    swept_at = hubspot.now() - timedelta(days=91)
+    cursor = timestamp_cursor(hubspot.now(), archived_swept_at=swept_at.isoformat(), live_contacts=150)
+    position = hubspot.log_position()
+    with pytest.raises(CursorExpired, match="archived contacts were last read"):
+        collect(read_contacts(hubspot.client, hubspot.request(cursor)))
+    assert hubspot.crm_requests(position) == []
+
+
 # --- events ---------------------------------------------------------------------------------------------------------
 
 
