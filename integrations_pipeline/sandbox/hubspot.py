@@ -11,7 +11,8 @@ modify stamps). Owners are read-only in HubSpot's API and live in a plain list.
 
 Performance matters because benchmarks page through 100,000 contacts: rows are generated with a handful of
 bulk random draws, live and archived ids are kept in sorted lists so a page is one bisect plus a slice, JSON is
-only built for the page being served, and a search's ordered match list is cached until the next mutation.
+only built for the page being served, a search's ordered match list is cached until the next mutation, and a
+search from a modified stamp (every incremental read) looks only at the rows modified since, as HubSpot's index does.
 """
 
 from __future__ import annotations
