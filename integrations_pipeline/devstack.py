@@ -142,6 +142,30 @@ def connect_through_oauth(gateway_url: str, api_key: str, provider: str, tenant:
         return landed.json()
 
 
+def connect_sandbox(gateway_url: str, api_key: str, provider: str, tenant: str) -> str:
+    """`connect_through_oauth` for `make dev`: one line saying what was connected, or which provider failed, why
+    and what to do (the rest of the stack starts either way; the provider's syncs will fail until it connects)."""
+    try:
+        connection = connect_through_oauth(gateway_url, api_key, provider, tenant)
+    except httpx.HTTPStatusError as refused:
+        reason = f"{refused.request.url.host}:{refused.request.url.port} answered {refused.response.status_code}"
+        try:
+            body = refused.response.json()
+            reason += f" {body['error']}: {body['message']}"
+        except (ValueError, KeyError, TypeError):  # not the gateway's error body: the status says enough
+            pass
+    except httpx.HTTPError as unreachable:  # refused connection, timeout, broken answer
+        reason = f"{type(unreachable).__name__} at {unreachable.request.url.host}:{unreachable.request.url.port}"
+    else:
+        return f"connected {connection['id']} ({connection['status']}) through the OAuth flow"
+    prefix = f"INTEGRATIONS_{provider.upper()}__"
+    return (
+        f"could not connect the {tenant} tenant to sandbox {provider} ({' '.join(reason.split())}): check "
+        f"{prefix}CLIENT_ID, {prefix}CLIENT_SECRET and {prefix}BASE_URL in {ENV_FILE} (delete them to have "
+        "fresh ones written), then run `make dev` again; the other providers start anyway"
+    )
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -285,11 +309,9 @@ def run_dev_stack(*, dagster_port: int, gateway_port: int, sandbox_port: int) ->
                 click.echo(f"sandbox zoho {ZOHO_SECOND_DATA_CENTRE} data centre: accounts {accounts}, API :{ports[1]}")
         gateway_server = servers.enter_context(BackgroundServer(create_app(settings, store), port=gateway_port))
         click.echo(f"gateway on {gateway_server.url}")
+        api_key = settings.require_api_key().get_secret_value()
         for provider in sorted(EMULATORS):
-            connection = connect_through_oauth(
-                gateway_server.url, settings.require_api_key().get_secret_value(), provider, SANDBOX_TENANT
-            )
-            click.echo(f"connected {connection['id']} ({connection['status']}) through the OAuth flow")
+            click.echo(connect_sandbox(gateway_server.url, api_key, provider, SANDBOX_TENANT))
         click.echo(f"Dagster UI: http://127.0.0.1:{dagster_port}  (Ctrl-C stops everything)")
         dagster = start_dagster_dev(dagster_port, DAGSTER_HOME)
         try:

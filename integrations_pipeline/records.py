@@ -51,10 +51,28 @@ class EventRecord(TypedDict):
     is_deleted: bool
 
 
+class AttendeeRecord(TypedDict):
+    """One person invited to an event: a child row of the event, keyed by (connection_id, event_source_id, email)."""
+
+    connection_id: str
+    event_source_id: str
+    email: str
+    name: str | None
+    response_status: str  # one of RESPONSE_STATUSES
+    is_organizer: bool
+    start_at: datetime  # the event's start: attendees are partitioned by day like their event
+    is_deleted: bool  # the event was deleted, or a re-fetch of it no longer lists the attendee
+
+
+RESPONSE_STATUSES = ("accepted", "declined", "tentative", "needs_action", "unknown")
+
 USER_COLUMNS: tuple[str, ...] = tuple(UserRecord.__annotations__)
 CONTACT_COLUMNS: tuple[str, ...] = tuple(ContactRecord.__annotations__)
 EVENT_COLUMNS: tuple[str, ...] = tuple(EventRecord.__annotations__)
+ATTENDEE_COLUMNS: tuple[str, ...] = tuple(AttendeeRecord.__annotations__)
 PRIMARY_KEY: tuple[str, ...] = ("connection_id", "source_id")
+ATTENDEE_KEY: tuple[str, ...] = ("connection_id", "event_source_id", "email")
+ATTENDEES = "event_attendees"  # the child table of every provider's events, and the unified one
 
 # The unified tables put every provider of a tenant together: these columns first, then the entity's columns,
 # then the tenant's mapped columns (which may not reuse any of these names).
@@ -85,6 +103,10 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "created_at": "creation time at the provider (UTC), where it says",
     "modified_at": "last modification at the provider (UTC)",
     "is_deleted": "deleted, archived or cancelled at the provider, or no longer returned by a full resync",
+    "event_source_id": "the event's id at the provider (its source_id in events)",
+    "name": "the attendee's display name, where the provider gives one",
+    "response_status": "the attendee's answer: accepted, declined, tentative, needs_action or unknown",
+    "is_organizer": "the attendee organizes the event",
     "tenant": "the tenant the connection belongs to",
     "provider": "the provider the row came from",
     "mapped": "the tenant's own columns (its field mapping for this provider) as a JSON object",

@@ -137,6 +137,9 @@ class MergeTarget:
     key: tuple[str, ...]
     full: bool  # a full resync: rows of the slice that were not fetched are flagged deleted
     unified: UnifiedFollow | None = None
+    # Child rows (event attendees) of an incremental merge: (parent column, the parents re-fetched). The merge reads
+    # those parents' rows, and flags the ones that were not fetched again deleted (an attendee removed from an event).
+    parents: tuple[str, frozenset[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -347,9 +350,12 @@ class _Merge:
         # were not staged, the connection's rows.
         last = _quoted(target.key[-1])
         self.lookup = f"t.connection_id = {dialect.placeholder}"
-        if not target.full:
-            self.lookup += " AND " + dialect.staged_keys.format(column=f"t.{last}", key=last, staging=staging)
         self.lookup_parameters: list[Any] = [target.slice.connection_id]
+        if target.parents is not None and not target.full:
+            self.lookup += " AND " + dialect.any_of.format(column=f"t.{_quoted(target.parents[0])}")
+            self.lookup_parameters.append(sorted(target.parents[1]))
+        elif not target.full:
+            self.lookup += " AND " + dialect.staged_keys.format(column=f"t.{last}", key=last, staging=staging)
 
     def _key_match(self, left: str, right: str) -> str:
         return " AND ".join(f"{left}.{_quoted(k)} = {right}.{_quoted(k)}" for k in self.target.key)
@@ -379,8 +385,11 @@ class _Merge:
             f"ON {self._key_match('f', 't')} WHERE t.{_quoted(target.key[-1])} IS NULL OR {differs}"
         )
         parameters = list(self.lookup_parameters)
-        if target.full:
-            where, slice_parameters = target.slice.where(p, "t")
+        if target.full or target.parents is not None:
+            # not fetched again: the slice's rows (full), or the re-fetched parents' rows (child rows)
+            where, slice_parameters = (
+                target.slice.where(p, "t") if target.full else (self.lookup, self.lookup_parameters)
+            )
             kept = ", ".join("TRUE" if c == "is_deleted" else f"t.{_quoted(c)}" for c in target.columns)
             changes += (
                 f" UNION ALL SELECT {kept}, 'deleted' FROM {self.table} t WHERE {where} AND NOT t.is_deleted "
@@ -621,9 +630,9 @@ class Warehouse(ABC):
                     table.split("."),
                 )
             ]
-            rows = execute(
-                f"SELECT * FROM {_qualified(table)} WHERE {where} ORDER BY connection_id, source_id", parameters
-            )
+            # key order: (connection_id, source_id), or (connection_id, event_source_id, email) for attendees
+            order = "connection_id, source_id" if "source_id" in names else "connection_id, event_source_id, email"
+            rows = execute(f"SELECT * FROM {_qualified(table)} WHERE {where} ORDER BY {order}", parameters)
         return _typed_like_frames(pd.DataFrame.from_records(rows, columns=names))
 
 

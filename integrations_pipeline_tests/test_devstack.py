@@ -1,6 +1,6 @@
 """`make dev` in its first hour, with real processes: a busy port is one line saying what to do; stopping stops the
 daemon's runs first (the in-flight one terminated, the queued one cancelled), then `dagster dev`, leaving no process
-of its session behind; loading the code prints no BetaWarning."""
+of its session behind; loading the code prints no BetaWarning; a provider that cannot connect is one line."""
 
 import os
 import shutil
@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from integrations_pipeline.definitions import build_definitions
-from integrations_pipeline.devstack import start_dagster_dev, stop_dagster_dev
+from integrations_pipeline.devstack import connect_sandbox, start_dagster_dev, stop_dagster_dev
+from integrations_pipeline_tests.conftest import API_KEY, Stack, client_credentials
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 STARTUP_S = 180  # dagster dev on 2 busy cores
@@ -158,3 +159,18 @@ def test_plain_dagster_dev_needs_no_dagster_home(tmp_path: Path) -> None:
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert instance.get_runs() == []
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # the store is not what is tested
+def test_a_sandbox_that_refuses_the_connect_is_one_line_and_the_next_still_connects(stack: Stack) -> None:
+    client_id, client_secret = client_credentials("hubspot")
+    stack.emulator._oauth.clients[client_id] = "rotated-elsewhere"  # the .env's secret is no longer the app's
+    refused, connected = (connect_sandbox(stack.gateway_url, API_KEY, p, "sandbox") for p in ("hubspot", "google"))
+    assert refused.startswith("could not connect the sandbox tenant to sandbox hubspot (127.0.0.1:"), refused
+    assert "\n" not in refused and "Traceback" not in refused and client_secret not in refused
+    assert "INTEGRATIONS_HUBSPOT__CLIENT_SECRET" in refused and "run `make dev` again" in refused
+    assert connected == "connected google-sandbox (active) through the OAuth flow"
+    assert stack.store.get_connection("hubspot-sandbox") is None
+
+    unreachable = connect_sandbox(f"http://127.0.0.1:{free_port()}", API_KEY, "zoho", "sandbox")
+    assert unreachable.startswith("could not connect the sandbox tenant to sandbox zoho (ConnectError at 127.0.0.1:")

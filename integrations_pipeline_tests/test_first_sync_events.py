@@ -9,9 +9,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from integrations_pipeline.definitions import build_definitions
-from integrations_pipeline.partitions import DAY
 from integrations_pipeline.resources import IntegrationsResource
 from integrations_pipeline.sandbox import EMULATORS
 from integrations_pipeline.schedules import live_event_days
@@ -45,26 +45,27 @@ def test_the_first_sync_of_every_provider_includes_its_live_event_days(live_stac
     with dg.instance_for_test() as instance:
         requests = evaluate_connections_sensor(definitions, instance)
         events_requests = [request for request in requests if request.job_name.endswith("_events_sync")]
-        requested = {(request.job_name, str(request.partition_key)) for request in events_requests}
-        assert requested == {
-            (f"{provider}_events_sync", f"{connection_id}|{day}")
-            for provider, connection_id in connections.items()
-            for day in live_event_days(datetime.now(UTC))
+        # One run per provider: its new connection x the live days, one rectangle of the connection x day partitions.
+        days = live_event_days(datetime.now(UTC))
+        requested = {
+            (
+                str(request.job_name),
+                request.tags[ASSET_PARTITION_RANGE_START_TAG],
+                request.tags[ASSET_PARTITION_RANGE_END_TAG],
+            )
+            for request in events_requests
         }
-        # Queued in this order: users and contacts, then every provider's events of today, then the other days.
-        assert requests[len(connections) :] == events_requests
-        first_days = [request.partition_key.keys_by_dimension[DAY] for request in events_requests]  # type: ignore[union-attr]
-        assert first_days[: len(connections)] == [TODAY.isoformat()] * len(connections)
+        assert requested == {
+            (f"{provider}_events_sync", f"{connection_id}|{days[0]}", f"{connection_id}|{days[-1]}")
+            for provider, connection_id in connections.items()
+        }
+        assert TODAY.isoformat() in days
         # The first sync is requested once: a second tick knows the partitions and asks for nothing.
         assert evaluate_connections_sensor(definitions, instance) == []
 
         for request in events_requests:
-            key = request.partition_key
-            assert isinstance(key, dg.MultiPartitionKey)
-            if key.keys_by_dimension[DAY] != TODAY.isoformat():
-                continue  # one day per provider is enough to prove the table fills
             result = definitions.resolve_job_def(str(request.job_name)).execute_in_process(
-                partition_key=key, instance=instance, tags=request.tags, raise_on_error=False
+                instance=instance, tags=request.tags, raise_on_error=False
             )
             assert result.success
     with duckdb.connect(str(live_stack.settings.warehouse_path), read_only=True) as warehouse:

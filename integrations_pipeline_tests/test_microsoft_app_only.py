@@ -64,3 +64,79 @@ def test_a_directory_tenant_that_is_not_a_tenant_is_refused(stack: Stack) -> Non
     code, output = connect_app_only("../common")
     assert code == 1 and "not a Microsoft 365 directory tenant" in output
     assert stack.emulators["microsoft"].token_requests("client_credentials") == 0
+
+
+def start_admin_consent(stack: Stack, directory_tenant: str) -> str:
+    with stack.api() as api:
+        started = api.post(
+            "/connections/microsoft/admin-consent", json={"tenant": "acme", "directory_tenant": directory_tenant}
+        )
+    assert started.status_code == 200, started.text
+    return str(started.json()["authorization_url"])
+
+
+def land(consent_url: str) -> httpx.Response:
+    """The administrator's browser: Entra's admin consent page, then its redirect to the gateway's landing."""
+    consented = httpx.get(consent_url)
+    assert consented.status_code == 302, consented.text
+    return httpx.get(consented.headers["location"])
+
+
+@SQLITE_ONLY
+def test_the_admin_consent_landing_connects_the_directory_app_only(stack: Stack) -> None:
+    graph = stack.emulators["microsoft"]
+    consent_url = start_admin_consent(stack, graph.tenant_id)
+    assert parse_qs(urlsplit(consent_url).query)["redirect_uri"] == [
+        f"{stack.gateway_url}/oauth/microsoft/adminconsent"
+    ]
+
+    consented = httpx.get(consent_url)
+    landing_url = consented.headers["location"]
+    assert parse_qs(urlsplit(landing_url).query)["admin_consent"] == ["True"]
+    landed = httpx.get(landing_url)
+    assert landed.status_code == 200, landed.text
+    assert (landed.json()["id"], landed.json()["status"]) == ("microsoft-acme", "active")
+    connection = stack.store.get_connection("microsoft-acme")
+    assert connection is not None
+    assert connection.provider_metadata == {"auth_mode": "app_only", "directory_tenant_id": graph.tenant_id}
+
+    replayed = httpx.get(landing_url)  # the state is single-use
+    assert (replayed.status_code, replayed.json()["error"]) == (400, "invalid_state")
+    assert "already used" in replayed.json()["message"]
+    assert graph.token_requests("client_credentials") == 1
+
+
+@SQLITE_ONLY
+def test_a_refused_or_misdirected_admin_consent_connects_nothing(stack: Stack) -> None:
+    graph = stack.emulators["microsoft"]
+    graph.admin_cancels_consent = True
+    consent_url = start_admin_consent(stack, graph.tenant_id)
+    denied = land(consent_url)
+    assert (denied.status_code, denied.json()["error"]) == (400, "admin_consent_denied")
+    assert "permission_denied: The admin canceled the request" in denied.json()["message"]
+    graph.admin_cancels_consent = False
+    retried = httpx.get(consent_url, follow_redirects=True)  # the state went with the refusal: start again
+    assert (retried.status_code, retried.json()["error"]) == (400, "invalid_state")
+
+    landing = f"{stack.gateway_url}/oauth/microsoft/adminconsent"
+    consent_refused = {"error": "permission_denied", "error_description": "The admin canceled the request"}
+    stateless_refusal = httpx.get(landing, params=consent_refused)  # as Entra's documentation shows it: no state
+    assert (stateless_refusal.status_code, stateless_refusal.json()["error"]) == (400, "admin_consent_denied")
+
+    with stack.api() as api:  # a sign-in state is not an admin consent state
+        sign_in = api.post("/connections/microsoft/connect", json={"tenant": "acme"}).json()["authorization_url"]
+    sign_in_state = parse_qs(urlsplit(sign_in).query)["state"][0]
+    misused = httpx.get(landing, params={"admin_consent": "True", "tenant": graph.tenant_id, "state": sign_in_state})
+    assert (misused.status_code, misused.json()["error"]) == (400, "invalid_state")
+
+    stateless = httpx.get(landing, params={"admin_consent": "True", "tenant": graph.tenant_id})
+    assert (stateless.status_code, stateless.json()["error"]) == (400, "missing_state")
+    assert "connect-app-only" in stateless.json()["message"]
+    with stack.api() as api:
+        bad_tenant = api.post(
+            "/connections/microsoft/admin-consent", json={"tenant": "acme", "directory_tenant": "../x"}
+        )
+        sign_in_only = api.post("/connections/hubspot/admin-consent", json={"tenant": "acme", "directory_tenant": "x"})
+    assert (bad_tenant.status_code, sign_in_only.json()["error"]) == (422, "app_only_unsupported")
+    assert stack.store.get_connection("microsoft-acme") is None
+    assert graph.token_requests("client_credentials") == 0

@@ -1,7 +1,7 @@
 """No secret is ever written anywhere: every flow runs (failures included) with canary secrets, then every byte
-the product wrote — logs, the Dagster instance (event log, run storage, compute logs), the state database and
-the warehouse — is searched for them. A provider that echoes the Authorization header in its error bodies is one
-of the flows; so is a connection whose tokens cannot be decrypted."""
+the product wrote — logs, the Dagster instance (event log, run storage, compute logs), the state database, the
+warehouse and its read replica — is searched for them. A provider that echoes the Authorization header in its error
+bodies is one of the flows; so is a connection whose tokens cannot be decrypted."""
 
 import logging
 from pathlib import Path
@@ -14,6 +14,7 @@ from integrations_pipeline.clients.errors import REDACTED
 from integrations_pipeline.crypto import generate_key_entry
 from integrations_pipeline.definitions import build_definitions
 from integrations_pipeline.partitions import connection_partitions
+from integrations_pipeline.replica import read_replica_path
 from integrations_pipeline.store import ConnectionStatus
 from integrations_pipeline_tests.conftest import API_KEY, Stack
 
@@ -80,9 +81,12 @@ def test_no_secret_reaches_logs_dagster_state_or_warehouse(stack: Stack, tmp_pat
     canaries.add(key_spec.get_secret_value().split(":", 1)[1])
     assert len(canaries) > 8  # codes, several access tokens, refresh tokens, the app and gateway secrets
     state_files = [Path(str(stack.store.engine.url.database) + suffix) for suffix in ("", "-wal", "-shm")]
-    written = [log_file, stack.settings.warehouse_path, *state_files, *dagster_home.rglob("*")]
+    warehouse = stack.settings.warehouse_path
+    replica = read_replica_path(warehouse)  # what analysts query: a copy of the warehouse after every write
+    written = [log_file, warehouse, replica, *state_files, *dagster_home.rglob("*")]
     scanned = [path for path in written if path.is_file()]
     assert len(scanned) > 5 and any(path.suffix == ".db" for path in scanned)
+    assert {warehouse, replica} <= set(scanned)  # both written, so both searched
     hits = {
         str(path.relative_to(tmp_path)): sorted(canary[:6] + "…" for canary in canaries if canary.encode() in data)
         for path in scanned

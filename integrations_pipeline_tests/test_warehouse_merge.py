@@ -13,7 +13,7 @@ import pytest
 from integrations_pipeline.fields import FieldType
 from integrations_pipeline.frames import to_frame
 from integrations_pipeline.mapping import CAST_ACCEPTS, FieldRule, Transform, apply_to_record
-from integrations_pipeline.records import CONTACT_COLUMNS
+from integrations_pipeline.records import ATTENDEE_COLUMNS, ATTENDEE_KEY, CONTACT_COLUMNS
 from integrations_pipeline.warehouse import (
     DuckDbWarehouse,
     MergeTarget,
@@ -122,10 +122,78 @@ def test_an_empty_partition_creates_its_table_with_the_real_column_types(warehou
     assert summary.column_types["modified_at"].lower() in ("timestamp with time zone", "timestamptz")
 
 
+DAY = (datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC))
+
+
+def attendee(event: str, email: str, status: str = "accepted") -> dict:
+    return {
+        "connection_id": "google-acme",
+        "event_source_id": event,
+        "email": email,
+        "name": email.split("@")[0].title(),
+        "response_status": status,
+        "is_organizer": email.startswith("org"),
+        "start_at": datetime(2026, 1, 2, 9, tzinfo=UTC),
+        "is_deleted": False,
+    }
+
+
+def merge_attendees(warehouse: Warehouse, records: list[dict], refetched: set[str] | None = None) -> WriteCounts:
+    """As the events sync merges a day's attendees: full, or incremental naming the events fetched again."""
+    target = MergeTarget(
+        PartitionSlice("google.event_attendees", "google-acme", DAY),
+        ATTENDEE_COLUMNS,
+        ATTENDEE_KEY,
+        full=refetched is None,
+        unified=UnifiedFollow("event_attendees", "acme", "google", {}),
+        parents=None if refetched is None else ("event_source_id", frozenset(refetched)),
+    )
+    with warehouse.staging(ATTENDEE_COLUMNS) as staging:
+        staging.append(to_frame(records, ATTENDEE_COLUMNS))
+        return staging.merge(target)
+
+
+def attendee_sequence(warehouse: Warehouse) -> list[WriteCounts]:
+    """Full; e1 fetched again with b gone, a's answer changed and d added; e2 fetched again with no attendees."""
+    return [
+        merge_attendees(
+            warehouse, [attendee("e1", "org@x.example"), attendee("e1", "b@x.example"), attendee("e2", "c@x.example")]
+        ),
+        merge_attendees(
+            warehouse,
+            [attendee("e1", "org@x.example", "declined"), attendee("e1", "d@x.example", "needs_action")],
+            {"e1"},
+        ),
+        merge_attendees(warehouse, [], {"e2"}),
+    ]
+
+
+def test_an_attendee_a_refetched_event_no_longer_lists_is_flagged_deleted(warehouse: Warehouse) -> None:
+    full, refetched, emptied = attendee_sequence(warehouse)
+    assert (full.inserted, refetched.inserted, refetched.updated, refetched.deleted) == (3, 1, 1, 1)
+    assert (emptied.deleted, emptied.written, emptied.unified) == (1, 1, 1)
+    rows = table(warehouse, "google.event_attendees", "google-acme").sort_values(["event_source_id", "email"])
+    assert rows[["event_source_id", "email", "response_status", "is_deleted"]].values.tolist() == [
+        ["e1", "b@x.example", "accepted", True],
+        ["e1", "d@x.example", "needs_action", False],
+        ["e1", "org@x.example", "declined", False],
+        ["e2", "c@x.example", "accepted", True],
+    ]
+    unified = table(warehouse, "unified.event_attendees", "google-acme").sort_values(["event_source_id", "email"])
+    assert set(unified["tenant"]) == {"acme"} and set(unified["provider"]) == {"google"}
+    pd.testing.assert_frame_equal(
+        unified[list(ATTENDEE_COLUMNS)].reset_index(drop=True), rows.reset_index(drop=True), check_dtype=False
+    )
+
+
 def test_duckdb_and_postgres_end_with_identical_tables(postgres_server: object, tmp_path: Path) -> None:
     backends = [DuckDbWarehouse(tmp_path / "w.duckdb"), PostgresWarehouse(fresh_postgres_url(postgres_server))]
     counts = [sequence(backend) for backend in backends]
     assert counts[0] == counts[1]
+    assert attendee_sequence(backends[0]) == attendee_sequence(backends[1])
+    for name in ("google.event_attendees", "unified.event_attendees"):
+        duck, postgres = (table(backend, name, "google-acme") for backend in backends)
+        pd.testing.assert_frame_equal(duck, postgres, check_dtype=False)
     for name in ("hubspot.contacts", "unified.contacts"):
         duck, postgres = (table(backend, name) for backend in backends)
         pd.testing.assert_frame_equal(duck, postgres, check_dtype=False)

@@ -9,7 +9,7 @@ import gc
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +30,7 @@ from integrations_pipeline.partitions import (
     connection_partitions,
     day_window,
 )
-from integrations_pipeline.records import COLUMN_DESCRIPTIONS
+from integrations_pipeline.records import ATTENDEE_COLUMNS, ATTENDEE_KEY, ATTENDEES, COLUMN_DESCRIPTIONS
 from integrations_pipeline.resources import IntegrationsResource
 from integrations_pipeline.store.inbox import WebhookInbox
 from integrations_pipeline.store.push import PushSubscriptions
@@ -89,37 +89,54 @@ class Fetched:
     source_ids: frozenset[str]
 
 
-def stage(spec: EntitySpec, client: ApiClient, request: SyncRequest, staging: Staging, incremental: bool) -> Fetched:
+def stage(
+    spec: EntitySpec,
+    client: ApiClient,
+    request: SyncRequest,
+    staging: Staging,
+    incremental: bool,
+    attendees: Staging | None = None,
+) -> Fetched:
     """Incremental from the cursor when there is one and the table exists; otherwise, or when the provider says
-    the cursor expired, a full resync (whose merge flags rows the provider no longer returns as deleted)."""
+    the cursor expired, a full resync (whose merge flags rows the provider no longer returns as deleted). Events
+    stage their pages' attendees into `attendees` as they go."""
     if incremental:
         try:
-            return _stage_pages(spec.read(client, request), spec, staging, "incremental")
+            return _stage_pages(spec.read(client, request), spec, staging, "incremental", attendees)
         except CursorExpired:
-            staging.clear()
+            for started in (staging, attendees):
+                if started is not None:
+                    started.clear()
             mode = "full (cursor expired)"
     else:
         mode = "full"
-    return _stage_pages(spec.read(client, replace(request, cursor=None)), spec, staging, mode)
+    return _stage_pages(spec.read(client, replace(request, cursor=None)), spec, staging, mode, attendees)
 
 
-def _stage_pages(pages: Iterable[Page], spec: EntitySpec, staging: Staging, mode: str) -> Fetched:
+def _stage_pages(
+    pages: Iterable[Page], spec: EntitySpec, staging: Staging, mode: str, attendees: Staging | None = None
+) -> Fetched:
     """Pages into staging through bounded chunks: never more than CHUNK_ROWS records held as dicts at once."""
     cursor: str | None = None
     buffer: list[Any] = []
+    attendee_buffer: list[Any] = []
     source_ids: set[str] = set()
 
     def flush() -> None:
         frame = to_frame(buffer, spec.columns)
-        if mode == "incremental":  # for missed_webhooks: an incremental sync fetches few rows
+        if mode == "incremental":  # for missed_webhooks, and the events whose attendees were re-fetched
             source_ids.update(frame["source_id"].astype(str))
         staging.append(frame)
         buffer.clear()
+        if attendees is not None:
+            attendees.append(to_frame(attendee_buffer, ATTENDEE_COLUMNS))
+        attendee_buffer.clear()
 
     for page in pages:
         cursor = page.cursor or cursor
         buffer.extend(page.records)
-        if len(buffer) >= CHUNK_ROWS:
+        attendee_buffer.extend(page.attendees)
+        if len(buffer) + len(attendee_buffer) >= CHUNK_ROWS:
             flush()
     flush()
     return Fetched(mode, staging.rows, cursor, frozenset(source_ids))
@@ -218,6 +235,7 @@ class Synced:
     summary: PartitionSummary
     stats: CallStats
     missed: dict[str, int]
+    attendees: WriteCounts | None = None  # events: what the merge of their attendees wrote
 
 
 def sync_scope(
@@ -248,13 +266,35 @@ def sync_scope(
         else None
     )
     part = PartitionSlice(table, scope.connection_id, scope.window, spec.day_column)
-    incremental = request.cursor is not None and warehouse.table_exists(table)
+    attendee_table = f"{spec.provider}.{ATTENDEES}" if spec.entity == "events" else None
+    incremental = request.cursor is not None and all(
+        warehouse.table_exists(name) for name in (table, attendee_table) if name is not None
+    )
+    attendee_staging: AbstractContextManager[Staging | None] = (
+        warehouse.staging(ATTENDEE_COLUMNS) if attendee_table is not None else nullcontext()
+    )
     with (
         warehouse.staging(spec.columns) as staging,
+        attendee_staging as attendees,
         integrations.connector(spec.provider, scope.connection_id, backfill=is_backfill) as client,
     ):
-        fetched = stage(spec, client, request, staging, incremental)
-        counts = staging.merge(MergeTarget(part, spec.columns, spec.primary_key, fetched.mode != "incremental", follow))
+        fetched = stage(spec, client, request, staging, incremental, attendees)
+        full = fetched.mode != "incremental"
+        counts = staging.merge(MergeTarget(part, spec.columns, spec.primary_key, full, follow))
+        attendee_counts = None
+        if attendees is not None and attendee_table is not None:
+            # A second transaction, before the cursor moves: if it fails, the next sync fetches the same events
+            # again and both merges converge (they are idempotent).
+            attendee_counts = attendees.merge(
+                MergeTarget(
+                    replace(part, table=attendee_table),
+                    ATTENDEE_COLUMNS,
+                    ATTENDEE_KEY,
+                    full,
+                    replace(follow, entity=ATTENDEES, rules={}) if follow is not None else None,
+                    parents=None if full else ("event_source_id", fetched.source_ids),
+                )
+            )
         stats = client.stats
     # Counted before the cursor moves: the webhooks that count are those since the previous sync's cursor.
     missed = missed_webhooks(spec, store, scope, fetched)
@@ -263,7 +303,8 @@ def sync_scope(
     store.record_sync(scope.connection_id, request.started_at)
     few = fetched.mode == "incremental" and len(fetched.source_ids) <= SUMMARY_KEYS_MAX
     summary = warehouse.summarize(part, spec.primary_key, required_columns(spec), fetched.source_ids if few else None)
-    return Synced(scope, connection.tenant if connection else None, fetched, counts, summary, stats, missed)
+    tenant = connection.tenant if connection else None
+    return Synced(scope, tenant, fetched, counts, summary, stats, missed, attendee_counts)
 
 
 def sync_with_retries(
@@ -336,6 +377,7 @@ def sync_metadata(synced: Synced) -> dict[str, Any]:
         "rate_limit_remaining": dg.MetadataValue.json(remaining),
         "cursor": fetched.cursor or "unchanged",
         **synced.missed,
+        **({"attendee_rows_written": synced.attendees.written} if synced.attendees is not None else {}),
     }
 
 

@@ -27,12 +27,14 @@ from integrations_pipeline.clients.spec import (
     Page,
     ProviderSpec,
     SyncRequest,
+    day_page,
 )
-from integrations_pipeline.clients.values import as_utc, text_or_none, utc_midnight
+from integrations_pipeline.clients.values import as_utc, attendee_records, text_or_none, utc_midnight
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
     USER_COLUMNS,
+    AttendeeRecord,
     ContactRecord,
     EventRecord,
     UserRecord,
@@ -154,8 +156,16 @@ class EventPerson(_Lenient):
     email: str | None = None
 
 
+class EventAttendee(_Lenient):
+    email: str | None = None
+    displayName: str | None = None
+    organizer: bool = False
+    responseStatus: str | None = None  # needsAction | declined | tentative | accepted
+
+
 class CalendarEvent(_Lenient):
     id: str
+    attendees: list[EventAttendee] = Field(default_factory=list)
     status: str | None = None
     summary: str | None = None
     location: str | None = None
@@ -336,6 +346,20 @@ class GoogleClient(ApiClient):
             yield _EVENTS.validate_python(page.get("items", []))
 
 
+GOOGLE_RESPONSES = {
+    "accepted": "accepted",
+    "declined": "declined",
+    "tentative": "tentative",
+    "needsAction": "needs_action",
+}
+
+
+def to_attendees(raw: CalendarEvent, event: EventRecord) -> list[AttendeeRecord]:
+    """`attendees[]` as Calendar lists them (the organizer is among them, flagged `organizer`)."""
+    people = ((a.email, a.displayName, a.responseStatus, a.organizer) for a in raw.attendees)
+    return attendee_records(event, people, GOOGLE_RESPONSES)
+
+
 # --- readers -------------------------------------------------------------------------------------------------------
 
 
@@ -367,10 +391,10 @@ def read_events(client: GoogleClient, request: SyncRequest) -> Iterator[Page]:
     so day partitions use a timestamp cursor as `updatedMin` (which always returns deletions since then)."""
     if request.window is None:
         raise ValueError("Google Calendar events are read one day partition at a time")
-    window_start, window_end = request.window
+    window_start = request.window[0]
     for events in client.iter_events(request.window, updated_min=modified_since(request)):
-        records = [to_event(event, request.connection_id, fallback_start=window_start) for event in events]
-        yield Page([record for record in records if window_start <= record["start_at"] < window_end])
+        mapped = [(event, to_event(event, request.connection_id, fallback_start=window_start)) for event in events]
+        yield day_page(mapped, request.window, to_attendees)
     yield Page([], cursor=timestamp_cursor(request.started_at))
 
 

@@ -29,11 +29,12 @@ from integrations_pipeline.clients.spec import (
     ProviderSpec,
     SyncRequest,
 )
-from integrations_pipeline.clients.values import as_utc, text_or_none
+from integrations_pipeline.clients.values import as_utc, attendee_records, text_or_none
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
     USER_COLUMNS,
+    AttendeeRecord,
     ContactRecord,
     EventRecord,
     UserRecord,
@@ -69,6 +70,7 @@ MEETING_PROPERTIES = (
     "hs_meeting_location",
     "hs_meeting_outcome",
     "hubspot_owner_id",
+    "hs_attendee_owner_ids",
     "hs_createdate",
     "hs_lastmodifieddate",
 )
@@ -373,7 +375,7 @@ def _read_objects(
     client: HubSpotClient,
     request: SyncRequest,
     object_type: CrmObjectType,
-    to_records: Callable[[list[HubSpotObject]], list[Any]],
+    to_page: Callable[[list[HubSpotObject]], Page],
     *,
     window_property: str | None = None,
 ) -> Iterator[Page]:
@@ -405,7 +407,7 @@ def _read_objects(
         live = client.iter_search(object_type, split_property=window_property, low=start, high=end, filters=modified)
         archived = _within(archived, window_property, start, end)
     for page in itertools.chain(live, archived):
-        yield Page(to_records(page))
+        yield to_page(page)
     yield Page([], cursor=timestamp_cursor(request.started_at))
 
 
@@ -475,7 +477,7 @@ def read_contacts(client: HubSpotClient, request: SyncRequest) -> Iterator[Page]
         if (
             state is not None
             and live_now >= state.live + created
-            and request.started_at - state.swept_at < (ARCHIVED_SWEEP_INTERVAL)
+            and request.started_at - state.swept_at < ARCHIVED_SWEEP_INTERVAL
         ):
             swept_at = state.swept_at  # no deletion to find: the archived list is left unread
         else:
@@ -498,17 +500,45 @@ def read_users(client: HubSpotClient, request: SyncRequest) -> Iterator[Page]:
     yield Page([], cursor=None)
 
 
+def _owner_ids(meeting: HubSpotObject) -> list[str]:
+    """The meeting's owner, then the owners attending (`hs_attendee_owner_ids`, semicolon-separated)."""
+    attending = (meeting.properties.get("hs_attendee_owner_ids") or "").split(";")
+    return [owner_id for owner_id in (meeting.properties.get("hubspot_owner_id"), *attending) if owner_id]
+
+
+def to_attendees(
+    raw: HubSpotObject, event: EventRecord, owner_emails: Mapping[str, str] | None = None
+) -> list[AttendeeRecord]:
+    """The meeting's owner organizes it; `hs_attendee_owner_ids` are the owners attending. HubSpot records no
+    answer to a meeting, so attendees' responses are "unknown" (the organizer's "accepted")."""
+    organizer = raw.properties.get("hubspot_owner_id")
+    people = (
+        (
+            (owner_emails or {}).get(owner_id),
+            None,
+            "organizer" if owner_id == organizer else None,
+            owner_id == organizer,
+        )
+        for owner_id in _owner_ids(raw)
+    )
+    return attendee_records(event, people, {"organizer": "accepted"})
+
+
 def read_events(client: HubSpotClient, request: SyncRequest) -> Iterator[Page]:
     """Meetings starting in the request's UTC day (hs_meeting_start_time in [start, end)); incrementally only
     those modified since the cursor, plus the day's meetings archived since. Organizer emails come from one read
     of the owners, made only when a page names an owner, never a call per meeting."""
     emails: dict[str, str] | None = None
 
-    def to_events(page: list[HubSpotObject]) -> list[EventRecord]:
+    def to_events(page: list[HubSpotObject]) -> Page:
         nonlocal emails
-        if emails is None and any(meeting.properties.get("hubspot_owner_id") for meeting in page):
+        if emails is None and any(_owner_ids(meeting) for meeting in page):
             emails = client.owner_emails()
-        return [to_event(meeting, request.connection_id, emails) for meeting in page]
+        events = [(meeting, to_event(meeting, request.connection_id, emails)) for meeting in page]
+        return Page(
+            [event for _, event in events],
+            attendees=[person for meeting, event in events for person in to_attendees(meeting, event, emails)],
+        )
 
     return _read_objects(client, request, MEETINGS, to_events, window_property=MEETING_START_PROPERTY)
 

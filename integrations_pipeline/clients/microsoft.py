@@ -23,11 +23,12 @@ from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.oauth import APP_ONLY, AUTH_MODE
 from integrations_pipeline.clients.pagination import NextLinkPaginator
 from integrations_pipeline.clients.spec import AccountInfo, EntitySpec, Page, ProviderSpec, SyncRequest
-from integrations_pipeline.clients.values import text_or_none
+from integrations_pipeline.clients.values import Invitee, attendee_records, text_or_none
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
     USER_COLUMNS,
+    AttendeeRecord,
     ContactRecord,
     EventRecord,
     UserRecord,
@@ -100,8 +101,17 @@ class Recipient(_Lenient):
     emailAddress: EmailAddress | None = None
 
 
+class ResponseStatus(_Lenient):
+    response: str | None = None  # none | organizer | tentativelyAccepted | accepted | declined | notResponded
+
+
+class Attendee(Recipient):
+    status: ResponseStatus | None = None
+
+
 class GraphEvent(_Lenient):
     id: str
+    attendees: list[Attendee] = Field(default_factory=list)
     subject: str | None = None
     start: DateTimeTimeZone | None = None
     end: DateTimeTimeZone | None = None
@@ -302,17 +312,40 @@ def read_events(client: MicrosoftClient, request: SyncRequest) -> Iterator[Page]
     for items, page_delta_link in client.iter_delta(start, params=params, prefer=OUTLOOK_PREFER):
         delta_link = page_delta_link or delta_link
         records: list[Mapping[str, Any]] = []
+        attendees: list[Mapping[str, Any]] = []
         for item in items:
             raw = GraphEvent.model_validate(item)
             event = None if raw.removed is not None else to_event(raw, request.connection_id)
             if event is not None and window_start <= event["start_at"] < window_end:
                 starts[raw.id] = event["start_at"].isoformat()
                 records.append(event)
+                attendees.extend(to_attendees(raw, event))
             elif raw.id in starts:  # removed, or now starting on another day: gone from this partition
                 previous_start = datetime.fromisoformat(starts.pop(raw.id))
                 records.append(event_tombstone(raw.id, previous_start, request.connection_id))
-        yield Page(records)
+        yield Page(records, attendees=attendees)
     yield Page([], cursor=json.dumps({"delta_link": delta_link, "starts": starts}) if delta_link else None)
+
+
+GRAPH_RESPONSES = {
+    "accepted": "accepted",
+    "organizer": "accepted",
+    "declined": "declined",
+    "tentativelyAccepted": "tentative",
+    "notResponded": "needs_action",
+    "none": "needs_action",
+}
+
+
+def to_attendees(raw: GraphEvent, event: EventRecord) -> list[AttendeeRecord]:
+    """The organizer (Graph keeps it apart from `attendees[]`) first, then `attendees[]` with `status.response`."""
+    organizer = raw.organizer.emailAddress if raw.organizer else None
+    people: list[Invitee] = [(organizer.address, organizer.name, "organizer", True)] if organizer else []
+    for attendee in raw.attendees:
+        address = attendee.emailAddress
+        response = attendee.status.response if attendee.status else None
+        people.append((address.address if address else None, address.name if address else None, response, False))
+    return attendee_records(event, people, GRAPH_RESPONSES)
 
 
 def _describe_account(api: ApiClient, access_token: str) -> AccountInfo:

@@ -27,12 +27,14 @@ from integrations_pipeline.clients.spec import (
     Page,
     ProviderSpec,
     SyncRequest,
+    day_page,
 )
-from integrations_pipeline.clients.values import as_utc, text_or_none, utc_midnight
+from integrations_pipeline.clients.values import Invitee, as_utc, attendee_records, text_or_none, utc_midnight
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
     USER_COLUMNS,
+    AttendeeRecord,
     ContactRecord,
     EventRecord,
     UserRecord,
@@ -75,6 +77,9 @@ EVENT_FIELDS = (
     "IsAllDayEvent",
     "ActivityDate",
     "Owner.Email",
+    "Who.Email",  # the invitee (a contact or lead): Event's own invitee field, read in the same query
+    "Who.FirstName",
+    "Who.LastName",
     "CreatedDate",
     "SystemModstamp",
     "IsDeleted",
@@ -93,6 +98,11 @@ class _Named(_Lenient):
 
 class _Emailed(_Lenient):
     Email: str | None = None
+
+
+class _Person(_Emailed):
+    FirstName: str | None = None
+    LastName: str | None = None
 
 
 class SalesforceUser(_Lenient):
@@ -128,6 +138,7 @@ class SalesforceEvent(_Lenient):
     IsAllDayEvent: bool = False
     ActivityDate: date | None = None
     Owner: _Emailed | None = None
+    Who: _Person | None = None
     CreatedDate: datetime | None = None
     SystemModstamp: datetime
     IsDeleted: bool = False
@@ -311,15 +322,25 @@ def read_contacts(client: SalesforceClient, request: SyncRequest) -> Iterator[Pa
     yield Page([], cursor=timestamp_cursor(request.started_at))
 
 
+def to_attendees(raw: SalesforceEvent, event: EventRecord) -> list[AttendeeRecord]:
+    """The owner organizes; the `Who` (contact or lead) is the invitee. An event's own fields carry no response
+    (EventRelation's Status would), so the invitee's is "unknown"."""
+    people: list[Invitee] = [(raw.Owner.Email, None, "accepted", True)] if raw.Owner else []
+    if raw.Who is not None:
+        name = " ".join(part for part in (raw.Who.FirstName, raw.Who.LastName) if part) or None
+        people.append((raw.Who.Email, name, None, False))
+    return attendee_records(event, people, {"accepted": "accepted"})
+
+
 def read_events(client: SalesforceClient, request: SyncRequest) -> Iterator[Page]:
     """The events starting in the request's UTC day; incrementally only that day's changes since the cursor."""
     if request.window is None:
         raise ValueError("Salesforce events are read one UTC day at a time: the request needs a window")
     for page in client.iter_events(request.window, _modified_window(request)):
-        records = [to_event(event, request.connection_id) for event in page]
+        mapped = [(event, to_event(event, request.connection_id)) for event in page]
         # StartDateTime decides the partition; an all-day event's midnight is the same instant, but keep the
         # contract explicit should an org store one differently.
-        yield Page([record for record in records if request.window[0] <= record["start_at"] < request.window[1]])
+        yield day_page(mapped, request.window, to_attendees)
     yield Page([], cursor=timestamp_cursor(request.started_at))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -123,6 +123,22 @@ class Page:
 
     records: list[Mapping[str, Any]]
     cursor: str | None = None
+    # Events: the attendees of this page's events (records.AttendeeRecord), every attendee of each event the page
+    # holds, so an attendee a re-fetched event no longer lists can be flagged deleted.
+    attendees: list[Mapping[str, Any]] = field(default_factory=list)
+
+
+def day_page(
+    mapped: Iterable[tuple[Any, Mapping[str, Any]]],
+    window: tuple[datetime, datetime],
+    to_attendees: Callable[[Any, Any], list[Any]],
+) -> Page:
+    """A page of the (raw event, event record) pairs that start in `window`, with those events' attendees."""
+    kept = [(raw, record) for raw, record in mapped if window[0] <= record["start_at"] < window[1]]
+    return Page(
+        [record for _, record in kept],
+        attendees=[person for raw, record in kept for person in to_attendees(raw, record)],
+    )
 
 
 # (data client, request) -> pages. Deletions come back as records with is_deleted=True. A cursor the provider no

@@ -30,11 +30,12 @@ from integrations_pipeline.clients.spec import (
     ProviderSpec,
     SyncRequest,
 )
-from integrations_pipeline.clients.values import as_utc, text_or_none, utc_midnight
+from integrations_pipeline.clients.values import Invitee, as_utc, attendee_records, text_or_none, utc_midnight
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
     USER_COLUMNS,
+    AttendeeRecord,
     ContactRecord,
     EventRecord,
     UserRecord,
@@ -52,6 +53,7 @@ EVENT_FIELDS = (
     "All_day",
     "Venue",
     "Owner",
+    "Participants",
     "Created_Time",
     "Modified_Time",
 )
@@ -97,8 +99,19 @@ class ZohoContact(_Lenient):
     Modified_Time: datetime | None = None
 
 
+class ZohoParticipant(_Lenient):
+    """An entry of an event's `Participants`: a contact, lead, user or bare email address invited to it."""
+
+    Email: str | None = None
+    name: str | None = None
+    type: str | None = None  # contact | lead | user | email
+    participant: str | None = None  # the record's id, or the address for type email
+    status: str | None = None  # not_known | accepted | declined | tentative
+
+
 class ZohoEvent(_Lenient):
     id: str
+    Participants: list[ZohoParticipant] | None = None
     Event_Title: str | None = None
     Start_DateTime: datetime
     End_DateTime: datetime | None = None
@@ -377,6 +390,18 @@ def read_contacts(client: ZohoClient, request: SyncRequest) -> Iterator[Page]:
     yield Page([], cursor=timestamp_cursor(request.started_at))
 
 
+ZOHO_RESPONSES = {"accepted": "accepted", "declined": "declined", "tentative": "tentative", "not_known": "unknown"}
+
+
+def to_attendees(raw: ZohoEvent, event: EventRecord) -> list[AttendeeRecord]:
+    """The owner hosts the event; `Participants` are the invitees (an email participant names the address itself)."""
+    people: list[Invitee] = [(raw.Owner.email, raw.Owner.name, "accepted", True)] if raw.Owner else []
+    for person in raw.Participants or ():
+        email = person.Email or (person.participant if person.type == "email" else None)
+        people.append((email, person.name, person.status, False))
+    return attendee_records(event, people, ZOHO_RESPONSES)
+
+
 def read_events(client: ZohoClient, request: SyncRequest) -> Iterator[Page]:
     """Events starting in the request's UTC day, through Zoho's search API so a day never pages through every
     event; incremental reads add a Modified_Time criterion. Zoho's deleted-records list carries no start time, so a
@@ -389,12 +414,14 @@ def read_events(client: ZohoClient, request: SyncRequest) -> Iterator[Page]:
     seen: set[str] = set()
     for events in client.iter_events_starting(low, high, since):
         records: list[Mapping[str, Any]] = []
+        attendees: list[Mapping[str, Any]] = []
         for event in events:
             record = to_event(event, request.connection_id)
             if day_start <= record["start_at"] < day_end and event.id not in seen:
                 seen.add(event.id)
                 records.append(record)
-        yield Page(records)
+                attendees.extend(to_attendees(event, record))
+        yield Page(records, attendees=attendees)
     yield Page([], cursor=timestamp_cursor(request.started_at))
 
 

@@ -54,6 +54,8 @@ from integrations_pipeline.gateway.parsing import (
     read_limited,
 )
 from integrations_pipeline.gateway.schemas import (
+    AdminConsentQuery,
+    AdminConsentRequest,
     CallbackQuery,
     ConnectionFilter,
     ConnectionList,
@@ -94,7 +96,7 @@ from integrations_pipeline.gateway.webhooks import (
 from integrations_pipeline.httpserver import printable
 from integrations_pipeline.mapping import MappingUpdate
 from integrations_pipeline.settings import Settings
-from integrations_pipeline.store import StateStore, create_store_engine
+from integrations_pipeline.store import Connection, StateStore, create_store_engine
 from integrations_pipeline.store.outbox import Delivery
 
 logger = logging.getLogger(__name__)
@@ -110,6 +112,12 @@ def error_response(error: GatewayError, headers: Mapping[str, str] | None = None
 
 def _json(model: BaseModel, status: int = 200) -> JSONResponse:
     return JSONResponse(model.model_dump(mode="json"), status_code=status)
+
+
+def _connected(request: Request, connection: Connection) -> Response:
+    """Where a connect flow ends without a return path: the connection, as a page to a browser."""
+    view = ConnectionView.of(connection)
+    return connected_page(view) if wants_html(request) else _json(view)
 
 
 class Gateway:
@@ -180,8 +188,27 @@ class Gateway:
         if outcome.redirect_to is not None:
             return RedirectResponse(outcome.redirect_to, status_code=303)
         assert outcome.connection is not None
-        view = ConnectionView.of(outcome.connection)
-        return connected_page(view) if wants_html(request) else _json(view)
+        return _connected(request, outcome.connection)
+
+    async def start_admin_consent(self, request: Request) -> Response:
+        body = await parse_body(request, AdminConsentRequest)
+        provider = request.path_params["provider"]
+        started = await run_in_threadpool(
+            self.connections.start_admin_consent, provider, body.tenant, body.directory_tenant
+        )
+        return _json(ConnectResponse(**started.__dict__))
+
+    async def admin_consent_landing(self, request: Request) -> Response:
+        query = parse_query(request, AdminConsentQuery)
+        connection = await run_in_threadpool(
+            self.connections.complete_admin_consent,
+            request.path_params["provider"],
+            state=query.state,
+            granted=(query.admin_consent or "").lower() == "true" and bool(query.tenant),
+            error=query.error,
+            error_description=query.error_description,
+        )
+        return _connected(request, connection)
 
     async def list_connections(self, request: Request) -> Response:
         query = parse_query(request, ConnectionFilter)
@@ -351,6 +378,25 @@ OPERATIONS = [
         path_params=ProviderPath,
         query=CallbackQuery,
         refusals=(Answer("502", "the provider failed to redeem the code", (ERROR,)),),
+    ),
+    Operation(
+        "POST",
+        "/connections/{provider}/admin-consent",
+        "Start an administrator's admin consent for app-only access to a directory (Microsoft)",
+        "start_admin_consent",
+        (ok(ConnectResponse, description="send the administrator to authorization_url"),),
+        path_params=ProviderPath,
+        body=(Body(AdminConsentRequest),),
+    ),
+    Operation(
+        "GET",
+        "/oauth/microsoft/adminconsent",
+        "Admin consent redirect target (protected by the state): connects the directory app-only",
+        "admin_consent_landing",
+        (ok(ConnectionView, description="connected app-only"),),
+        authenticated=False,
+        query=AdminConsentQuery,
+        path_values=(("provider", "microsoft"),),
     ),
     Operation(
         "GET",

@@ -30,6 +30,7 @@ from integrations_pipeline.store import (
     Connection,
     ConnectionStatus,
     InvalidState,
+    PendingAuthorization,
     StateStore,
     connection_id_for,
     schema,
@@ -182,14 +183,7 @@ class ConnectionService:
         oauth = self.oauth_client(provider)
         if not state:
             raise GatewayError(400, "missing_state", "the callback has no state; start the connection again")
-        try:
-            pending = self.store.consume_oauth_state(state, provider)
-        except InvalidState as invalid:
-            raise GatewayError(400, "invalid_state", str(invalid)) from None
-        except DecryptionError:  # the state's PKCE verifier, stored encrypted, cannot be read back
-            raise GatewayError(
-                400, "invalid_state", "this authorization state cannot be read (were the keys changed?); start again"
-            ) from None
+        pending = self._consume_state(state, provider)
         try:
             if error or not code:
                 reason = f"the provider reported {error!r}" if error else "the callback has no authorization code"
@@ -239,6 +233,16 @@ class ConnectionService:
             else None
         )
         return CallbackOutcome(connection=connection, redirect_to=redirect_to)
+
+    def _consume_state(self, state: str, provider: str) -> PendingAuthorization:
+        try:
+            return self.store.consume_oauth_state(state, provider)
+        except InvalidState as invalid:
+            raise GatewayError(400, "invalid_state", str(invalid)) from None
+        except DecryptionError:  # the state's secret part, stored encrypted, cannot be read back
+            raise GatewayError(
+                400, "invalid_state", "this authorization state cannot be read (were the keys changed?); start again"
+            ) from None
 
     def _refuse_unconfirmed_account_change(self, connection_id: str, account: AccountInfo, confirmed: bool) -> None:
         """Before storing anything: a reconnect through another provider account than the connection's is refused,
@@ -332,23 +336,78 @@ class ConnectionService:
             )
         return connection
 
-    def admin_consent_url(self, provider: str, directory_tenant: str) -> str:
+    def admin_consent_redirect_uri(self, provider: str) -> str:
+        """Where Entra ID sends the administrator back after admin consent (`admin_consent_landing`)."""
+        return f"{str(self.settings.public_url).rstrip('/')}/oauth/{provider}/adminconsent"
+
+    def admin_consent_url(self, provider: str, directory_tenant: str, state: str | None = None) -> str:
         """Where an administrator of `directory_tenant` grants the app its application permissions (Entra ID's
-        admin consent endpoint); afterwards `connect_app_only` can get tokens for that tenant."""
+        admin consent endpoint); afterwards `connect_app_only` can get tokens for that tenant. With a `state`
+        (`start_admin_consent`), the landing connects the tenant; without one, the operator connects it."""
         oauth = self.app_only_client(provider, directory_tenant)
         with closing(oauth):
             authority = oauth.endpoints.authorize_url.split("/common/", 1)[0]
             params = {
                 "client_id": oauth.app.client_id,
                 "scope": oauth.spec.app_only_scope or "",
-                "redirect_uri": self.redirect_uri(provider),
+                "redirect_uri": self.admin_consent_redirect_uri(provider),
+                **({"state": state} if state else {}),
             }
             return f"{authority}/{directory_tenant}/v2.0/adminconsent?{urlencode(params)}"
 
-    def app_only_client(self, provider: str, directory_tenant: str) -> OAuthClient:
+    def start_admin_consent(self, provider: str, tenant: str, directory_tenant: str) -> AuthorizationStart:
+        """A single-use state bound to `tenant`, `provider` and `directory_tenant`, and the admin consent URL that
+        carries it. Admin consent redeems no code, so the state's encrypted secret (a PKCE verifier in the sign-in
+        flow) holds the directory tenant: the landing connects that directory, whatever the redirect says."""
+        with closing(self.app_only_client(provider, directory_tenant)) as oauth:  # refuses a bad tenant first
+            scope = oauth.spec.app_only_scope or ""
+        state, expires_at = self.store.create_oauth_state(
+            tenant=tenant,
+            provider=provider,
+            redirect_uri=self.admin_consent_redirect_uri(provider),
+            return_path=None,
+            scopes=[scope],
+            code_verifier=directory_tenant,
+        )
+        url = self.admin_consent_url(provider, directory_tenant, state)
+        return AuthorizationStart(authorization_url=url, state_expires_at=expires_at)
+
+    def complete_admin_consent(
+        self, provider: str, *, state: str | None, granted: bool, error: str | None, error_description: str | None
+    ) -> Connection:
+        """Where Entra ID's admin consent lands: consume the state, then connect its directory app-only. Entra's
+        refusal (`error`, `error_description`) may come without the state; it is answered as a refusal all the same."""
+        self.app_only_provider(provider)  # an unknown or disabled provider is refused before the state is used
+        pending = self._consume_state(state, provider) if state else None
+        if pending is not None and pending.redirect_uri != self.admin_consent_redirect_uri(provider):
+            raise GatewayError(400, "invalid_state", "this state was issued for signing in, not for admin consent")
+        if pending is None and not error:  # consent through a URL without a state (the CLI's advice)
+            raise GatewayError(
+                400,
+                "missing_state",
+                "admin consent landed without a state, so the gateway cannot tell which tenant to connect: if the "
+                "administrator consented, connect with `integrations-pipeline connections connect-app-only`; or "
+                f"start again with POST /connections/{provider}/admin-consent",
+            )
+        if pending is None or error or not granted:
+            reason = f"{error}: {error_description or 'no description'}" if error else "no consent was granted"
+            raise GatewayError(
+                400,
+                "admin_consent_denied",
+                f"the administrator did not grant admin consent ({reason}); start the admin consent again "
+                f"(POST /connections/{provider}/admin-consent) and ask a Global or Privileged Role Administrator",
+            )
+        return self.connect_app_only(provider, pending.tenant, pending.code_verifier.get_secret_value())
+
+    def app_only_provider(self, provider: str) -> OAuthClient:
+        """The provider's shared client, if it is enabled and has app-only connections (Microsoft)."""
         shared = self.oauth_client(provider)
         if shared.spec.app_only_scope is None:
             raise GatewayError(400, "app_only_unsupported", f"{shared.spec.display_name} has no app-only connections")
+        return shared
+
+    def app_only_client(self, provider: str, directory_tenant: str) -> OAuthClient:
+        shared = self.app_only_provider(provider)
         try:
             return OAuthClient(shared.spec, shared.app, directory_tenant=directory_tenant)
         except ValueError as invalid:

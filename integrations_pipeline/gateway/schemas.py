@@ -51,6 +51,18 @@ class ConnectRequest(BaseModel):
     )
 
 
+class AdminConsentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: Tenant
+    directory_tenant: str = Field(
+        min_length=1,
+        max_length=256,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$",
+        description="the organisation's Microsoft Entra tenant: its id (a GUID) or a verified domain",
+    )
+
+
 class ConnectResponse(BaseModel):
     authorization_url: str
     state_expires_at: datetime
@@ -161,3 +173,21 @@ class FieldsQuery(BaseModel):
 
 class DeliveriesQuery(BaseModel):
     limit: int = Field(default=50, ge=1, le=500, description="how many deliveries, newest first")
+
+
+class AdminConsentQuery(BaseModel):
+    """What Entra ID appends to the admin consent redirect: `tenant`, `admin_consent=True`, `scope` and the
+    `state`, or `error` and `error_description`; other parameters are ignored."""
+
+    state: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="the state the admin consent was started with (Entra's refusals may come without it)",
+    )
+    tenant: str | None = Field(default=None, max_length=256, description="the consenting directory's tenant id")
+    admin_consent: Literal["True", "False", "true", "false"] | None = Field(
+        default=None, description="`True` when the administrator granted the application permissions"
+    )
+    error: str | None = Field(default=None, max_length=256, description="the refusal, instead of admin_consent")
+    error_description: str | None = Field(default=None, max_length=2048, description="the refusal, in words")

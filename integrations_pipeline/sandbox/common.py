@@ -608,6 +608,34 @@ def events_first_day(fixed_first_day: date, days: int, around: date | None) -> d
     return fixed_first_day if around is None else around - timedelta(days=days // 2)
 
 
+@dataclass(frozen=True)
+class SampleGuest:
+    """A generated event's invitee; each emulator renders `response` in its provider's own words."""
+
+    first_name: str
+    last_name: str
+    email: str
+    response: str  # accepted | declined | tentative | none (not answered yet)
+
+
+GUEST_RESPONSES = ("accepted", "accepted", "declined", "tentative", "none")
+
+
+def sample_guests(event_id: str, domain: str, most: int = 3) -> list[SampleGuest]:
+    """0..`most` invitees of an event, from a hash of its id: deterministic, and drawn from no emulator's seeded
+    random stream, so adding guests changed none of the other generated data."""
+    digest = hashlib.sha256(f"guests-{event_id}".encode()).digest()
+    guests: dict[str, SampleGuest] = {}
+    for index in range(digest[0] % (most + 1)):
+        first, last = (
+            FIRST_NAMES[digest[1 + 3 * index] % len(FIRST_NAMES)],
+            LAST_NAMES[digest[2 + 3 * index] % len(LAST_NAMES)],
+        )
+        email = f"{first}.{last}@{domain}".lower()
+        guests[email] = SampleGuest(first, last, email, GUEST_RESPONSES[digest[3 + 3 * index] % len(GUEST_RESPONSES)])
+    return list(guests.values())
+
+
 # Name pools for generated people and companies, shared by the emulators whose data looks alike (HubSpot and
 # Salesforce); each emulator picks from them with its own seeded arithmetic, so its data stays deterministic.
 FIRST_NAMES = (

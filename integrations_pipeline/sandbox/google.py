@@ -50,6 +50,7 @@ from integrations_pipeline.sandbox.common import (
     events_first_day,
     json_response,
     read_form,
+    sample_guests,
     synchronized,
     with_consent_page,
 )
@@ -123,6 +124,7 @@ PAGE_NEUTRAL_PARAMS = frozenset(("pageToken", "alt", "prettyPrint", "fields", "q
 # --- deterministic data --------------------------------------------------------------------------------------------
 
 SANDBOX_DOMAIN = "sandbox-workspace.example"
+GOOGLE_RESPONSES = {"accepted": "accepted", "declined": "declined", "tentative": "tentative", "none": "needsAction"}
 SANDBOX_USER_SUB = "110248495921238986420"
 SANDBOX_CUSTOMER_ID = "C03az79cb"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -596,6 +598,19 @@ class GoogleEmulator:
         }
         if row.location is not None:
             event["location"] = row.location
+        guests = sample_guests(row.id, SANDBOX_DOMAIN)
+        if guests:  # Calendar lists the organizer among the attendees of an event with guests
+            event["attendees"] = [
+                {"email": row.organizer, "organizer": True, "responseStatus": "accepted"},
+                *(
+                    {
+                        "email": guest.email,
+                        "displayName": f"{guest.first_name} {guest.last_name}",
+                        "responseStatus": GOOGLE_RESPONSES[guest.response],
+                    }
+                    for guest in guests
+                ),
+            ]
         return event
 
     # --- inspection (the emulator's truth, in Google's raw shapes) -------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import hashlib
 import json
 import random
 import threading
@@ -109,6 +110,7 @@ MEETING_STRING_PROPERTIES = (
     "hs_meeting_location",
     "hs_meeting_outcome",
     "hubspot_owner_id",
+    "hs_attendee_owner_ids",  # the owners attending, semicolon-separated as HubSpot's multi-value properties are
 )
 MEETING_INSTANT_PROPERTIES = ("hs_meeting_start_time", "hs_meeting_end_time", "hs_timestamp")
 """Datetime properties a caller may write (epoch milliseconds or ISO 8601); returned as ISO 8601."""
@@ -351,6 +353,14 @@ def _generate_owners(count: int, seed: int) -> list[_OwnerRow]:
     return owners
 
 
+def _attendee_owner_ids(meeting_id: int, owner_ids: list[int]) -> str:
+    """0..2 attending owners from a hash of the meeting id: deterministic, and drawn from no seeded random stream,
+    so the rest of the generated data is as it was."""
+    digest = hashlib.sha256(f"attendees-{meeting_id}".encode()).digest()
+    chosen = {owner_ids[byte % len(owner_ids)] for byte in digest[1 : 1 + digest[0] % 3]} if owner_ids else set()
+    return ";".join(str(owner_id) for owner_id in sorted(chosen))
+
+
 def _generate_meetings(count: int, seed: int, owner_ids: list[int], around: date | None) -> list[_ObjectRow]:
     """`count` meetings starting across 2025-2026, or around `around` (ids roughly follow the start), one in twenty
     a whole UTC day from midnight; created up to three weeks before the start, modified since, never after
@@ -378,6 +388,7 @@ def _generate_meetings(count: int, seed: int, owner_ids: list[int], around: date
             "hs_meeting_location": rng.choice(MEETING_LOCATIONS),
             "hs_meeting_outcome": rng.choice(MEETING_OUTCOMES),
             "hubspot_owner_id": str(rng.choice(owner_ids)) if owner_ids else "",
+            "hs_attendee_owner_ids": _attendee_owner_ids(MEETING_IDS_FROM + index, owner_ids),
         }
         instants = {"hs_meeting_start_time": start_ms, "hs_meeting_end_time": end_ms, "hs_timestamp": start_ms}
         meetings.append(_ObjectRow(MEETING_IDS_FROM + index, values, created_ms, updated_ms, None, instants))

@@ -62,6 +62,7 @@ from integrations_pipeline.sandbox.common import (
     events_first_day,
     json_response,
     read_form,
+    sample_guests,
     synchronized,
     with_consent_page,
 )
@@ -114,6 +115,7 @@ CONTACT_FIELDS = (
 )
 USER_PROPERTIES = frozenset((*USER_DEFAULT_PROPERTIES, "accountEnabled", "createdDateTime"))
 TENANT_DOMAIN = "contoso.example"
+GRAPH_RESPONSES = {"accepted": "accepted", "declined": "declined", "tentative": "tentativelyAccepted", "none": "none"}
 WWW_AUTHENTICATE = (
     'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
     'client_id="00000003-0000-0000-c000-000000000000"'
@@ -293,6 +295,7 @@ class MicrosoftEmulator:
         # tokens the client-credentials grant issued (Graph refuses them at /me).
         self.application_permissions = application_permissions
         self._consented_tenants: set[str] = set()
+        self.admin_cancels_consent = False  # the administrator cancels on the consent page instead of accepting
         self._app_only_tokens: set[str] = set()
         self._nonces: dict[str, str] = {}  # authorization code -> the nonce its ID token must carry
         self._oauth = OAuthAuthorizationServer(
@@ -525,7 +528,14 @@ class MicrosoftEmulator:
             },
             "locations": [{"displayName": location, "locationType": "default"}] if location else [],
             "recurrence": None,
-            "attendees": [],
+            "attendees": [
+                {
+                    "type": "required",
+                    "status": {"response": GRAPH_RESPONSES[guest.response], "time": "0001-01-01T00:00:00Z"},
+                    "emailAddress": {"name": f"{guest.first_name} {guest.last_name}", "address": guest.email},
+                }
+                for guest in sample_guests(event_id, TENANT_DOMAIN)
+            ],
             "organizer": {"emailAddress": organizer},
         }
 
@@ -1115,8 +1125,9 @@ class MicrosoftEmulator:
         return json_response(jwks(self._issuer(request)))
 
     async def _admin_consent(self, request: Request) -> Response:
-        """The tenant's admin grants the app its application permissions (the sandbox's admin always agrees) and is
-        sent back with `admin_consent=True` and the tenant id, as Entra ID's admin consent endpoint does."""
+        """The tenant's admin grants the app its application permissions and is sent back with `admin_consent=True`
+        and the tenant id, or cancels (`admin_cancels_consent`) and is sent back with Entra ID's documented
+        `error=permission_denied`, as Entra ID's admin consent endpoint does; the state comes back either way."""
         params = request.query_params
         redirect_uri = params.get("redirect_uri", "")
         if params.get("client_id") != self.client_id or not redirect_uri:
@@ -1124,9 +1135,12 @@ class MicrosoftEmulator:
                                 "not found in the directory.", 400)  # fmt: skip
         if not self._known_tenant(request.path_params["tenant"]):
             return HTMLResponse(self._unknown_tenant_message(request.path_params["tenant"]), 400)
-        with self._lock:
-            self._consented_tenants.add(self.tenant_id)
-        extra = {"admin_consent": "True", "tenant": self.tenant_id, "scope": params.get("scope", GRAPH_DEFAULT_SCOPE)}
+        extra = {"error": "permission_denied", "error_description": "The admin canceled the request"}
+        if not self.admin_cancels_consent:
+            with self._lock:
+                self._consented_tenants.add(self.tenant_id)
+            scope = params.get("scope", GRAPH_DEFAULT_SCOPE)
+            extra = {"admin_consent": "True", "tenant": self.tenant_id, "scope": scope}
         if "state" in params:
             extra["state"] = params["state"]
         return RedirectResponse(_with_query(redirect_uri, extra), status_code=302)

@@ -212,11 +212,17 @@ EVENT = _SObject(
         "ActivityDate": DATE,
         "DurationInMinutes": INT,
         "OwnerId": REFERENCE,
+        "WhoId": REFERENCE,  # the contact (or lead) invited; polymorphic at Salesforce, contacts only here
         "IsDeleted": BOOLEAN,
         **_AUDIT_FIELDS,
     },
-    frozenset(("Subject", "Location", "StartDateTime", "EndDateTime", "IsAllDayEvent", "ActivityDate", "OwnerId")),
-    {"Owner.Email": _Relation("Owner", "OwnerId", "User", "Email")},
+    frozenset(
+        ("Subject", "Location", "StartDateTime", "EndDateTime", "IsAllDayEvent", "ActivityDate", "OwnerId", "WhoId")
+    ),
+    {
+        "Owner.Email": _Relation("Owner", "OwnerId", "User", "Email"),
+        **{f"Who.{name}": _Relation("Who", "WhoId", "Contact", name) for name in ("Email", "FirstName", "LastName")},
+    },
 )
 SOBJECTS = {sobject.name.lower(): sobject for sobject in (USER, CONTACT, EVENT)}
 
@@ -653,6 +659,15 @@ def _generate_events(count: int, seed: int, owner_ids: list[str], around: date |
     return rows
 
 
+def _invite_contacts(events: dict[str, _Row], contact_ids: list[str]) -> None:
+    """Three events in four invite a contact (WhoId), chosen from a hash of the event id: deterministic, and drawn
+    from no seeded random stream, so the rest of the generated data is as it was."""
+    for event_id, row in events.items():
+        digest = hashlib.sha256(f"who-{event_id}".encode()).digest()
+        if contact_ids and digest[0] % 4:
+            row.values["WhoId"] = contact_ids[int.from_bytes(digest[1:5], "big") % len(contact_ids)]
+
+
 # --- helpers -------------------------------------------------------------------------------------------------------
 
 
@@ -929,6 +944,7 @@ class SalesforceEmulator:
                 row.id: row for row in _generate_events(events, seed, [row.id for row in user_rows], events_around)
             },
         }
+        _invite_contacts(self._tables["Event"], list(self._tables["Contact"]))
         self._next_number = {"User": users + 1, "Contact": contacts + 1, "Event": events + 1}
         self.app = self._build_app()
 
@@ -1219,7 +1235,7 @@ class SalesforceEmulator:
             return None
         if relation.parent_type == "Account":
             return self._accounts.get(parent_id, {}).get(relation.parent_field)
-        parent = self._tables["User"].get(parent_id)
+        parent = self._tables[relation.parent_type].get(parent_id)
         return parent.values.get(relation.parent_field) if parent is not None else None
 
     def _render(self, sobject: _SObject, row: _Row, fields: Iterable[str], version: str) -> dict[str, Any]:

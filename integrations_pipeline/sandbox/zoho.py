@@ -54,6 +54,7 @@ from integrations_pipeline.sandbox.common import (
     events_first_day,
     json_response,
     read_form,
+    sample_guests,
     synchronized,
     with_consent_page,
 )
@@ -144,6 +145,7 @@ MODULE_FIELDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
         ("End_DateTime", "datetime", True),
         ("All_day", "boolean", False),
         ("Venue", "text", False),
+        ("Participants", "bigint", False),  # as Zoho describes it; its values are a JSON array
         ("Created_Time", "datetime", False),
         ("Modified_Time", "datetime", False),
     ),
@@ -491,6 +493,24 @@ def _generate_events(count: int, owner_ids: list[int], around: date | None, rng:
     return rows
 
 
+ZOHO_RESPONSES = {"accepted": "accepted", "declined": "declined", "tentative": "tentative", "none": "not_known"}
+
+
+def _participants(event_id: int) -> list[dict[str, Any]]:
+    """A generated event's invitees in Zoho's shape: email participants (no CRM record behind them)."""
+    return [
+        {
+            "Email": guest.email,
+            "name": f"{guest.first_name} {guest.last_name}",
+            "invited": True,
+            "type": "email",
+            "participant": guest.email,
+            "status": ZOHO_RESPONSES[guest.response],
+        }
+        for guest in sample_guests(str(event_id), "sandbox-org.example")
+    ]
+
+
 # --- the emulator ---------------------------------------------------------------------------------------------------
 
 
@@ -617,6 +637,8 @@ class ZohoEmulator:
                 record[name] = self._iso(row.created_s if name == "Created_Time" else row.modified_s)
             elif module == "Events" and name in ("Start_DateTime", "End_DateTime"):
                 record[name] = self._render_event_time(row, name)
+            elif module == "Events" and name == "Participants" and name not in row.values:
+                record[name] = _participants(row.id)
             else:
                 value = row.values.get(name)
                 record[name] = dict(value) if isinstance(value, dict) else value
@@ -817,11 +839,15 @@ class ZohoEmulator:
         self._oauth.revoke_all_refresh_tokens()
 
     @synchronized
-    def expire_page_tokens(self) -> None:
-        """Every outstanding `next_page_token` now answers EXPIRED_VALUE, as after `page_token_expiry`."""
+    def expire_page_tokens(self, *, from_now_on: bool = False) -> None:
+        """Every outstanding `next_page_token` now answers EXPIRED_VALUE, as after `page_token_expiry`; with
+        `from_now_on`, so does every token issued later (a reader that fetches ahead has already taken the next
+        pages' tokens by the time a test could expire them)."""
         now = self.clock()
         for token in self._page_tokens.values():
             token.expires_at = min(token.expires_at, now)
+        if from_now_on:
+            self._page_token_ttl_s = 0
 
     # --- ordered indexes ---------------------------------------------------------------------------------------------
 
@@ -1264,7 +1290,7 @@ class ZohoEmulator:
                 "display_label": api_name.replace("_", " "),
                 "data_type": data_type,
                 "json_type": {"boolean": "boolean", "lookup": "jsonobject", "ownerlookup": "jsonobject"}.get(
-                    data_type, "string"
+                    data_type, "jsonarray" if api_name == "Participants" else "string"
                 ),
                 "id": str(_ID_BASE + 700_000_000 + RECORD_MODULES.index(module) * 100 + index)
                 if module in RECORD_MODULES
