@@ -81,7 +81,8 @@ def test_connect_sync_change_and_sync_again(stack: Stack, instance: dg.DagsterIn
     assert metadata["dagster/table_name"].value == "hubspot.contacts"
     columns = {c.name: c for c in metadata["dagster/column_schema"].value.columns}  # type: ignore[attr-defined]
     assert columns["modified_at"].type == "TIMESTAMP WITH TIME ZONE" and columns["source_id"].description
-    assert metadata["api_calls"].value == 4  # 3 pages of live contacts + 1 (empty) page of archived ones
+    # The live count (a search), 3 pages of live contacts, 1 (empty) page of archived ones.
+    assert metadata["api_calls"].value == 5
     assert "x-hubspot-ratelimit-remaining" in metadata["rate_limit_remaining"].value
     assert stack.store.get_cursor(connection_id, "contacts") == metadata["cursor"].value
     assert "modified_since" in metadata["cursor"].value
@@ -99,10 +100,11 @@ def test_connect_sync_change_and_sync_again(stack: Stack, instance: dg.DagsterIn
     assert actual(table) == expected(stack)
     assert len(table) == 252 and table.loc[table.source_id == "42", "is_deleted"].item()
     requests = contacts_requests(stack, log_position)
-    # Only changes travel: one search page (6 changed contacts fit in it) and one page of archived contacts.
-    assert len(requests) == 2, requests
-    assert requests[0].startswith("POST /crm/v3/objects/contacts/search")
-    assert "archived=true" in requests[1]
+    # Only changes travel: the live count, one search page (6 changed contacts fit in it) and, since the count
+    # shows a deletion, the one page of archived contacts.
+    assert len(requests) == 3, requests
+    assert all(request.startswith("POST /crm/v3/objects/contacts/search") for request in requests[:2])
+    assert "archived=true" in requests[2]
     metadata = second.asset_materializations_for_node("hubspot_contacts")[0].metadata
     assert metadata["sync_mode"].value == "incremental"
     assert metadata["rows_fetched"].value == len(changed_ids) + len(created) + 1

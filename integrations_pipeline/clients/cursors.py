@@ -13,8 +13,9 @@ from integrations_pipeline.clients.spec import SyncRequest
 CURSOR_OVERLAP = timedelta(minutes=5)
 
 
-def timestamp_cursor(moment: datetime) -> str:
-    return json.dumps({"modified_since": moment.astimezone(UTC).isoformat()})
+def timestamp_cursor(moment: datetime, **extra: str | int) -> str:
+    """`extra`: what a connector keeps beside the window start (`modified_since` ignores it)."""
+    return json.dumps({"modified_since": moment.astimezone(UTC).isoformat(), **extra})
 
 
 def modified_since(request: SyncRequest, overlap: timedelta = CURSOR_OVERLAP) -> datetime | None:

@@ -8,6 +8,7 @@ list), so one set of client methods serves both, parameterized by a `CrmObjectTy
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from typing_extensions import TypedDict
 
-from integrations_pipeline.clients.cursors import modified_since, timestamp_cursor
+from integrations_pipeline.clients.cursors import CURSOR_OVERLAP, modified_since, timestamp_cursor
 from integrations_pipeline.clients.errors import CursorExpired, ProviderError
 from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.pagination import CursorPaginator
@@ -47,6 +48,10 @@ SEARCH_RESULT_CAP = 10_000  # HubSpot search answers no more than this per query
 # HubSpot purges deleted (archived) records 90 days after the delete. An incremental cursor older than that could
 # miss deletions that are no longer listed anywhere, so it is stale: a full resync reconciles them instead.
 DELETED_RECORD_RETENTION = timedelta(days=90)
+# The archived list has no modified-since filter and is ordered by id, so a contact deleted today can sit on any
+# page: finding it costs a read of every archived contact. Incremental syncs read it only when the live count says
+# something was archived, and at least this often, which bounds how late a deletion the count missed can land.
+ARCHIVED_SWEEP_INTERVAL = timedelta(days=1)
 CONTACT_PROPERTIES = (
     "email",
     "firstname",
@@ -278,6 +283,12 @@ class HubSpotClient(ApiClient):
         for page in itertools.chain([first], pages):
             yield page.get("results", [])
 
+    def count_live(self, object_type: CrmObjectType) -> int:
+        """How many live objects of the type there are now: the `total` of a search without filters (one call)."""
+        body = {"filterGroups": [], "properties": ["hs_object_id"], "limit": 1}
+        page = _OBJECTS_PAGE.validate_json(self.request("POST", f"{object_type.path}/search", json=body).content)
+        return page.get("total", 0)
+
     def iter_archived_since(self, object_type: CrmObjectType, since: datetime) -> Iterator[list[HubSpotObject]]:
         """Objects archived at or after `since` (the list endpoint has no server-side filter for it)."""
         for page in self.iter_objects(object_type, archived=True):
@@ -312,25 +323,6 @@ class HubSpotClient(ApiClient):
         """Owner id -> email for every owner, archived ones included (old meetings keep their owner)."""
         owners = itertools.chain(self.iter_owners(), self.iter_owners(archived=True))
         return {owner.id: owner.email for page in owners for owner in page if owner.email}
-
-    # --- contacts (the names the contacts connector has always used) ---
-
-    def iter_contacts(self, *, archived: bool = False) -> Iterator[list[HubSpotObject]]:
-        """Every live (or every archived) contact, a page at a time."""
-        return self.iter_objects(CONTACTS, archived=archived)
-
-    def iter_contacts_modified(self, since: datetime, until: datetime) -> Iterator[list[HubSpotObject]]:
-        """Live contacts with since <= lastmodifieddate < until, splitting the window wherever a query would
-        exceed the search API's 10,000-result cap."""
-        return self.iter_search(CONTACTS, split_property=CONTACTS.modified_property, low=since, high=until)
-
-    def iter_contacts_archived_since(self, since: datetime) -> Iterator[list[HubSpotObject]]:
-        """Contacts archived at or after `since` (the list endpoint has no server-side filter for it)."""
-        return self.iter_archived_since(CONTACTS, since)
-
-    @staticmethod
-    def _search(since: datetime, until: datetime) -> dict[str, Any]:
-        return HubSpotClient._search_body(CONTACTS, CONTACTS.modified_property, since, until)
 
 
 def _describe_account(api: ApiClient, access_token: str) -> AccountInfo:
@@ -421,14 +413,75 @@ def _within(
             yield kept
 
 
+@dataclass(frozen=True)
+class _ArchivedState:
+    """What a contacts cursor keeps beside its window start: when the archived list was last read in full
+    (`swept_at`, a sync's started_at) and how many live contacts there were at the start of that sync."""
+
+    swept_at: datetime
+    live: int
+
+    @staticmethod
+    def of(cursor: str | None) -> _ArchivedState | None:
+        """None for a full sync, and for a cursor written before this state existed (its next sync sweeps)."""
+        fields = json.loads(cursor) if cursor else {}
+        if "archived_swept_at" not in fields or "live_contacts" not in fields:
+            return None
+        return _ArchivedState(datetime.fromisoformat(fields["archived_swept_at"]), int(fields["live_contacts"]))
+
+
 def read_contacts(client: HubSpotClient, request: SyncRequest) -> Iterator[Page]:
-    """Full: every live then every archived contact. Incremental: the search API over [since, started_at),
-    then contacts archived since (HubSpot's search never returns archived ones)."""
-    return _read_objects(
-        client,
-        request,
-        CONTACTS.requesting(request),
-        lambda page: Page([to_contact(contact, request.connection_id) for contact in page]),
+    """Full: every live then every archived contact. Incremental: the search API over [since, started_at), then,
+    only when a deletion may have happened, the contacts archived since the last full read of the archived list.
+
+    The archived list can't be filtered (and search never returns archived objects), so an incremental sync first
+    counts the live contacts (one search call). Deletions lower that count and nothing else does except a contact
+    that stops being live; creations raise it, and each one created since the previous sync began is in this
+    window's search results. So a count below previous + created proves a deletion and the archived list is read;
+    at or above it, it is read only once ARCHIVED_SWEEP_INTERVAL has passed since it last was (a restore or a
+    back-dated import in the same window can hide a deletion from the count: the sweep bounds how late it lands).
+    """
+    since = _incremental_since(request)
+    state = None if since is None else _ArchivedState.of(request.cursor)
+    if state is not None and request.started_at - (state.swept_at - CURSOR_OVERLAP) > DELETED_RECORD_RETENTION:
+        raise CursorExpired(
+            f"the archived contacts were last read at {state.swept_at.isoformat()}, before the "
+            f"{DELETED_RECORD_RETENTION.days} days HubSpot keeps deleted records: a full resync is due"
+        )
+    live_now = client.count_live(CONTACTS)  # first: a contact created after the count is in the next window
+    contacts = CONTACTS.requesting(request)  # our properties and the catalog's
+
+    def records(page: list[HubSpotObject]) -> list[Mapping[str, Any]]:
+        return [to_contact(contact, request.connection_id) for contact in page]
+
+    swept_at = request.started_at
+    if since is None:
+        for page in itertools.chain(client.iter_objects(contacts), client.iter_objects(contacts, archived=True)):
+            yield Page(records(page))
+    else:
+        created = 0
+        previous_start = since + CURSOR_OVERLAP  # the previous sync's started_at
+        live = client.iter_search(
+            contacts, split_property=contacts.modified_property, low=since, high=request.started_at
+        )
+        for page in live:
+            created += sum(1 for contact in page if contact.createdAt and contact.createdAt >= previous_start)
+            yield Page(records(page))
+        if (
+            state is not None
+            and live_now >= state.live + created
+            and request.started_at - state.swept_at < ARCHIVED_SWEEP_INTERVAL
+        ):
+            swept_at = state.swept_at  # no deletion to find: the archived list is left unread
+        else:
+            sweep_since = since if state is None else state.swept_at - CURSOR_OVERLAP
+            for page in client.iter_archived_since(contacts, sweep_since):
+                yield Page(records(page))
+    yield Page(
+        [],
+        cursor=timestamp_cursor(
+            request.started_at, archived_swept_at=swept_at.astimezone(UTC).isoformat(), live_contacts=live_now
+        ),
     )
 
 

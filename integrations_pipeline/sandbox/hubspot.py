@@ -11,7 +11,8 @@ modify stamps). Owners are read-only in HubSpot's API and live in a plain list.
 
 Performance matters because benchmarks page through 100,000 contacts: rows are generated with a handful of
 bulk random draws, live and archived ids are kept in sorted lists so a page is one bisect plus a slice, JSON is
-only built for the page being served, and a search's ordered match list is cached until the next mutation.
+only built for the page being served, a search's ordered match list is cached until the next mutation, and a
+search from a modified stamp (every incremental read) looks only at the rows modified since, as HubSpot's index does.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import random
 import threading
 import time
 import zlib
+from array import array
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -614,6 +616,8 @@ class _CompiledSearch:
     """(property, descending) in priority order."""
     query: str | None
     cache_key: str
+    modified_from_ms: int | None = None
+    """A lower bound on the modified stamp that every result meets (a GTE/GT filter in the only group), or None."""
 
 
 def _compile_search(search: SearchRequest, schema: _ObjectSchema = CONTACTS) -> _CompiledSearch:
@@ -637,11 +641,18 @@ def _compile_search(search: SearchRequest, schema: _ObjectSchema = CONTACTS) -> 
             raise _validation_error(f"Property '{name}' does not exist on {schema.name} and cannot be used to sort")
         sorts.append((name, descending))
     query = search.query.strip().lower() if search.query and search.query.strip() else None
+    bounds = [
+        _parse_instant_ms(search_filter.value)
+        for search_filter in (search.filterGroups[0].filters if len(search.filterGroups) == 1 else [])
+        if search_filter.propertyName == schema.modified_property
+        and search_filter.operator.upper() in ("GTE", "GT")
+        and search_filter.value is not None
+    ]
     cache_key = json.dumps(
         {"filterGroups": [group.model_dump() for group in search.filterGroups], "sorts": sorts, "query": query},
         sort_keys=True,
     )
-    return _CompiledSearch(groups, tuple(sorts), query, cache_key)
+    return _CompiledSearch(groups, tuple(sorts), query, cache_key, max(bounds, default=None))
 
 
 def _rate_limit_headers(
@@ -688,6 +699,12 @@ class _ObjectStore:
         )
         self.next_id = max(next_id, max(self.rows, default=0) + 1)
         self.version = 0  # bumped by every mutation; invalidates cached search results
+        # The generated rows' modified stamps, sorted (with their ids), and the rows written since: a search from a
+        # modified stamp reads only the rows at or after it, as HubSpot's indexed search costs what it returns.
+        by_modified = sorted(rows, key=lambda row: row.updated_ms)
+        self.generated_modified_ms = array("q", (row.updated_ms for row in by_modified))
+        self.generated_ids_by_modified = array("q", (row.id for row in by_modified))
+        self.written_ids: set[int] = set()
         self.search_cache: OrderedDict[tuple[int, str], list[int]] = OrderedDict()
         self._now_ms = now_ms
         # (operation, object id, changed properties) after each write: the webhooks hook (hubspot_push.py).
@@ -759,7 +776,14 @@ class _ObjectStore:
         if cached is not None:
             self.search_cache.move_to_end(cache_key)
             return cached
+        if not (compiled.groups or compiled.query or compiled.sorts):  # everything live, by id: a count's search
+            return list(self.live_ids)
         rows: Iterable[_ObjectRow] = (self.rows[object_id] for object_id in self.live_ids)
+        if compiled.modified_from_ms is not None:
+            start = bisect.bisect_left(self.generated_modified_ms, compiled.modified_from_ms)
+            candidates = self.written_ids.union(self.generated_ids_by_modified[start:])
+            live = (self.rows.get(object_id) for object_id in sorted(candidates))
+            rows = (row for row in live if row is not None and row.archived_ms is None)
         if compiled.groups:
             groups = compiled.groups
             rows = (row for row in rows if any(all(matches(row) for matches in group) for group in groups))
@@ -841,6 +865,7 @@ class _ObjectStore:
                     self.id_by_email[value.lower()] = row.id
             row.values[name] = value or ""
         row.updated_ms = max(self._now_ms(), row.created_ms)
+        self.written_ids.add(row.id)
         self.version += 1
 
     def create(self, properties: Mapping[str, str | None]) -> _ObjectRow:
@@ -875,6 +900,7 @@ class _ObjectStore:
             now_ms = self._now_ms()
             row.archived_ms = now_ms
             row.updated_ms = max(now_ms, row.created_ms)
+            self.written_ids.add(row.id)
             del self.live_ids[bisect.bisect_left(self.live_ids, row.id)]
             bisect.insort(self.archived_ids, row.id)
             if self.schema.unique_email:

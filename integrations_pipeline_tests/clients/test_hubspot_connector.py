@@ -253,9 +253,50 @@ def test_contacts_full_then_incremental_returns_exactly_the_changes(hubspot: Con
     assert by_id(changes) == {contact_id: expected[contact_id] for contact_id in ("7", "99", created, "12")}
     assert by_id(changes)["12"]["is_deleted"] is True and by_id(changes)["7"]["company"] == "Renamed Ltd"
     requests = hubspot.crm_requests(position)
-    assert len(requests) == 2 and requests[0].startswith("POST /crm/v3/objects/contacts/search")
-    assert "archived=true" in requests[1]
+    # The live count (one fewer than expected after a creation: a deletion), the changes, then the archived list.
+    assert len(requests) == 3 and all(r.startswith("POST /crm/v3/objects/contacts/search") for r in requests[:2])
+    assert "archived=true" in requests[2]
     assert json.loads(next_cursor or "{}")["modified_since"] > json.loads(cursor)["modified_since"]
+
+
+def test_an_incremental_reads_the_archived_list_only_when_a_deletion_may_have_happened(clock: ManualClock) -> None:
+    for hubspot in connect(clock, contacts=400, meetings=0):
+        emulator = hubspot.emulator
+        for contact_id in range(1, 400, 3):  # 133 archived contacts: two pages of the archived list
+            emulator.archive_contact(str(contact_id))
+        clock.advance(600)  # deleted well before the full sync, outside its cursor's overlap
+        full, cursor, _ = collect(read_contacts(hubspot.client, hubspot.request()))
+        assert sum(record["is_deleted"] for record in full) == 133
+
+        clock.advance(300)
+        emulator.update_contact("2", {"company": "Renamed Ltd"})
+        created = emulator.create_contact({"email": "new.person@example.com", "firstname": "New"})
+        clock.advance(400)  # so that the next window, which starts 5 minutes early, does not read them again
+        position = hubspot.log_position()
+        changes, cursor, _ = collect(read_contacts(hubspot.client, hubspot.request(cursor)))
+        assert sorted(by_id(changes)) == sorted(["2", created])
+        assert [r.split("?")[0] for r in hubspot.crm_requests(position)] == ["POST /crm/v3/objects/contacts/search"] * 2
+
+        clock.advance(300)
+        emulator.archive_contact("5")  # an old contact, below the ids already on the archived list's pages
+        emulator.update_contact("8", {"jobtitle": "Changed"})
+        position = hubspot.log_position()
+        changes, cursor, _ = collect(read_contacts(hubspot.client, hubspot.request(cursor)))
+        assert by_id(changes) == {
+            record["id"]: expected_contact(record)
+            for record in emulator.contact_records()
+            if record["id"] in ("5", "8")
+        }
+        assert by_id(changes)["5"]["is_deleted"] is True
+        archived_pages = [r for r in hubspot.crm_requests(position) if "archived=true" in r]
+        assert len(archived_pages) == 2  # the whole list is read, and only what was deleted since is kept
+
+        clock.advance(timedelta(days=1).total_seconds())  # nothing changed for a day: the sweep is due anyway
+        hubspot.reconnect()
+        position = hubspot.log_position()
+        changes, _, _ = collect(read_contacts(hubspot.client, hubspot.request(cursor)))
+        assert sorted(by_id(changes)) == ["5", "8"]  # the previous window's last 5 minutes, read again
+        assert len([r for r in hubspot.crm_requests(position) if "archived=true" in r]) == 2
 
 
 def test_contact_search_splits_its_window_at_the_10000_cap(clock: ManualClock) -> None:
@@ -290,6 +331,16 @@ def test_a_cursor_older_than_hubspots_deleted_record_retention_is_stale(hubspot:
     assert hubspot.crm_requests(position) == []  # refused before a call is spent
     full, _, _ = collect(read_contacts(hubspot.client, hubspot.request()))
     assert "20" not in by_id(full)  # the asset's full resync flags what is missing as deleted
+
+
+def test_an_archived_list_last_read_before_the_retention_is_stale_too(hubspot: Connected) -> None:
+    """A recent window start is not enough: deletions since the last read of the archived list must be readable."""
+    swept_at = hubspot.now() - timedelta(days=91)
+    cursor = timestamp_cursor(hubspot.now(), archived_swept_at=swept_at.isoformat(), live_contacts=150)
+    position = hubspot.log_position()
+    with pytest.raises(CursorExpired, match="archived contacts were last read"):
+        collect(read_contacts(hubspot.client, hubspot.request(cursor)))
+    assert hubspot.crm_requests(position) == []
 
 
 # --- events ---------------------------------------------------------------------------------------------------------
