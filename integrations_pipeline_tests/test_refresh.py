@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from integrations_pipeline.clients.auth import ConnectionAuth, TokenSource
 from integrations_pipeline.clients.errors import NeedsReauth
-from integrations_pipeline.clients.hubspot import HubSpotClient
+from integrations_pipeline.clients.hubspot import CONTACTS, HubSpotClient
 from integrations_pipeline.crypto import Keyring, generate_key_entry
 from integrations_pipeline.sandbox.common import OAuthAuthorizationServer
 from integrations_pipeline.store import ConnectionStatus, StateStore, TokenSet, schema
@@ -132,7 +132,7 @@ def test_a_401_refreshes_once_and_retries_once(stack: Stack) -> None:
         own_token_source(stack, connection_id) as source,
         HubSpotClient(stack.sandbox_url, auth=ConnectionAuth(source)) as client,
     ):
-        first_page = next(iter(client.iter_contacts()))
+        first_page = next(iter(client.iter_objects(CONTACTS)))
         assert len(first_page) == 100
     assert stack.emulator.token_requests("refresh_token") == 1
 
