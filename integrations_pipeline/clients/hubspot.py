@@ -360,42 +360,26 @@ def _incremental_since(request: SyncRequest) -> datetime | None:
     return since
 
 
-def _read_objects(
+def _read_day(
     client: HubSpotClient,
     request: SyncRequest,
     object_type: CrmObjectType,
     to_page: Callable[[list[HubSpotObject]], Page],
-    *,
-    window_property: str | None = None,
+    window_property: str,
 ) -> Iterator[Page]:
-    """The one reader behind contacts and meetings.
-
-    Connection-wide (no `request.window`): full is every live then every archived object; incremental is the
-    search API over [since, started_at) on the modified property, then objects archived since (search never
-    returns archived ones). Windowed (a day of meetings): the search API for `window_property` in the window (and,
-    incrementally, modified in [since, started_at)), then the archived objects (since the cursor) in the window.
-    """
+    """Objects whose `window_property` falls in the request's day: the search API over the window (and,
+    incrementally, modified in [since, started_at)), then the archived objects (since the cursor) in the window."""
+    assert request.window is not None, "a day-partitioned read always has its day's window"
     since = _incremental_since(request)
+    start, end = request.window
+    modified = () if since is None else range_filters(object_type.modified_property, since, request.started_at)
+    live = client.iter_search(object_type, split_property=window_property, low=start, high=end, filters=modified)
     archived = (
         client.iter_objects(object_type, archived=True)
         if since is None
         else client.iter_archived_since(object_type, since)
     )
-    live: Iterator[list[HubSpotObject]]
-    if request.window is None or window_property is None:
-        live = (
-            client.iter_objects(object_type)
-            if since is None
-            else client.iter_search(
-                object_type, split_property=object_type.modified_property, low=since, high=request.started_at
-            )
-        )
-    else:
-        start, end = request.window
-        modified = () if since is None else range_filters(object_type.modified_property, since, request.started_at)
-        live = client.iter_search(object_type, split_property=window_property, low=start, high=end, filters=modified)
-        archived = _within(archived, window_property, start, end)
-    for page in itertools.chain(live, archived):
+    for page in itertools.chain(live, _within(archived, window_property, start, end)):
         yield to_page(page)
     yield Page([], cursor=timestamp_cursor(request.started_at))
 
@@ -533,9 +517,7 @@ def read_events(client: HubSpotClient, request: SyncRequest) -> Iterator[Page]:
             attendees=[person for meeting, event in events for person in to_attendees(meeting, event, emails)],
         )
 
-    return _read_objects(
-        client, request, MEETINGS.requesting(request), to_events, window_property=MEETING_START_PROPERTY
-    )
+    return _read_day(client, request, MEETINGS.requesting(request), to_events, MEETING_START_PROPERTY)
 
 
 SPEC = ProviderSpec(
