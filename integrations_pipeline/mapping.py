@@ -169,8 +169,9 @@ def resolve(source: str, fields: SourceFields | None) -> Source | None:
 
 # -- casts ------------------------------------------------------------------------------------------------------
 
-_TRUE = frozenset({"true", "yes", "y", "1", "on", "t"})
-_FALSE = frozenset({"false", "no", "n", "0", "off", "f"})
+# Texts to_bool reads, in Python here and in the unified write's SQL (warehouse.py).
+TRUE_TEXTS = frozenset({"true", "yes", "y", "1", "on", "t"})
+FALSE_TEXTS = frozenset({"false", "no", "n", "0", "off", "f"})
 EPOCH_MILLISECONDS_FROM = 100_000_000_000  # numbers above this are epoch milliseconds (HubSpot), below seconds
 
 
@@ -204,7 +205,7 @@ def _to_bool(value: Any) -> bool | None:
         return bool(value)
     if isinstance(value, str):
         text = value.strip().lower()
-        return True if text in _TRUE else False if text in _FALSE else None
+        return True if text in TRUE_TEXTS else False if text in FALSE_TEXTS else None
     return None
 
 

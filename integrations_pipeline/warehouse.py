@@ -37,9 +37,9 @@ import pandas as pd
 
 from integrations_pipeline.frames import TIMESTAMP_DTYPE
 from integrations_pipeline.mapping import (
-    _FALSE,
-    _TRUE,
     EPOCH_MILLISECONDS_FROM,
+    FALSE_TEXTS,
+    TRUE_TEXTS,
     FieldRule,
     PlannedRule,
     SourceFields,
@@ -255,7 +255,7 @@ class _Dialect:
             if kind == "timestamp":
                 return self._null(transform)
             lowered = f"lower({text})"
-            truthy, falsy = _literals(_TRUE), _literals(_FALSE)
+            truthy, falsy = _literals(TRUE_TEXTS), _literals(FALSE_TEXTS)
             return f"CASE WHEN {lowered} IN ({truthy}) THEN TRUE WHEN {lowered} IN ({falsy}) THEN FALSE END"
         if kind == "flag":
             return self._null(transform)
