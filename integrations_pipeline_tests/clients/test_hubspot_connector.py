@@ -36,7 +36,7 @@ from integrations_pipeline.clients.spec import Page, SyncRequest
 from integrations_pipeline.httpserver import BackgroundServer
 from integrations_pipeline.records import CONTACT_COLUMNS, EVENT_COLUMNS, USER_COLUMNS
 from integrations_pipeline.sandbox.hubspot import HubSpotEmulator
-from integrations_pipeline_tests.clients import RawOf
+from integrations_pipeline_tests.clients import AttendeeRow, RawOf, attendees_of
 from integrations_pipeline_tests.sandbox.conftest import CLIENT_ID, CLIENT_SECRET, ManualClock, run_code_flow
 
 CONNECTION_ID = "hubspot-test"
@@ -428,11 +428,11 @@ def test_an_incremental_day_read_fetches_only_that_days_changes(hubspot: Connect
     assert next_cursor is not None and next_cursor != cursor
 
 
-def expected_attendees(emulator: HubSpotEmulator, meeting_ids: set[str]) -> set[tuple[str, str, str | None, str, bool]]:
+def expected_attendees(emulator: HubSpotEmulator, meeting_ids: set[str]) -> set[AttendeeRow]:
     """(meeting, email, name, response, organizer): the owner, the attending owners, then associated contacts."""
     emails = owner_emails(emulator)
     contacts = {record["id"]: record["properties"] for record in emulator.contact_records()}
-    people: dict[tuple[str, str], tuple[str, str, str | None, str, bool]] = {}
+    people: dict[tuple[str, str], AttendeeRow] = {}
     for meeting in emulator.event_records(include_archived=False):
         if meeting["id"] not in meeting_ids:
             continue
@@ -448,14 +448,6 @@ def expected_attendees(emulator: HubSpotEmulator, meeting_ids: set[str]) -> set[
                 (meeting["id"], contact["email"]), (meeting["id"], contact["email"], name, "unknown", False)
             )
     return set(people.values())
-
-
-def attendees_of(pages: list[Page]) -> set[tuple[str, str, str | None, str, bool]]:
-    return {
-        (a["event_source_id"], a["email"], a["name"], a["response_status"], a["is_organizer"])
-        for page in pages
-        for a in page.attendees
-    }
 
 
 def test_attendees_are_the_owners_and_the_associated_contacts(hubspot: Connected) -> None:

@@ -34,7 +34,7 @@ from integrations_pipeline.clients.salesforce import (
 from integrations_pipeline.clients.spec import Page, SyncRequest
 from integrations_pipeline.settings import ProviderApp
 from integrations_pipeline.store import TokenSet
-from integrations_pipeline_tests.clients import RawOf
+from integrations_pipeline_tests.clients import AttendeeRow, RawOf, attendees_of
 from integrations_pipeline_tests.sandbox.conftest import ManualClock
 from integrations_pipeline_tests.sandbox.test_salesforce_emulator import ServedSalesforce, serve_salesforce
 
@@ -232,11 +232,11 @@ def test_a_day_window_returns_exactly_the_events_starting_that_day(
     assert len(data_requests(org, before)) == 3
 
 
-def expected_attendees(org: ServedSalesforce, event_ids: set[str]) -> set[tuple[str, str, str | None, str, bool]]:
+def expected_attendees(org: ServedSalesforce, event_ids: set[str]) -> set[AttendeeRow]:
     """(event, email, name, response, organizer) from the emulator's truth: the owner, then related people."""
     statuses = {"Accepted": "accepted", "Declined": "declined", "New": "needs_action"}
     users = {record["Id"]: record["Email"] for record in org.emulator.user_records()}
-    people: dict[tuple[str, str], tuple[str, str, str | None, str, bool]] = {}
+    people: dict[tuple[str, str], AttendeeRow] = {}
     for event in org.emulator.event_records(include_deleted=False):
         if event["Id"] in event_ids:
             owner = users[event["OwnerId"]].lower()
@@ -248,14 +248,6 @@ def expected_attendees(org: ServedSalesforce, event_ids: set[str]) -> set[tuple[
             email = person["Email"].lower()
             people.setdefault((relation["EventId"], email), (relation["EventId"], email, person["Name"], answer, False))
     return set(people.values())
-
-
-def attendees_of(pages: list[Page]) -> set[tuple[str, str, str | None, str, bool]]:
-    return {
-        (a["event_source_id"], a["email"], a["name"], a["response_status"], a["is_organizer"])
-        for page in pages
-        for a in page.attendees
-    }
 
 
 def test_attendees_are_the_owner_and_the_event_relations_read_in_batches(
