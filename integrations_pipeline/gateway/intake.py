@@ -80,6 +80,10 @@ class GroupCommit:
         self._queue.put(waiting)
         return await waiting.future
 
+    def queued(self) -> int:
+        """Landings waiting for the writer (not counting the group it is committing)."""
+        return self._queue.qsize()
+
     def close(self) -> None:
         self._closed = True
         self._queue.put(None)
