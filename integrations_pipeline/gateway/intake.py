@@ -123,7 +123,8 @@ class GroupCommit:
             if len(group) == 1:
                 group[0].outcome = failure
             else:  # find the request that failed the group: each alone, so the others still land
-                logger.warning("a webhook group commit failed (%s); landing its requests one by one", type(failure))
+                name = type(failure).__name__  # the type only: a database's message may quote the payload
+                logger.warning("a webhook group commit failed (%s); landing its requests one by one", name)
                 for waiting in group:
                     self._commit([waiting])
                 return
