@@ -28,6 +28,7 @@ from integrations_pipeline import metrics
 from integrations_pipeline.gateway.connections import ConnectionService, GatewayError
 from integrations_pipeline.gateway.fields import FieldList, FieldService
 from integrations_pipeline.gateway.health import IntegrationsHealthResponse, integrations_health
+from integrations_pipeline.gateway.intake import DATABASE_UNAVAILABLE
 from integrations_pipeline.gateway.mappings import (
     MappingService,
     MappingView,
@@ -81,7 +82,6 @@ from integrations_pipeline.gateway.subscriptions import (
     SubscriptionView,
 )
 from integrations_pipeline.gateway.webhooks import (
-    DATABASE_UNAVAILABLE,
     GoogleHeaders,
     GraphBatch,
     GraphQuery,
@@ -653,6 +653,7 @@ def create_app(
             yield
         finally:
             app.state.gateway.connections.close()
+            app.state.gateway.webhooks.close()
             if store is None:
                 active_store.engine.dispose()
 

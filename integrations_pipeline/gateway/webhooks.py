@@ -19,11 +19,10 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -32,6 +31,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from integrations_pipeline import metrics
 from integrations_pipeline.clients.providers import ENTITIES
 from integrations_pipeline.gateway.connections import GatewayError
+from integrations_pipeline.gateway.intake import DATABASE_UNAVAILABLE, GroupCommit, Landing
 from integrations_pipeline.gateway.parsing import NO_NUL, invalid, parse_query, read_json, read_limited
 from integrations_pipeline.gateway.schemas import WebhookAck
 from integrations_pipeline.gateway.signatures import (
@@ -42,13 +42,11 @@ from integrations_pipeline.gateway.signatures import (
 )
 from integrations_pipeline.gateway.soap import ACK, XmlRefused, parse_outbound_message
 from integrations_pipeline.settings import Settings, whsec_key
-from integrations_pipeline.store import ConnectionStatus, StateStore
-from integrations_pipeline.store.inbox import NewEvent, WebhookInbox
+from integrations_pipeline.store import StateStore
+from integrations_pipeline.store.inbox import NewEvent
 from integrations_pipeline.store.push import PushSubscription, PushSubscriptions
 
 logger = logging.getLogger(__name__)
-# Database trouble that means "try again later" (503 + Retry-After), never a bug to hide.
-DATABASE_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 MAX_EVENTS_PER_REQUEST = 1000
 MAX_ID_LENGTH = 255
 MAX_SOURCE_IDS = 1000
@@ -63,7 +61,6 @@ PARTITIONED = {(spec.provider, spec.entity) for spec in ENTITIES if spec.partiti
 ENTITIES_OF: dict[str, set[str]] = {}
 for _spec in ENTITIES:
     ENTITIES_OF.setdefault(_spec.provider, set()).add(_spec.entity)
-LIVE_CONNECTION = (ConnectionStatus.ACTIVE, ConnectionStatus.NEEDS_REAUTH)
 
 
 def _refused(source: str, error: GatewayError) -> GatewayError:
@@ -73,6 +70,10 @@ def _refused(source: str, error: GatewayError) -> GatewayError:
     if error.status == 401:
         metrics.record_webhook_verification_failure(source)
     return error
+
+
+def _ack(received: int, stored: int, ignored: int, status: int = 200) -> Response:
+    return JSONResponse(WebhookAck(received=received, stored=stored, ignored=ignored).model_dump(), status_code=status)
 
 
 def digest(document: Any) -> str:
@@ -223,7 +224,7 @@ class WebhookReceiver:
     def __init__(self, settings: Settings, store: StateStore) -> None:
         self.settings = settings
         self.store = store
-        self.inbox = WebhookInbox(store)
+        self.intake = GroupCommit(store)
         self.subscriptions = PushSubscriptions(store)
         self.limit = settings.webhooks.max_body_bytes
         self._handlers: dict[str, Handler] = {
@@ -233,6 +234,10 @@ class WebhookReceiver:
             "zoho": self._zoho,
             "salesforce": self._salesforce,
         }
+
+    def close(self) -> None:
+        """Land what is queued, then stop the intake's writer (the gateway's lifespan calls this at shutdown)."""
+        self.intake.close()
 
     # -- entry points ------------------------------------------------------------------------------------------
 
@@ -275,9 +280,8 @@ class WebhookReceiver:
             raise GatewayError(503, "database_unavailable", "the state database is not reachable") from None
 
     async def _land(self, events: list[NewEvent], received: int, status: int = 200) -> Response:
-        stored = await run_in_threadpool(self.inbox.receive, events) if events else 0
-        ack = WebhookAck(received=received, stored=stored, ignored=received - len(events))
-        return JSONResponse(ack.model_dump(), status_code=status)
+        stored = (await self.intake.land(Landing(lambda _: events, len(events)))).stored if events else 0
+        return _ack(received, stored, received - len(events), status)
 
     # -- helpers -------------------------------------------------------------------------------------------------
 
@@ -292,10 +296,6 @@ class WebhookReceiver:
         if verified is None or verified.provider != provider or secret is None:
             return None
         return verified
-
-    def _connections_by_account(self, provider: str, account_ids: Iterable[str]) -> dict[str, str]:
-        """{account id: live connection id} for the accounts a webhook names: an indexed lookup (migration 0008)."""
-        return self.store.connections_by_account(provider, set(account_ids), LIVE_CONNECTION)
 
     # -- HubSpot: v3 signature over method + URI + body + timestamp ------------------------------------------------
 
@@ -319,18 +319,23 @@ class WebhookReceiver:
         if not isinstance(raw_events, list) or not 0 < len(raw_events) <= MAX_EVENTS_PER_REQUEST:
             raise GatewayError(422, "invalid_body", "a HubSpot webhook body is a JSON array of 1 to 1000 events")
         parsed = _validated(HUBSPOT_BATCH, raw_events, "HubSpot").root
-        portals = {str(event.portalId) for event in parsed}
-        accounts = await run_in_threadpool(self._connections_by_account, "hubspot", portals)
-        events = []
-        for raw, event in zip(raw_events, parsed, strict=True):
-            object_type = event.objectTypeId or event.subscriptionType.partition(".")[0]
-            entity = HUBSPOT_ENTITIES.get(object_type)
-            connection_id = accounts.get(str(event.portalId))
-            if entity is None or connection_id is None:
-                continue  # an object type we do not sync, or a portal no tenant has connected
-            payload = raw | {"source_ids": _source_ids([event.objectId])}
-            events.append(NewEvent("hubspot", str(event.eventId), "change", connection_id, entity, None, payload))
-        return await self._land(events, len(raw_events))
+
+        def events(accounts: Mapping[str, str]) -> list[NewEvent]:
+            """The events of connected portals and synced object types (the writer resolves the portals)."""
+            landing = []
+            for raw, event in zip(raw_events, parsed, strict=True):
+                object_type = event.objectTypeId or event.subscriptionType.partition(".")[0]
+                entity = HUBSPOT_ENTITIES.get(object_type)
+                connection_id = accounts.get(str(event.portalId))
+                if entity is None or connection_id is None:
+                    continue  # an object type we do not sync, or a portal no tenant has connected
+                payload = raw | {"source_ids": _source_ids([event.objectId])}
+                landing.append(NewEvent("hubspot", str(event.eventId), "change", connection_id, entity, None, payload))
+            return landing
+
+        portals = frozenset(str(event.portalId) for event in parsed)
+        landed = await self.intake.land(Landing(events, len(parsed), "hubspot", portals))
+        return _ack(len(parsed), landed.stored, len(parsed) - landed.events)
 
     # -- Microsoft Graph: validationToken echo, clientState per notification, lifecycle events ---------------------
 
@@ -474,7 +479,7 @@ class WebhookReceiver:
                     payload,
                 )
             )
-        await run_in_threadpool(self.inbox.receive, events)
+        await self.intake.land(Landing(lambda _: events, len(events)))
         return Response(ACK, media_type="text/xml; charset=utf-8")
 
     # -- Standard Webhooks: a configured source bound to one connection ------------------------------------------

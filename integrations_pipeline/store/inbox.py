@@ -86,10 +86,16 @@ class DeadLetter(BaseModel):
 
 @cache
 def _insert_ignoring_duplicates(dialect: str) -> Any:
-    """INSERT that skips a row whose (source, event_id) is already stored, in one statement on either backend.
+    """INSERT that skips a row whose (source, event_id) is already stored and returns the keys of the rows it did
+    store, in one statement on either backend (SQLite 3.35+ and PostgreSQL both have RETURNING).
     Built once and executed with parameters: building it (`.values()`) per event cost more CPU than the commit."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(schema.webhook_inbox).on_conflict_do_nothing(index_elements=["source", "event_id"])
+    table = schema.webhook_inbox
+    return (
+        insert(table)
+        .on_conflict_do_nothing(index_elements=["source", "event_id"])
+        .returning(table.c.source, table.c.event_id)
+    )
 
 
 class WebhookInbox:
@@ -105,13 +111,23 @@ class WebhookInbox:
         503 and the sender retries)."""
         if not events:
             return 0
-        now = utcnow()
-        statement = _insert_ignoring_duplicates(self.store.engine.dialect.name)
-        stored = 0
         with self.store.engine.begin() as conn:
+            return self.insert(conn, [events])[0]
+
+    def insert(self, conn: sa.Connection, batches: Sequence[Sequence[NewEvent]]) -> list[int]:
+        """Insert the events of several requests inside `conn`'s transaction, in one statement, and return how many
+        of each request's events were new. An event named twice in the group counts for the first request naming it
+        (the gateway's group commit lands many requests per transaction)."""
+        now = utcnow()
+        owners: dict[tuple[str, str], int] = {}
+        rows = []
+        for index, events in enumerate(batches):
             for event in events:
-                result = conn.execute(
-                    statement,
+                key = (event.source, event.event_id)
+                if key in owners:
+                    continue  # a repeat inside the group: the first one's row is the one inserted
+                owners[key] = index
+                rows.append(
                     {
                         "source": event.source,
                         "event_id": event.event_id,
@@ -124,9 +140,12 @@ class WebhookInbox:
                         "attempts": 0,
                         "received_at": now,
                         "updated_at": now,
-                    },
+                    }
                 )
-                stored += result.rowcount
+        stored = [0] * len(batches)
+        if rows:
+            for source, event_id in conn.execute(_insert_ignoring_duplicates(conn.dialect.name), rows):
+                stored[owners[(source, event_id)]] += 1
         return stored
 
     # -- the sensor's side -----------------------------------------------------------------------------------------

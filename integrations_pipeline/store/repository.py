@@ -181,21 +181,26 @@ class StateStore:
             return [Connection.model_validate(row._asdict()) for row in conn.execute(query)]
 
     def connections_by_account(
-        self, provider: str, account_ids: Collection[str], statuses: tuple[ConnectionStatus, ...]
+        self,
+        provider: str,
+        account_ids: Collection[str],
+        statuses: tuple[ConnectionStatus, ...],
+        conn: sa.Connection | None = None,
     ) -> dict[str, str]:
         """{account id: connection id} for the named accounts (an indexed lookup, whatever the number of
-        connections). An account two tenants connected resolves to the connection with the greatest id."""
+        connections), inside `conn`'s transaction when given. An account two tenants connected resolves to the
+        connection with the greatest id."""
         if not account_ids:
             return {}
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.connections_by_account(provider, account_ids, statuses, own)
         parameters = {
             "provider": provider,
             "accounts": sorted(set(account_ids)),
             "statuses": [status.value for status in statuses],
         }
-        with self.engine.connect() as conn:
-            return {
-                account: connection_id for account, connection_id in conn.execute(_CONNECTIONS_BY_ACCOUNT, parameters)
-            }
+        return {account: connection_id for account, connection_id in conn.execute(_CONNECTIONS_BY_ACCOUNT, parameters)}
 
     def set_status(self, conn: sa.Connection, connection_id: str, status: ConnectionStatus, reason: str | None) -> None:
         """Set the status inside `conn`'s transaction; turning needs_reauth also records the outgoing event."""
