@@ -93,6 +93,10 @@ OTHER_LIMITS = {
     "SingleEmail": 15,
 }
 """`GET /limits` entries besides DailyApiRequests, reported untouched (a Developer Edition org's maxima)."""
+SOQL_MAX_CHARS = 100_000
+"""Salesforce's default limit on a SOQL statement's length."""
+URI_MAX_BYTES = 16_384
+"""A REST call's URI and headers together may hold this many bytes: a longer URI is 414 URI Too Long."""
 SESSION_EXPIRED = "Session expired or invalid"
 NOT_FOUND_MESSAGE = "The requested resource does not exist"
 
@@ -132,6 +136,15 @@ def _record_id(prefix: str, number: int) -> str:
 
 # Field kinds decide which SOQL literals a filter accepts and how a value is rendered.
 ID, STRING, BOOLEAN, DATETIME, DATE, INT, REFERENCE = "id", "string", "boolean", "datetime", "date", "int", "ref"
+DOUBLE, PICKLIST = "double", "picklist"
+CUSTOM_KINDS = (STRING, BOOLEAN, DATETIME, DATE, INT, DOUBLE, PICKLIST)
+PICKLIST_VALUES = ("Gold", "Silver", "Bronze")
+DEFAULT_CUSTOM_FIELDS: dict[str, dict[str, str]] = {
+    "User": {"Region__c": PICKLIST},
+    "Contact": {"Lead_Score__c": DOUBLE, "Tier__c": PICKLIST, "Is_Partner__c": BOOLEAN, "Renewal_Date__c": DATE},
+    "Event": {"Meeting_Type__c": PICKLIST},
+}
+"""Each org's own `__c` fields (name -> kind) until a test adds or removes some (`add_custom_field`)."""
 
 
 @dataclass(frozen=True)
@@ -281,6 +294,7 @@ _TOKEN = re.compile(
     r"|(?P<string>'(?:[^'\\]|\\.)*')"
     r"|(?P<operator><=|>=|!=|<>|=|<|>)"
     r"|(?P<comma>,)"
+    r"|(?P<paren>[()])"
     r"|(?P<word>[A-Za-z_][A-Za-z0-9_.]*)"
     r")"
 )
@@ -292,8 +306,12 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "<=": lambda left, right: left is not None and right is not None and bool(left <= right),
     ">": lambda left, right: left is not None and right is not None and bool(left > right),
     ">=": lambda left, right: left is not None and right is not None and bool(left >= right),
+    "IN": lambda left, right: left in right,
 }
-_KIND_NAMES = {DATETIME: "dateTime", DATE: "date", BOOLEAN: "boolean", INT: "int", ID: "id", STRING: "string"}
+_KIND_NAMES = {
+    DATETIME: "dateTime", DATE: "date", BOOLEAN: "boolean", INT: "int", ID: "id", STRING: "string", DOUBLE: "double",
+    PICKLIST: "string",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -402,9 +420,10 @@ def _tokenize(soql: str) -> list[_Token]:
 
 
 class _Parser:
-    def __init__(self, soql: str, today: date) -> None:
+    def __init__(self, soql: str, today: date, custom: dict[str, dict[str, str]]) -> None:
         self.soql = soql
         self.today = today
+        self.custom = custom
         self.tokens = _tokenize(soql)
         self.position = 0
 
@@ -490,6 +509,9 @@ class _Parser:
 
     def _field(self, sobject: _SObject, token: _Token) -> str:
         canonical = sobject.canonical(token.text) if token.kind == "word" else None
+        if canonical is None and token.kind == "word":
+            lowered = token.text.lower()
+            canonical = next((name for name in self.custom.get(sobject.name, {}) if name.lower() == lowered), None)
         if canonical is None:
             raise _invalid_field(
                 self.soql,
@@ -506,13 +528,35 @@ class _Parser:
         if name in sobject.relations:
             raise _malformed(self.soql, field_token.column, "the sandbox filters on the object's own fields only")
         operator_token = self._next("an operator")
+        if name == "Id" and operator_token.kind == "word" and operator_token.text.upper() == "IN":
+            return _Condition(name, "IN", self._id_list())
         if operator_token.kind == "word" and operator_token.text.upper() in ("OR", "LIKE", "IN", "NOT"):
-            raise _malformed(self.soql, operator_token.column, "the sandbox supports =, !=, <, <=, >, >= joined by AND")
+            raise _malformed(
+                self.soql, operator_token.column, "the sandbox supports =, !=, <, <=, >, >= joined by AND, and Id IN"
+            )
         if operator_token.kind != "operator":
             raise _malformed(self.soql, operator_token.column, f"unexpected token: '{operator_token.text}'")
         operator = _OPERATORS[operator_token.text]
         value_token = self._next("a value")
-        return _Condition(name, operator, self._literal(sobject.fields[name], name, operator, value_token))
+        kind = sobject.fields.get(name) or self.custom[sobject.name][name]
+        return _Condition(name, operator, self._literal(kind, name, operator, value_token))
+
+    def _id_list(self) -> frozenset[str]:
+        """`('id1', 'id2', ...)` after `Id IN`."""
+        opening = self._next("(")
+        if opening.kind != "paren" or opening.text != "(":
+            raise _malformed(self.soql, opening.column, f"unexpected token: '{opening.text}'")
+        ids = []
+        while True:
+            token = self._next("an id")
+            if token.kind != "string":
+                raise _malformed(self.soql, token.column, f"unexpected token: '{token.text}'")
+            ids.append(token.text[1:-1])
+            separator = self._next(")")
+            if separator.kind == "paren" and separator.text == ")":
+                return frozenset(ids)
+            if separator.kind != "comma":
+                raise _malformed(self.soql, separator.column, f"unexpected token: '{separator.text}'")
 
     def _literal(self, kind: str, name: str, operator: str, token: _Token) -> Any:
         if token.kind == "word" and token.text.lower() == "null":
@@ -532,9 +576,9 @@ class _Parser:
             return date.fromisoformat(token.text)
         if kind == BOOLEAN and token.kind == "word" and token.text.lower() in ("true", "false"):
             return token.text.lower() == "true"
-        if kind == INT and token.kind == "number":
+        if kind in (INT, DOUBLE) and token.kind == "number":
             return int(token.text)
-        if kind in (ID, STRING, REFERENCE) and token.kind == "string":
+        if kind in (ID, STRING, REFERENCE, PICKLIST) and token.kind == "string":
             return re.sub(r"\\(.)", r"\1", token.text[1:-1])
         quoted = " and should not be enclosed in quotes" if token.kind == "string" else ""
         raise _invalid_field(
@@ -544,11 +588,16 @@ class _Parser:
         )
 
 
-def parse_soql(soql: str, today: date) -> _Query:
-    """Parse `soql`; relative date literals resolve against `today` (the org's current day, UTC here)."""
+def parse_soql(soql: str, today: date, custom: dict[str, dict[str, str]] | None = None) -> _Query:
+    """Parse `soql`; relative date literals resolve against `today` (the org's current day, UTC here); `custom`
+    names the org's custom fields per object (name -> kind)."""
     if not soql.strip():
         raise SalesforceApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
-    return _Parser(soql, today).parse()
+    if len(soql) > SOQL_MAX_CHARS:
+        raise SalesforceApiError(
+            400, "MALFORMED_QUERY", f"SOQL statements cannot be longer than {SOQL_MAX_CHARS} characters."
+        )
+    return _Parser(soql, today, custom if custom is not None else DEFAULT_CUSTOM_FIELDS).parse()
 
 
 # --- data generation -----------------------------------------------------------------------------------------------
@@ -668,6 +717,24 @@ def _invite_contacts(events: dict[str, _Row], contact_ids: list[str]) -> None:
             row.values["WhoId"] = contact_ids[int.from_bytes(digest[1:5], "big") % len(contact_ids)]
 
 
+def _custom_sample(record_id: str, name: str, kind: str) -> Any:
+    """A custom field's value for a record nobody wrote it on: drawn from a hash of (record, field), so values are
+    stable, need no stored state, and a field added at run time has values at once. Epoch ms for datetimes."""
+    number = int.from_bytes(hashlib.sha256(f"{record_id}:{name}".encode()).digest()[:4], "big")
+    if number % 5 == 0 and kind != BOOLEAN:
+        return None  # about one record in five leaves the field empty
+    samples: dict[str, Callable[[], Any]] = {
+        STRING: lambda: f"{name.removesuffix('__c').replace('_', ' ')} {number % 1000}",
+        BOOLEAN: lambda: number % 2 == 0,
+        DATETIME: lambda: ORG_CREATED_MS + number % (CREATED_UNTIL_MS - ORG_CREATED_MS),
+        DATE: lambda: date(2026, 1, 1) + timedelta(days=number % 365),
+        INT: lambda: number % 1000,
+        DOUBLE: lambda: round(number % 10_000 / 100, 2),
+        PICKLIST: lambda: PICKLIST_VALUES[number % len(PICKLIST_VALUES)],
+    }
+    return samples[kind]()
+
+
 # --- helpers -------------------------------------------------------------------------------------------------------
 
 
@@ -725,6 +792,8 @@ _DESCRIBE_TYPES = {
     DATE: ("date", "xsd:date", 0, 0),
     INT: ("int", "xsd:int", 0, 0),
     REFERENCE: ("reference", "tns:ID", 18, 18),
+    DOUBLE: ("double", "xsd:double", 0, 0),
+    PICKLIST: ("picklist", "xsd:string", 255, 765),
 }
 _STRING_SUBTYPES = {"Email": ("email", 80, 240), "Phone": ("phone", 40, 120), "Username": ("string", 80, 240)}
 
@@ -804,8 +873,28 @@ def _describe_field(sobject: _SObject, name: str, kind: str) -> dict[str, Any]:
     }
 
 
-def describe_sobject(sobject: _SObject, version: str) -> dict[str, Any]:
-    """`GET sobjects/{Object}/describe`: the object's properties, `fields` and `urls` in Salesforce's shape."""
+def _describe_custom_field(sobject: _SObject, name: str, kind: str) -> dict[str, Any]:
+    """A `__c` field's describe entry: custom, writable, nillable, labelled from its name."""
+    return _describe_field(sobject, name, kind) | {
+        "custom": True,
+        "label": name.removesuffix("__c").replace("_", " "),
+        "createable": True,
+        "updateable": True,
+        "nillable": kind != BOOLEAN,
+        "defaultedOnCreate": kind == BOOLEAN,
+        "permissionable": True,
+        "precision": 18 if kind == DOUBLE else 0,
+        "scale": 2 if kind == DOUBLE else 0,
+        "picklistValues": [
+            {"active": True, "defaultValue": False, "label": value, "validFor": None, "value": value}
+            for value in (PICKLIST_VALUES if kind == PICKLIST else ())
+        ],
+    }
+
+
+def describe_sobject(sobject: _SObject, version: str, custom: dict[str, str] | None = None) -> dict[str, Any]:
+    """`GET sobjects/{Object}/describe`: the object's properties, `fields` (the org's `__c` ones after the standard
+    ones) and `urls` in Salesforce's shape."""
     base = f"/services/data/v{version}/sobjects/{sobject.name}"
     writable = sobject is not USER
     return {
@@ -825,7 +914,8 @@ def describe_sobject(sobject: _SObject, version: str) -> dict[str, Any]:
         "extendedBy": None,
         "extendsInterfaces": None,
         "feedEnabled": sobject is not EVENT,
-        "fields": [_describe_field(sobject, name, kind) for name, kind in sobject.fields.items()],
+        "fields": [_describe_field(sobject, name, kind) for name, kind in sobject.fields.items()]
+        + [_describe_custom_field(sobject, name, kind) for name, kind in (custom or {}).items()],
         "hasSubtypes": False,
         "implementedBy": None,
         "implementsInterfaces": None,
@@ -931,6 +1021,7 @@ class SalesforceEmulator:
             api_request_limit, API_ALLOWANCE_WINDOW_S, clock, reported_limit=REPORTED_API_ALLOWANCE
         )
         self._locators: OrderedDict[str, _QueryLocator] = OrderedDict()
+        self._custom_fields = {name: dict(fields) for name, fields in DEFAULT_CUSTOM_FIELDS.items()}
         self._delete_log_floor_ms = ORG_CREATED_MS
         """`earliestDateAvailable`: deletions before this instant may have been purged from the delete log."""
 
@@ -964,8 +1055,11 @@ class SalesforceEmulator:
     def event_records(self, *, include_deleted: bool = True) -> list[dict[str, Any]]:
         return self._records(EVENT, include_deleted=include_deleted)
 
+    def _every_field(self, sobject: _SObject) -> tuple[str, ...]:
+        return (*sobject.fields, *self._custom_fields[sobject.name], *sobject.relations)
+
     def _records(self, sobject: _SObject, *, include_deleted: bool) -> list[dict[str, Any]]:
-        fields = (*sobject.fields, *sobject.relations)
+        fields = self._every_field(sobject)
         rows = sorted(self._tables[sobject.name].values(), key=lambda row: row.id)
         return [
             self._render(sobject, row, fields, API_VERSION) for row in rows if include_deleted or row.deleted_ms is None
@@ -1026,6 +1120,23 @@ class SalesforceEmulator:
         except SalesforceApiError as error:
             raise (KeyError if error.status_code == 404 else ValueError)(error.message) from None
 
+    # --- schema changes (Python side) ---------------------------------------------------------------------------
+
+    @synchronized
+    def add_custom_field(self, sobject_name: str, name: str, kind: str = STRING) -> None:
+        """An admin creates a `__c` field on User, Contact or Event: describe lists it and SOQL may select it at once;
+        existing records hold sample values until written."""
+        if not name.endswith("__c") or kind not in CUSTOM_KINDS:
+            raise ValueError(f"a custom field is named *__c and is one of {CUSTOM_KINDS}")
+        self._custom_fields[sobject_name][name] = kind
+
+    @synchronized
+    def remove_custom_field(self, sobject_name: str, name: str) -> None:
+        """An admin deletes a `__c` field: describe drops it and a query naming it fails with INVALID_FIELD."""
+        del self._custom_fields[sobject_name][name]
+        for row in self._tables[sobject_name].values():
+            row.values.pop(name, None)
+
     # --- fault knobs -------------------------------------------------------------------------------------------------
 
     @synchronized
@@ -1077,15 +1188,23 @@ class SalesforceEmulator:
                 del table[row.id]
                 self._delete_log_floor_ms = max(self._delete_log_floor_ms, row.deleted_ms or 0)
 
+    def _kind(self, sobject: _SObject, name: str) -> str:
+        return sobject.fields.get(name) or self._custom_fields[sobject.name][name]
+
+    def _canonical(self, sobject: _SObject, name: str) -> str | None:
+        lowered = name.lower()
+        custom = next((known for known in self._custom_fields[sobject.name] if known.lower() == lowered), None)
+        return sobject.canonical(name) or custom
+
     def _coerce(self, sobject: _SObject, fields: dict[str, Any]) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for name, value in fields.items():
-            canonical = sobject.canonical(name)
+            canonical = self._canonical(sobject, name)
             if canonical is None or canonical in sobject.relations:
                 raise SalesforceApiError(
                     400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {sobject.name}"
                 )
-            if canonical not in sobject.writable:
+            if canonical not in sobject.writable and canonical not in self._custom_fields[sobject.name]:
                 raise SalesforceApiError(
                     400,
                     "INVALID_FIELD_FOR_INSERT_UPDATE",
@@ -1093,7 +1212,7 @@ class SalesforceEmulator:
                     "and verify that it is read/write for your profile or permission set.",
                     [canonical],
                 )
-            values[canonical] = self._coerce_value(sobject.fields[canonical], canonical, value)
+            values[canonical] = self._coerce_value(self._kind(sobject, canonical), canonical, value)
         return values
 
     def _coerce_value(self, kind: str, name: str, value: Any) -> Any:
@@ -1111,6 +1230,8 @@ class SalesforceEmulator:
                 if not isinstance(value, bool):
                     raise ValueError(value)
                 return value
+            if kind in (DOUBLE, INT):
+                return (float if kind == DOUBLE else int)(value)
             if kind == REFERENCE:
                 if name == "AccountId" and value not in self._accounts:
                     raise ValueError(value)
@@ -1228,6 +1349,9 @@ class SalesforceEmulator:
         if name == "IsDeleted":
             return row.deleted_ms is not None
         relation = sobject.relations.get(name)
+        custom_kind = self._custom_fields[sobject.name].get(name)
+        if custom_kind is not None and name not in row.values:
+            return _custom_sample(row.id, name, custom_kind)
         if relation is None:
             return row.values.get(name)
         parent_id = row.values.get(relation.lookup_field)
@@ -1245,7 +1369,7 @@ class SalesforceEmulator:
         for name in fields:
             relation = sobject.relations.get(name)
             if relation is None:
-                record[name] = self._wire_value(sobject.fields[name], self._value(sobject, row, name))
+                record[name] = self._wire_value(self._kind(sobject, name), self._value(sobject, row, name))
                 continue
             parent_id = row.values.get(relation.lookup_field)
             if parent_id is None:
@@ -1586,7 +1710,11 @@ class SalesforceEmulator:
         return await self._run_query(request, include_deleted=True)
 
     async def _run_query(self, request: Request, *, include_deleted: bool) -> Response:
-        query = parse_soql(request.query_params.get("q", ""), self._today())
+        if len(request.url.path) + 1 + len(request.url.query) > URI_MAX_BYTES:
+            return PlainTextResponse("URI Too Long", 414)
+        with self._lock:
+            custom = {name: dict(fields) for name, fields in self._custom_fields.items()}
+        query = parse_soql(request.query_params.get("q", ""), self._today(), custom)
         batch_size = _batch_size(request.headers.get("sforce-query-options"))
         page = self._first_page(
             query, include_deleted=include_deleted, batch_size=batch_size, version=request.state.api_version
@@ -1624,7 +1752,7 @@ class SalesforceEmulator:
         sobject = self._sobject(request)
         with self._lock:
             row = self._live_row(sobject, request.path_params["record_id"])
-            record = self._render(sobject, row, (*sobject.fields, *sobject.relations), request.state.api_version)
+            record = self._render(sobject, row, self._every_field(sobject), request.state.api_version)
         return json_response(record)
 
     async def _update_record(self, request: Request) -> Response:
@@ -1638,7 +1766,10 @@ class SalesforceEmulator:
         return Response(status_code=204)
 
     async def _describe(self, request: Request) -> Response:
-        return json_response(describe_sobject(self._sobject(request), request.state.api_version))
+        sobject = self._sobject(request)
+        with self._lock:
+            custom = dict(self._custom_fields[sobject.name])
+        return json_response(describe_sobject(sobject, request.state.api_version, custom))
 
     async def _limits(self, request: Request) -> Response:
         """The org's limits; `DailyApiRequests` is the rolling allowance that `Sforce-Limit-Info` reports."""
