@@ -10,17 +10,18 @@ that could miss purged deletions, so it is stale and the asset resyncs.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from itertools import chain
-from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from integrations_pipeline.clients.cursors import modified_since, timestamp_cursor
-from integrations_pipeline.clients.errors import CursorExpired, ProviderError
+from integrations_pipeline.clients.errors import CursorExpired, InvalidField, ProviderError
+from integrations_pipeline.clients.field_requests import merge_by_id, new_fields, pages_dropping_refused
 from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.pagination import NextLinkPaginator
 from integrations_pipeline.clients.spec import (
@@ -266,26 +267,13 @@ def build_soql(
     return soql
 
 
-class InvalidField(ProviderError):
-    """Salesforce refused a query naming a field the object no longer has (INVALID_FIELD): deleted since the
-    catalog was discovered, or hidden from the connected user by field-level security."""
-
-    def __init__(self, message: str, *, field: str, status_code: int | None = None) -> None:
-        super().__init__(message, status_code=status_code)
-        self.field = field
-
-
 def field_groups(ours: tuple[str, ...], catalog: tuple[str, ...]) -> tuple[tuple[str, ...], list[list[str]]]:
     """Our fields plus the catalog's fields (those not already ours, compared as SOQL does, case-insensitively) that
     fit one query's FIELD_LIST_BUDGET; the rest in groups that each fit it too, read by Id in lookups."""
-    taken = {name.lower() for name in ours}
     head, groups = list(ours), []
     group: list[str] = head
     used = sum(len(name) + _ENCODED_SEPARATOR for name in ours)
-    for name in catalog:
-        if name.lower() in taken:
-            continue
-        taken.add(name.lower())
+    for name in new_fields(ours, catalog, case_sensitive=False):
         cost = len(name) + _ENCODED_SEPARATOR
         if used + cost > FIELD_LIST_BUDGET:
             group, used = [], len("Id") + _ENCODED_SEPARATOR
@@ -351,24 +339,6 @@ class SalesforceClient(ApiClient):
                 "deletions may have been purged, so a full resync is due"
             )
 
-    def _pages_dropping_invalid(
-        self, soql_of: Callable[[], str], catalog_fields: list[str], include_deleted: bool
-    ) -> Iterator[list[dict[str, Any]]]:
-        """The pages of the query `soql_of()` builds, its first page already read. A catalog field Salesforce refuses
-        (deleted since discovery) is taken out of `catalog_fields` (which the builder reads) and the query is sent
-        again, so a stale catalog costs a request, not the sync; a field of our own refused still fails."""
-        while True:
-            pages = self.query(soql_of(), include_deleted=include_deleted)
-            try:
-                return chain([next(pages)], pages)
-            except StopIteration:
-                return iter(())
-            except InvalidField as refused:
-                pages.close()
-                if refused.field not in catalog_fields:
-                    raise
-                catalog_fields.remove(refused.field)
-
     def select(
         self,
         sobject: str,
@@ -385,11 +355,12 @@ class SalesforceClient(ApiClient):
         head, groups = field_groups(ours, catalog)
         head_catalog = list(head[len(ours) :])
 
-        def head_soql() -> str:
+        def head_pages() -> Iterator[list[dict[str, Any]]]:  # reads head_catalog as refusals shrink it
             fields = (*ours, *head_catalog)
-            return build_soql(sobject, fields, modified_window=modified_window, start_window=start_window)
+            soql = build_soql(sobject, fields, modified_window=modified_window, start_window=start_window)
+            return self.query(soql, include_deleted=include_deleted)
 
-        for records in self._pages_dropping_invalid(head_soql, head_catalog, include_deleted):
+        for records in pages_dropping_refused(head_pages, head_catalog):
             for group in groups:
                 self._merge_lookup(sobject, group, records, include_deleted)
             yield records
@@ -397,17 +368,17 @@ class SalesforceClient(ApiClient):
     def _merge_lookup(
         self, sobject: str, group: list[str], records: list[dict[str, Any]], include_deleted: bool
     ) -> None:
-        by_id = {record["Id"]: record for record in records}
-        ids = list(by_id)
+        ids = [record["Id"] for record in records]
         for start in range(0, len(ids), LOOKUP_IDS):
             if not group:  # every field of the group was refused
                 return
-            soql_of = partial(lookup_soql, sobject, group, ids[start : start + LOOKUP_IDS])
-            for page in self._pages_dropping_invalid(soql_of, group, include_deleted):
-                for found in page:
-                    target = by_id.get(found.get("Id"))
-                    if target is not None:
-                        target.update((key, value) for key, value in found.items() if key != "attributes")
+            lookup = partial(self._lookup, sobject, group, ids[start : start + LOOKUP_IDS], include_deleted)
+            merge_by_id(records, chain.from_iterable(pages_dropping_refused(lookup, group)), "Id", skip="attributes")
+
+    def _lookup(
+        self, sobject: str, fields: list[str], ids: list[str], include_deleted: bool
+    ) -> Iterator[list[dict[str, Any]]]:
+        return self.query(lookup_soql(sobject, fields, ids), include_deleted=include_deleted)
 
     def iter_users(
         self, window: tuple[datetime, datetime] | None, catalog: tuple[str, ...] = ()

@@ -42,6 +42,7 @@ from integrations_pipeline.sandbox.common import (
     FIRST_NAMES,
     JOB_TITLES,
     LAST_NAMES,
+    PICKLIST_SAMPLES,
     AccessStatus,
     Clock,
     OAuthAuthorizationServer,
@@ -50,6 +51,7 @@ from integrations_pipeline.sandbox.common import (
     RequestLogMiddleware,
     RequestRecord,
     SlidingWindowRateLimiter,
+    custom_field_sample,
     events_first_day,
     json_response,
     read_form,
@@ -138,7 +140,6 @@ def _record_id(prefix: str, number: int) -> str:
 ID, STRING, BOOLEAN, DATETIME, DATE, INT, REFERENCE = "id", "string", "boolean", "datetime", "date", "int", "ref"
 DOUBLE, PICKLIST = "double", "picklist"
 CUSTOM_KINDS = (STRING, BOOLEAN, DATETIME, DATE, INT, DOUBLE, PICKLIST)
-PICKLIST_VALUES = ("Gold", "Silver", "Bronze")
 DEFAULT_CUSTOM_FIELDS: dict[str, dict[str, str]] = {
     "User": {"Region__c": PICKLIST},
     "Contact": {"Lead_Score__c": DOUBLE, "Tier__c": PICKLIST, "Is_Partner__c": BOOLEAN, "Renewal_Date__c": DATE},
@@ -718,21 +719,9 @@ def _invite_contacts(events: dict[str, _Row], contact_ids: list[str]) -> None:
 
 
 def _custom_sample(record_id: str, name: str, kind: str) -> Any:
-    """A custom field's value for a record nobody wrote it on: drawn from a hash of (record, field), so values are
-    stable, need no stored state, and a field added at run time has values at once. Epoch ms for datetimes."""
-    number = int.from_bytes(hashlib.sha256(f"{record_id}:{name}".encode()).digest()[:4], "big")
-    if number % 5 == 0 and kind != BOOLEAN:
-        return None  # about one record in five leaves the field empty
-    samples: dict[str, Callable[[], Any]] = {
-        STRING: lambda: f"{name.removesuffix('__c').replace('_', ' ')} {number % 1000}",
-        BOOLEAN: lambda: number % 2 == 0,
-        DATETIME: lambda: ORG_CREATED_MS + number % (CREATED_UNTIL_MS - ORG_CREATED_MS),
-        DATE: lambda: date(2026, 1, 1) + timedelta(days=number % 365),
-        INT: lambda: number % 1000,
-        DOUBLE: lambda: round(number % 10_000 / 100, 2),
-        PICKLIST: lambda: PICKLIST_VALUES[number % len(PICKLIST_VALUES)],
-    }
-    return samples[kind]()
+    """A custom field's sample value as rows store it (epoch ms for datetimes)."""
+    value = custom_field_sample(record_id, name, "integer" if kind == INT else kind)
+    return _ms_from_datetime(value) if kind == DATETIME and value is not None else value
 
 
 # --- helpers -------------------------------------------------------------------------------------------------------
@@ -887,7 +876,7 @@ def _describe_custom_field(sobject: _SObject, name: str, kind: str) -> dict[str,
         "scale": 2 if kind == DOUBLE else 0,
         "picklistValues": [
             {"active": True, "defaultValue": False, "label": value, "validFor": None, "value": value}
-            for value in (PICKLIST_VALUES if kind == PICKLIST else ())
+            for value in (PICKLIST_SAMPLES if kind == PICKLIST else ())
         ],
     }
 
