@@ -23,7 +23,13 @@ import httpx
 import pytest
 
 from integrations_pipeline.httpserver import BackgroundServer
-from integrations_pipeline.sandbox.salesforce import SalesforceEmulator
+from integrations_pipeline.sandbox.salesforce import (
+    API_VERSION,
+    SOQL_MAX_CHARS,
+    SalesforceApiError,
+    SalesforceEmulator,
+    parse_soql,
+)
 from integrations_pipeline_tests.sandbox.conftest import ManualClock, pkce_pair
 
 CLIENT_ID = "sandbox-salesforce-client"
@@ -481,3 +487,15 @@ def test_a_hundred_thousand_contacts_build_deterministically_and_page(clock: Man
         bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
         page = http.get(f"{DATA}/queryAll", params={"q": "SELECT Id, Email FROM Contact"}, headers=bearer).json()
         assert (page["totalSize"], len(page["records"]), page["done"]) == (100_000, 2000, False)
+
+
+def test_overlong_queries_are_refused_as_salesforce_refuses_them(clock: ManualClock) -> None:
+    """A URI beyond 16,384 bytes is 414 URI Too Long; a SOQL statement
+    beyond 100,000 characters (reachable through a composite body at Salesforce) is MALFORMED_QUERY."""
+    with serve_salesforce(clock) as org:
+        fields = ", ".join(f"Quarterly_Survey_Answer_{number:03d}__c" for number in range(600))
+        answer = org.get(f"/services/data/v{API_VERSION}/query", params={"q": f"SELECT {fields} FROM Contact"})
+        assert answer.status_code == 414
+    with pytest.raises(SalesforceApiError) as refused:
+        parse_soql("SELECT Id FROM Contact WHERE Email = '" + "x" * SOQL_MAX_CHARS + "'", date(2026, 1, 1))
+    assert refused.value.error_code == "MALFORMED_QUERY" and "100000 characters" in refused.value.message

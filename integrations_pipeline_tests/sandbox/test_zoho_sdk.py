@@ -268,3 +268,27 @@ def test_sdk_reads_an_eu_account_at_the_eu_origins_only(clock: ManualClock, tmp_
             },
         )
         assert at_us_accounts.json() == {"error": "invalid_code"}
+
+
+def test_sdk_reads_a_custom_field_added_at_run_time_by_name_and_by_ids(
+    sandbox: tuple[ZohoEmulator, str], tmp_path: Path
+) -> None:
+    emulator, url = sandbox
+    token = OAuthToken(
+        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, grant_token=grant_code(url), redirect_url=REDIRECT_URI
+    )
+    initialize(url, token, tmp_path)
+    emulator.add_custom_field("Contacts", "Churn_Risk", "double")
+    first, second = (item["id"] for item in emulator.contact_records()[:2])
+    emulator.update_contact(first, {"Churn_Risk": 0.25})
+    params = ParameterMap()
+    params.add(GetRecordsParam.fields, "Last_Name,Churn_Risk,Customer_Tier")
+    params.add(GetRecordsParam.ids, f"{first},{second}")
+    response = RecordOperations("Contacts").get_records(params)
+    assert response.get_status_code() == 200
+    wrapper = response.get_object()
+    assert isinstance(wrapper, ResponseWrapper), wrapper
+    records = {str(record.get_id()): record for record in wrapper.get_data()}
+    assert set(records) == {first, second}
+    assert records[first].get_key_value("Churn_Risk") == 0.25
+    assert records[second].get_key_value("Customer_Tier") == emulator.contact_records()[1]["Customer_Tier"]
