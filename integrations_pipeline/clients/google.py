@@ -60,8 +60,7 @@ PERSON_FIELDS = "names,emailAddresses,phoneNumbers,organizations,metadata"
 
 
 def person_fields(catalog: tuple[str, ...]) -> str:
-    """The People `personFields` mask: ours, then the catalog's (every documented person field) not among them.
-    A sync-token request must repeat the first call's parameters; the catalog's list is fixed, so it does."""
+    """The People `personFields` mask: ours, then the catalog's (every documented person field) not among them."""
     ours = PERSON_FIELDS.split(",")
     return ",".join((*ours, *new_fields(ours, catalog)))
 
@@ -329,12 +328,12 @@ class GoogleClient(ApiClient):
             yield _USERS.validate_python(page.get("users", []))
 
     def iter_connections(
-        self, sync_token: str | None, catalog: tuple[str, ...] = ()
+        self, sync_token: str | None, mask: str = PERSON_FIELDS
     ) -> Iterator[tuple[list[Person], str | None]]:
         """Every contact (sync_token None) or the changes since the token, deletions included; each page comes
-        with the nextSyncToken that only the last page carries. `personFields` names ours and the catalog's."""
+        with the nextSyncToken that only the last page carries. `mask` is the `personFields` asked for."""
         params: list[tuple[str, Any]] = [
-            ("personFields", person_fields(catalog)),
+            ("personFields", mask),
             ("pageSize", CONNECTIONS_PAGE_SIZE),
             ("requestSyncToken", "true"),
         ]
@@ -387,18 +386,21 @@ def read_users(client: GoogleClient, request: SyncRequest) -> Iterator[Page]:
     yield Page([], cursor=None)
 
 
-def _sync_token(cursor: str | None) -> str | None:
-    return None if cursor is None else str(json.loads(cursor)["sync_token"])
-
-
 def read_contacts(client: GoogleClient, request: SyncRequest) -> Iterator[Page]:
     """Full: every contact, ending with a People sync token. Incremental: the changes since that token, deleted
-    contacts as is_deleted records. An expired token (7 days) raises CursorExpired."""
+    contacts as is_deleted records. An expired token (7 days) raises CursorExpired.
+
+    A sync-token request must repeat the first call's parameters, so the cursor keeps the `personFields` its round
+    began with (cursors from before it was kept began with PERSON_FIELDS); a catalog change reaches the mask at the
+    next full read."""
+    state = json.loads(request.cursor) if request.cursor else {}
+    mask = str(state.get("person_fields") or PERSON_FIELDS) if state else person_fields(request.fields)
     next_sync_token: str | None = None
-    for people, page_sync_token in client.iter_connections(_sync_token(request.cursor), request.fields):
+    for people, page_sync_token in client.iter_connections(state.get("sync_token"), mask):
         next_sync_token = page_sync_token or next_sync_token
         yield Page([to_contact(person, request.connection_id) for person in people])
-    yield Page([], cursor=json.dumps({"sync_token": next_sync_token}) if next_sync_token else None)
+    cursor = {"sync_token": next_sync_token, "person_fields": mask}
+    yield Page([], cursor=json.dumps(cursor) if next_sync_token else None)
 
 
 def read_events(client: GoogleClient, request: SyncRequest) -> Iterator[Page]:
