@@ -306,7 +306,7 @@ class ZohoClient(ApiClient):
             return response
         code, details = _zoho_error(response)
         where = f"{response.request.method} {response.request.url.path}"
-        if code == "INVALID_DATA" and details.get("param_name") == "fields" and details.get("api_name"):
+        if code == "INVALID_DATA" and details.get("param_name", "fields") == "fields" and details.get("api_name"):
             field = str(details["api_name"])
             raise InvalidField(f"{where}: Zoho has no field {field!r}", field=field, status_code=response.status_code)
         if code == "EXPIRED_VALUE" and details.get("param_name") == "page_token":
