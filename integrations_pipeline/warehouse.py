@@ -533,6 +533,7 @@ class UnifiedSource:
     columns: tuple[str, ...]
     connection_id: str
     follow: UnifiedFollow
+    key: tuple[str, ...] = PRIMARY_KEY  # the provider table's key (attendees: connection, event, email)
 
 
 def _summarize(
@@ -589,13 +590,13 @@ def _rebuild_unified(
     p, table = dialect.placeholder, f"{UNIFIED_SCHEMA}.{entity}"
     if not sources:
         return 0
-    columns = unified_columns(sources[0].columns)
-    _ensure_table(execute, dialect, table, columns)
+    columns, key = unified_columns(sources[0].columns), sources[0].key
+    _ensure_table(execute, dialect, table, columns, key)
     where, parameters = PartitionSlice(table, tenant, window, owner_column="tenant").where(p)
     execute(f"DELETE FROM {_qualified(table)} WHERE {where}", parameters)
     names = ", ".join(_quoted(c) for c in columns)
     for source in sources:
-        _ensure_table(execute, dialect, source.table, source.columns)
+        _ensure_table(execute, dialect, source.table, source.columns, source.key)
         values = [p, p, *(f"t.{_quoted(c)}" for c in _without_raw(source.columns))]
         values.append(dialect.mapped(source.follow.rules, source.columns, "t", source.follow.fields))
         source_where, source_parameters = PartitionSlice(source.table, source.connection_id, window).where(p, "t")
@@ -663,8 +664,19 @@ class Warehouse(ABC):
         with self.transaction() as execute:
             return _summarize(execute, self.dialect, part, key, required, written_keys)
 
-    def rebuild_unified(self, entity: str, tenant: str, window: Window | None, sources: list[UnifiedSource]) -> int:
+    def rebuild_unified(
+        self,
+        entity: str,
+        tenant: str,
+        window: Window | None,
+        sources: list[UnifiedSource],
+        children: Mapping[str, list[UnifiedSource]] | None = None,
+    ) -> int:
+        """Rebuild the tenant's unified partition of `entity` and, in the same transaction, of each child table
+        (events: `event_attendees`) from its own sources; answers the entity's row count."""
         with self.transaction() as execute:
+            for child, child_sources in (children or {}).items():
+                _rebuild_unified(execute, self.dialect, child, tenant, window, child_sources)
             return _rebuild_unified(execute, self.dialect, entity, tenant, window, sources)
 
     def read(

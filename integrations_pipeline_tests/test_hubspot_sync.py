@@ -219,5 +219,11 @@ def test_a_property_added_at_hubspot_reaches_the_raw_column_of_the_next_incremen
     with stack.api() as api:
         assert api.get(f"/connections/{connection_id}/fields", params={"refresh": "true"}).status_code == 200
     second = sync(instance, connection_id)
-    assert second.asset_materializations_for_node("hubspot_contacts")[0].metadata["sync_mode"].value == "incremental"
+    metadata = second.asset_materializations_for_node("hubspot_contacts")[0].metadata
+    assert metadata["sync_mode"].value == "incremental"
     assert raw_property(stack, connection_id, "3", "churn_risk") == "0.8"
+    # The UI's column schema lists the catalog's fields as columns of raw, the new one included.
+    columns = {c.name: c for c in metadata["dagster/column_schema"].value.columns}  # type: ignore[attr-defined]
+    churn = columns["raw.properties.churn_risk"]
+    assert churn.type == "number (number)" and "Churn risk: custom field `churn_risk`" in (churn.description or "")
+    assert "raw.properties.lead_score" in columns and "email" in columns

@@ -4,6 +4,7 @@ connection alone when its mapping changes), and both backends end with identical
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -13,13 +14,14 @@ import pytest
 from integrations_pipeline.fields import FieldInfo, FieldType
 from integrations_pipeline.frames import to_frame
 from integrations_pipeline.mapping import CAST_ACCEPTS, FieldRule, SourceFields, Transform, ValueType, apply_to_record
-from integrations_pipeline.records import ATTENDEE_COLUMNS, ATTENDEE_KEY, CONTACT_COLUMNS
+from integrations_pipeline.records import ATTENDEE_COLUMNS, ATTENDEE_KEY, CONTACT_COLUMNS, EVENT_COLUMNS
 from integrations_pipeline.warehouse import (
     DuckDbWarehouse,
     MergeTarget,
     PartitionSlice,
     PostgresWarehouse,
     UnifiedFollow,
+    UnifiedSource,
     Warehouse,
     WriteCounts,
 )
@@ -183,6 +185,30 @@ def test_an_attendee_a_refetched_event_no_longer_lists_is_flagged_deleted(wareho
     ]
     unified = table(warehouse, "unified.event_attendees", "google-acme").sort_values(["event_source_id", "email"])
     assert set(unified["tenant"]) == {"acme"} and set(unified["provider"]) == {"google"}
+    pd.testing.assert_frame_equal(
+        unified[list(ATTENDEE_COLUMNS)].reset_index(drop=True), rows.reset_index(drop=True), check_dtype=False
+    )
+
+
+def test_a_unified_rebuild_of_events_rebuilds_their_attendees(warehouse: Warehouse) -> None:
+    """Materializing a tenant's unified events (the explicit rebuild) restores the day's unified attendees too, in
+    one transaction, from the provider's attendee table: deletions flagged there stay flagged."""
+    attendee_sequence(warehouse)
+    with warehouse.transaction() as execute:
+        execute("DELETE FROM unified.event_attendees", [])
+    follow = UnifiedFollow("events", "acme", "google", {})
+    events = [UnifiedSource("google.events", EVENT_COLUMNS, "google-acme", follow)]
+    attendees = UnifiedSource(
+        "google.event_attendees",
+        ATTENDEE_COLUMNS,
+        "google-acme",
+        replace(follow, entity="event_attendees"),
+        ATTENDEE_KEY,
+    )
+    assert warehouse.rebuild_unified("events", "acme", DAY, events, {"event_attendees": [attendees]}) == 0
+    rows = table(warehouse, "google.event_attendees", "google-acme")
+    unified = table(warehouse, "unified.event_attendees", "google-acme")
+    assert len(unified) == 4 and set(unified["tenant"]) == {"acme"}
     pd.testing.assert_frame_equal(
         unified[list(ATTENDEE_COLUMNS)].reset_index(drop=True), rows.reset_index(drop=True), check_dtype=False
     )

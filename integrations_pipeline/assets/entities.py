@@ -33,7 +33,7 @@ from integrations_pipeline.partitions import (
 )
 from integrations_pipeline.records import ATTENDEE_COLUMNS, ATTENDEE_KEY, ATTENDEES, COLUMN_DESCRIPTIONS
 from integrations_pipeline.resources import IntegrationsResource
-from integrations_pipeline.store.catalog import FieldCatalog
+from integrations_pipeline.store.catalog import CatalogField, FieldCatalog
 from integrations_pipeline.store.inbox import WebhookInbox
 from integrations_pipeline.store.push import PushSubscriptions
 from integrations_pipeline.store.repository import LIVE_PARTITION, StateStore
@@ -238,6 +238,7 @@ class Synced:
     stats: CallStats
     missed: dict[str, int]
     attendees: WriteCounts | None = None  # events: what the merge of their attendees wrote
+    catalog: tuple[CatalogField, ...] = ()  # the fields requested: the UI lists them as columns of `raw`
 
 
 def unified_follow(store: StateStore, entity: str, tenant: str, provider: str) -> UnifiedFollow:
@@ -254,13 +255,14 @@ def sync_scope(
     store, warehouse = integrations.store, integrations.warehouse
     table = f"{spec.provider}.{spec.entity}"
     connection = store.get_connection(scope.connection_id)
+    catalog = tuple(FieldCatalog(store).fields(scope.connection_id, spec.entity))
     request = SyncRequest(
         connection_id=scope.connection_id,
         cursor=None if is_backfill else store.get_cursor(scope.connection_id, spec.entity, scope.cursor_key),
         started_at=datetime.now(UTC),
         window=scope.window,
         provider_metadata=connection.provider_metadata if connection else {},
-        fields=tuple(FieldCatalog(store).field_names(scope.connection_id, spec.entity)),
+        fields=tuple(info.name for info in catalog),
     )
     follow = unified_follow(store, spec.entity, connection.tenant, spec.provider) if connection is not None else None
     part = PartitionSlice(table, scope.connection_id, scope.window, spec.day_column)
@@ -302,7 +304,7 @@ def sync_scope(
     few = fetched.mode == "incremental" and len(fetched.source_ids) <= SUMMARY_KEYS_MAX
     summary = warehouse.summarize(part, spec.primary_key, required_columns(spec), fetched.source_ids if few else None)
     tenant = connection.tenant if connection else None
-    return Synced(scope, tenant, fetched, counts, summary, stats, missed, attendee_counts)
+    return Synced(scope, tenant, fetched, counts, summary, stats, missed, attendee_counts, catalog)
 
 
 def sync_with_retries(
@@ -335,23 +337,41 @@ def missed_webhooks(spec: EntitySpec, store: StateStore, scope: PartitionScope, 
     return {"missed_webhooks": len(fetched.source_ids - reported)}
 
 
-def column_schema(summary: PartitionSummary) -> dg.TableSchema:
+def raw_field_column(info: CatalogField) -> dg.TableColumn:
+    """A catalog field as the UI lists it: a column of the `raw` record, named by its JSON path."""
+    kind = "custom" if info.is_custom else "standard"
+    return dg.TableColumn(
+        name=f"raw.{info.path}",
+        type=f"{info.type.value} ({info.provider_type})",
+        description=f"{info.label}: {kind} field `{info.name}` (mappings name it so), read with "
+        f"raw->>'$.{info.path}' (DuckDB) or raw #>> '{{{info.path.replace('.', ',')}}}' (PostgreSQL)",
+    )
+
+
+def column_schema(summary: PartitionSummary, catalog: Iterable[CatalogField] = ()) -> dg.TableSchema:
+    """The table's real columns, then every field of the connection's catalog inside `raw`."""
     return dg.TableSchema(
         columns=[
-            dg.TableColumn(name=name, type=kind, description=COLUMN_DESCRIPTIONS.get(name))
-            for name, kind in summary.column_types.items()
+            *(
+                dg.TableColumn(name=name, type=kind, description=COLUMN_DESCRIPTIONS.get(name))
+                for name, kind in summary.column_types.items()
+            ),
+            *(raw_field_column(info) for info in catalog),
         ]
     )
 
 
-def table_metadata(table: str, summary: PartitionSummary, storage_kind: str) -> dict[str, Any]:
-    """What the UI shows of a table partition: its name, row count, real column types and a preview."""
+def table_metadata(
+    table: str, summary: PartitionSummary, storage_kind: str, catalog: Iterable[CatalogField] = ()
+) -> dict[str, Any]:
+    """What the UI shows of a table partition: its name, row count, real column types (the catalog's fields
+    among them) and a preview."""
     return {
         **TableMetadataSet(
             table_name=table,
             row_count=summary.row_count,
             partition_row_count=summary.row_count,
-            column_schema=column_schema(summary),
+            column_schema=column_schema(summary, catalog),
             storage_kind=storage_kind,
         ),
         "preview": dg.MetadataValue.md(markdown_preview(summary.preview)),
@@ -431,7 +451,7 @@ def partition_events(
     yield dg.AssetMaterialization(
         asset_key=context.asset_key,
         partition=synced.scope.partition_key,
-        metadata=table_metadata(table, synced.summary, storage_kind) | sync_metadata(synced),
+        metadata=table_metadata(table, synced.summary, storage_kind, synced.catalog) | sync_metadata(synced),
     )
     yield from check_evaluations(spec, context.asset_key, synced)
     unified = unified_materialization(spec, context.instance, synced)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +29,7 @@ from integrations_pipeline.clients.spec import (
     ProviderSpec,
     SyncRequest,
 )
-from integrations_pipeline.clients.values import as_utc, attendee_records, raw_json, text_or_none
+from integrations_pipeline.clients.values import Invitee, as_utc, attendee_records, raw_json, text_or_none
 from integrations_pipeline.records import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -77,6 +77,13 @@ MEETING_PROPERTIES = (
 LIST_PAGINATOR = CursorPaginator(path=("paging", "next", "after"), param="after")
 SEARCH_PAGINATOR = CursorPaginator(path=("paging", "next", "after"), param="after", in_body=True)
 OWNERS_PATH = "/crm/v3/owners/"  # with the trailing slash, as HubSpot documents it and the SDK sends it
+# Meetings' attending contacts: the search API returns no associations, so each page of meetings asks the v4
+# associations batch read (up to 1,000 meetings a call), then reads the contacts not seen yet in batches of 100.
+MEETING_CONTACTS_PATH = "/crm/v4/associations/meetings/contacts/batch/read"
+ASSOCIATIONS_BATCH = 1_000
+CONTACTS_BATCH_READ_PATH = "/crm/v3/objects/contacts/batch/read"
+CONTACTS_BATCH = 100
+ATTENDEE_CONTACT_PROPERTIES = ("email", "firstname", "lastname")
 
 
 @dataclass(frozen=True)
@@ -319,6 +326,35 @@ class HubSpotClient(ApiClient):
         for page in LIST_PAGINATOR.pages(self, "GET", OWNERS_PATH, params=params, parse=_OWNERS_PAGE.validate_json):
             yield page.get("results", [])
 
+    def associated_contacts(self, meeting_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Meeting id -> its contacts' ids (meetings without contacts are absent: HubSpot answers them with a
+        NO_ASSOCIATIONS_FOUND error in a 207), following each meeting's own `paging.next.after`."""
+        contacts: dict[str, list[str]] = {}
+        pending = [{"id": meeting_id} for meeting_id in meeting_ids]
+        while pending:
+            batch, pending = pending[:ASSOCIATIONS_BATCH], pending[ASSOCIATIONS_BATCH:]
+            answer = self.request("POST", MEETING_CONTACTS_PATH, json={"inputs": batch}).json()
+            for result in answer.get("results") or []:
+                meeting_id = str(result["from"]["id"])
+                contacts.setdefault(meeting_id, []).extend(str(to["toObjectId"]) for to in result.get("to") or [])
+                after = ((result.get("paging") or {}).get("next") or {}).get("after")
+                if after:
+                    pending.append({"id": meeting_id, "after": after})
+        return contacts
+
+    def read_contacts(self, contact_ids: Sequence[str]) -> list[HubSpotObject]:
+        """The live contacts among these ids (the rest, archived or gone, are a 207's errors), 100 per call."""
+        found: list[HubSpotObject] = []
+        for start in range(0, len(contact_ids), CONTACTS_BATCH):
+            body = {
+                "properties": list(ATTENDEE_CONTACT_PROPERTIES),
+                "propertiesWithHistory": [],
+                "inputs": [{"id": contact_id} for contact_id in contact_ids[start : start + CONTACTS_BATCH]],
+            }
+            answer = self.request("POST", CONTACTS_BATCH_READ_PATH, params={"archived": "false"}, json=body)
+            found += _OBJECTS_PAGE.validate_json(answer.content).get("results", [])
+        return found
+
     def owner_emails(self) -> dict[str, str]:
         """Owner id -> email for every owner, archived ones included (old meetings keep their owner)."""
         owners = itertools.chain(self.iter_owners(), self.iter_owners(archived=True))
@@ -484,12 +520,16 @@ def _owner_ids(meeting: HubSpotObject) -> list[str]:
 
 
 def to_attendees(
-    raw: HubSpotObject, event: EventRecord, owner_emails: Mapping[str, str] | None = None
+    raw: HubSpotObject,
+    event: EventRecord,
+    owner_emails: Mapping[str, str] | None = None,
+    contacts: Iterable[HubSpotObject] = (),
 ) -> list[AttendeeRecord]:
-    """The meeting's owner organizes it; `hs_attendee_owner_ids` are the owners attending. HubSpot records no
-    answer to a meeting, so attendees' responses are "unknown" (the organizer's "accepted")."""
+    """The meeting's owner organizes it; `hs_attendee_owner_ids` are the owners attending, `contacts` the contacts
+    associated with it. HubSpot records no answer to a meeting (no property per attendee), so attendees' responses
+    are "unknown" (the organizer's "accepted")."""
     organizer = raw.properties.get("hubspot_owner_id")
-    people = (
+    owners: list[Invitee] = [
         (
             (owner_emails or {}).get(owner_id),
             None,
@@ -497,24 +537,40 @@ def to_attendees(
             owner_id == organizer,
         )
         for owner_id in _owner_ids(raw)
-    )
-    return attendee_records(event, people, {"organizer": "accepted"})
+    ]
+    people = [(contact.properties.get("email"), _full_name(contact.properties), None, False) for contact in contacts]
+    return attendee_records(event, [*owners, *people], {"organizer": "accepted"})
+
+
+def _full_name(properties: Mapping[str, str | None]) -> str | None:
+    return " ".join(part for part in (properties.get("firstname"), properties.get("lastname")) if part) or None
 
 
 def read_events(client: HubSpotClient, request: SyncRequest) -> Iterator[Page]:
     """Meetings starting in the request's UTC day (hs_meeting_start_time in [start, end)); incrementally only
     those modified since the cursor, plus the day's meetings archived since. Organizer emails come from one read
-    of the owners, made only when a page names an owner, never a call per meeting."""
+    of the owners, made only when a page names an owner, never a call per meeting; attending contacts from one
+    associations call per page of live meetings and a batch read of the contacts the read has not seen yet."""
     emails: dict[str, str] | None = None
+    contacts: dict[str, HubSpotObject] = {}  # attending contacts read so far, by id
 
     def to_events(page: list[HubSpotObject]) -> Page:
         nonlocal emails
         if emails is None and any(_owner_ids(meeting) for meeting in page):
             emails = client.owner_emails()
+        attending = client.associated_contacts([meeting.id for meeting in page if not meeting.archived])
+        unseen = sorted({contact_id for ids in attending.values() for contact_id in ids} - contacts.keys())
+        contacts.update((contact.id, contact) for contact in client.read_contacts(unseen))
         events = [(meeting, to_event(meeting, request.connection_id, emails)) for meeting in page]
         return Page(
             [event for _, event in events],
-            attendees=[person for meeting, event in events for person in to_attendees(meeting, event, emails)],
+            attendees=[
+                person
+                for meeting, event in events
+                for person in to_attendees(
+                    meeting, event, emails, [contacts[i] for i in attending.get(meeting.id, ()) if i in contacts]
+                )
+            ],
         )
 
     return _read_day(client, request, MEETINGS.requesting(request), to_events, MEETING_START_PROPERTY)

@@ -1,6 +1,7 @@
 """Salesforce REST: OAuth spec, raw models, SOQL readers for users, contacts and events, and their pure mappers.
 
-Every read is one SOQL query whose pages are followed through `nextRecordsUrl`. Incremental reads filter on
+Every read is one SOQL query whose pages are followed through `nextRecordsUrl`; each page of events then reads those
+events' invitations (`EventRelation`) in queries of at most RELATION_BATCH ids. Incremental reads filter on
 `SystemModstamp` (which moves on every change, deletion included) and go through `queryAll`, so deleted rows come
 back with `IsDeleted: true` while they sit in the recycle bin. Before trusting a timestamp cursor for deletions
 the reader asks the delete log how far back it still reaches (`earliestDateAvailable`): a cursor older than
@@ -10,7 +11,7 @@ that could miss purged deletions, so it is stale and the asset resyncs.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from itertools import chain
@@ -56,7 +57,6 @@ QUERY_URI_MAX_BYTES = 16_384
 FIELD_LIST_BUDGET = 8_000
 LOOKUP_IDS = 200
 _ENCODED_SEPARATOR = len("%2C%20")  # ", " at its widest once URL-encoded; field names need no escaping
-_SALESFORCE_ID = re.compile(r"[A-Za-z0-9]{15,18}")
 _NO_SUCH_COLUMN = re.compile(r"No such column '([^']+)'")
 
 USER_FIELDS = (
@@ -97,6 +97,14 @@ EVENT_FIELDS = (
     "SystemModstamp",
     "IsDeleted",
 )
+# An event's invitees (IsInvitee), its related contacts or lead (IsParent) and related records (IsWhat, not people).
+# Relation is the polymorphic Name object: a user, contact, lead or any other record, with its name and email.
+RELATION_FIELDS = ("EventId", "Relation.Name", "Relation.Email", "Status", "IsInvitee", "IsParent", "IsWhat")
+# Ids per `EventId IN (...)`: the query travels in the GET URL, which Salesforce caps at 16,384 bytes (414 beyond);
+# 200 ids are about 6 KB once URL-encoded, so a page of 2,000 events costs 10 relation queries.
+RELATION_BATCH = 200
+# EventRelation.Status picklist -> our response status; a related record that was not invited has no answer.
+INVITATION_STATUSES = {"Accepted": "accepted", "Declined": "declined", "New": "needs_action"}
 
 
 class _Lenient(BaseModel):
@@ -105,12 +113,12 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class _Named(_Lenient):
-    Name: str | None = None
-
-
 class _Emailed(_Lenient):
     Email: str | None = None
+
+
+class _Named(_Emailed):
+    Name: str | None = None
 
 
 class _Person(_Emailed):
@@ -157,9 +165,19 @@ class SalesforceEvent(_Lenient):
     IsDeleted: bool = False
 
 
+class SalesforceEventRelation(_Lenient):
+    EventId: str
+    Relation: _Named | None = None  # the polymorphic Name: Name and Email
+    Status: str | None = None
+    IsInvitee: bool = False
+    IsParent: bool = False
+    IsWhat: bool = False
+
+
 _USERS = TypeAdapter(list[SalesforceUser])
 _CONTACTS = TypeAdapter(list[SalesforceContact])
 _EVENTS = TypeAdapter(list[SalesforceEvent])
+_RELATIONS = TypeAdapter(list[SalesforceEventRelation])
 
 
 def to_user(raw: SalesforceUser, connection_id: str) -> UserRecord:
@@ -234,6 +252,11 @@ def _whole_seconds(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(microsecond=0)
 
 
+def soql_string(value: str) -> str:
+    """A SOQL string literal: backslashes and quotes escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _parse_salesforce_datetime(value: str) -> datetime:
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
@@ -284,12 +307,8 @@ def field_groups(ours: tuple[str, ...], catalog: tuple[str, ...]) -> tuple[tuple
 
 
 def lookup_soql(sobject: str, fields: list[str], ids: list[str]) -> str:
-    """SELECT Id, fields FROM sobject WHERE Id IN (ids): the ids come from Salesforce's own answer and are checked
-    to be ids before they are quoted, so no text from outside reaches the statement."""
-    if not all(_SALESFORCE_ID.fullmatch(record_id) for record_id in ids):
-        raise ProviderError(f"Salesforce answered {sobject} records whose Id is not a Salesforce id")
-    quoted = ", ".join(f"'{record_id}'" for record_id in ids)
-    return f"SELECT Id, {', '.join(fields)} FROM {sobject} WHERE Id IN ({quoted})"
+    """SELECT Id, fields FROM sobject WHERE Id IN (ids), the ids quoted as SOQL strings."""
+    return f"SELECT Id, {', '.join(fields)} FROM {sobject} WHERE Id IN ({', '.join(map(soql_string, ids))})"
 
 
 class SalesforceClient(ApiClient):
@@ -338,6 +357,19 @@ class SalesforceClient(ApiClient):
                 f"Salesforce's {sobject} delete log starts at {earliest}, after the cursor ({since.isoformat()}): "
                 "deletions may have been purged, so a full resync is due"
             )
+
+    relation_batch = RELATION_BATCH  # ids per EventRelation query
+
+    def event_relations(self, event_ids: Sequence[str]) -> dict[str, list[SalesforceEventRelation]]:
+        """The live relations of these events, by event id, in queries of at most `relation_batch` ids."""
+        relations: dict[str, list[SalesforceEventRelation]] = {}
+        for start in range(0, len(event_ids), self.relation_batch):
+            batch = ", ".join(soql_string(event_id) for event_id in event_ids[start : start + self.relation_batch])
+            soql = f"SELECT {', '.join(RELATION_FIELDS)} FROM EventRelation WHERE EventId IN ({batch})"
+            for records in self.query(soql):
+                for relation in _RELATIONS.validate_python(records):
+                    relations.setdefault(relation.EventId, []).append(relation)
+        return relations
 
     def select(
         self,
@@ -427,14 +459,28 @@ def read_contacts(client: SalesforceClient, request: SyncRequest) -> Iterator[Pa
     yield Page([], cursor=timestamp_cursor(request.started_at))
 
 
-def to_attendees(raw: SalesforceEvent, event: EventRecord) -> list[AttendeeRecord]:
-    """The owner organizes; the `Who` (contact or lead) is the invitee. An event's own fields carry no response
-    (EventRelation's Status would), so the invitee's is "unknown"."""
+def to_attendees(
+    raw: SalesforceEvent, event: EventRecord, relations: Iterable[SalesforceEventRelation] = ()
+) -> list[AttendeeRecord]:
+    """The owner organizes; the people of the event's relations attend, invitees with their invitation's Status,
+    related contacts or a lead that were not invited with none ("unknown"); related records (IsWhat) are not people.
+    The `Who` comes last: an org without Shared Activities lists only invitees as relations, not the Who."""
     people: list[Invitee] = [(raw.Owner.Email, None, "accepted", True)] if raw.Owner else []
+    for relation in relations:
+        if relation.IsWhat or relation.Relation is None:
+            continue
+        status = relation.Status if relation.IsInvitee else None
+        people.append((relation.Relation.Email, relation.Relation.Name, status, False))
     if raw.Who is not None:
         name = " ".join(part for part in (raw.Who.FirstName, raw.Who.LastName) if part) or None
         people.append((raw.Who.Email, name, None, False))
-    return attendee_records(event, people, {"accepted": "accepted"})
+    return attendee_records(event, people, {"accepted": "accepted", **INVITATION_STATUSES})
+
+
+def _with_relations(
+    relations: Mapping[str, list[SalesforceEventRelation]], raw: SalesforceEvent, event: EventRecord
+) -> list[AttendeeRecord]:
+    return to_attendees(raw, event, relations.get(raw.Id, ()))
 
 
 def read_events(client: SalesforceClient, request: SyncRequest) -> Iterator[Page]:
@@ -443,9 +489,11 @@ def read_events(client: SalesforceClient, request: SyncRequest) -> Iterator[Page
         raise ValueError("Salesforce events are read one UTC day at a time: the request needs a window")
     for page in client.iter_events(request.window, _modified_window(request), request.fields):
         mapped = [(event, to_event(event, request.connection_id)) for event in page]
+        # A deleted event's relations are deleted with it: only live events' invitations are read.
+        relations = client.event_relations([event.Id for event, record in mapped if not record["is_deleted"]])
         # StartDateTime decides the partition; an all-day event's midnight is the same instant, but keep the
         # contract explicit should an org store one differently.
-        yield day_page(mapped, request.window, to_attendees)
+        yield day_page(mapped, request.window, partial(_with_relations, relations))
     yield Page([], cursor=timestamp_cursor(request.started_at))
 
 

@@ -5,9 +5,10 @@ Behaviour follows HubSpot's public API documentation closely enough that the off
 (`hubspot-api-client`) and our connector can both run against it unchanged. Data is generated from a seed, so
 the same `seed` and sizes always give the same ids, properties and timestamps.
 
-Contacts and meetings are both CRM objects with the same list, search, write and archive semantics: one
+Contacts and meetings are both CRM objects with the same list, search, write, batch read and archive semantics: one
 `_ObjectStore` serves each, described by an `_ObjectSchema` (its properties and which of them hold the create and
-modify stamps). Owners are read-only in HubSpot's API and live in a plain list.
+modify stamps). Owners are read-only in HubSpot's API and live in a plain list. Meetings are associated with the
+contacts who attend them, read through the v4 associations batch API (`_Associations`).
 
 Performance matters because benchmarks page through 100,000 contacts: rows are generated with a handful of
 bulk random draws, live and archived ids are kept in sorted lists so a page is one bisect plus a slice, JSON is
@@ -84,6 +85,14 @@ OWNER_PAGE_DEFAULT = 100
 OWNER_PAGE_MAX = 500
 BURST_WINDOW_S = 10
 SEARCH_LIMIT_PER_S = 5
+BATCH_READ_MAX = 100
+"""Inputs per `POST /crm/v3/objects/{type}/batch/read`."""
+ASSOCIATIONS_BATCH_MAX = 1_000
+"""Inputs per `POST /crm/v4/associations/{from}/{to}/batch/read` (HubSpot's limit since February 2025)."""
+ASSOCIATIONS_PAGE = 500
+"""Associated ids per input and response; the rest follow through that input's `paging.next.after`."""
+MEETING_TO_CONTACT = {"category": "HUBSPOT_DEFINED", "typeId": 200, "label": None}
+CONTACT_TO_MEETING = {"category": "HUBSPOT_DEFINED", "typeId": 199, "label": None}
 """The CRM search endpoints' own limit: 5 requests per second per account. Search is exempt from the 10-second burst
 window (HubSpot's OpenAPI specs mark it `x-hubspot-rate-limit-exemptions: ten-secondly`) but counts toward the day."""
 # HubSpot's docs list the contacts scopes for the meetings API too (meetings are engagements on contacts).
@@ -359,6 +368,13 @@ def _attendee_owner_ids(meeting_id: int, owner_ids: list[int]) -> str:
     digest = hashlib.sha256(f"attendees-{meeting_id}".encode()).digest()
     chosen = {owner_ids[byte % len(owner_ids)] for byte in digest[1 : 1 + digest[0] % 3]} if owner_ids else set()
     return ";".join(str(owner_id) for owner_id in sorted(chosen))
+
+
+def _associated_contact_ids(meeting_id: int, contact_count: int) -> list[int]:
+    """0..3 contacts attending a meeting, from a hash of its id (as for the attending owners)."""
+    digest = hashlib.sha256(f"contacts-{meeting_id}".encode()).digest()
+    chosen = {1 + int.from_bytes(digest[1 + 4 * n : 5 + 4 * n], "big") % contact_count for n in range(digest[0] % 4)}
+    return sorted(chosen) if contact_count else []
 
 
 def _generate_meetings(count: int, seed: int, owner_ids: list[int], around: date | None) -> list[_ObjectRow]:
@@ -910,6 +926,10 @@ class _ObjectStore:
                 self.on_change("deletion", row.id, {})
         return True
 
+    def touch(self, object_id: int) -> None:
+        """The object changed without a property write (an association added or removed): it counts as modified."""
+        self._set_values(self.rows[object_id], {})
+
     def purge_archived(self, archived_before_ms: int) -> int:
         """Forget rows archived before the instant, as HubSpot does 90 days after a delete; returns the count."""
         purged = [
@@ -929,6 +949,69 @@ def _is_instant(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+class _Associations:
+    """Which contacts attend which meetings. HubSpot keeps every association in both directions (meeting to contact
+    is type 200, contact to meeting 199); an archived record's associations are not returned while it is archived."""
+
+    def __init__(self, meetings: _ObjectStore, contacts: _ObjectStore) -> None:
+        self.stores = {"meetings": meetings, "contacts": contacts}
+        self.contacts_of: dict[int, set[int]] = {
+            meeting_id: set(found)
+            for meeting_id in meetings.rows
+            if (found := _associated_contact_ids(meeting_id, len(contacts.rows)))
+        }
+
+    def associated(self, from_type: str, object_id: int) -> list[int]:
+        """The live objects of the other type associated with a live object, by id."""
+        if from_type == "meetings":
+            ids = self.contacts_of.get(object_id, set())
+        else:
+            ids = {meeting_id for meeting_id, contacts in self.contacts_of.items() if object_id in contacts}
+        source, target = self.stores[from_type], self.stores["contacts" if from_type == "meetings" else "meetings"]
+        if object_id not in source.rows or source.rows[object_id].archived_ms is not None:
+            return []
+        return sorted(i for i in ids if i in target.rows and target.rows[i].archived_ms is None)
+
+    def change(self, meeting_id: int, contact_id: int, *, associate: bool) -> None:
+        """Associate or dissociate; the meeting counts as modified (the assumption incremental reads rest on)."""
+        meeting = self.stores["meetings"].live_row(str(meeting_id))
+        self.stores["contacts"].live_row(str(contact_id))
+        attending = self.contacts_of.setdefault(meeting.id, set())
+        if associate:
+            attending.add(contact_id)
+        else:
+            attending.discard(contact_id)
+        self.stores["meetings"].touch(meeting.id)
+
+
+def _batch_inputs(body: Any, maximum: int) -> list[dict[str, Any]]:
+    """A batch call's `inputs`: a list of at most `maximum` objects with an `id`."""
+    inputs = body.get("inputs") if isinstance(body, dict) else None
+    if not isinstance(inputs, list) or not all(
+        isinstance(item, dict) and isinstance(item.get("id"), str | int) for item in inputs
+    ):
+        raise _validation_error('Invalid input JSON: "inputs" must be a list of objects, each with an "id"')
+    if len(inputs) > maximum:
+        raise _validation_error(f"Batch requests are limited to {maximum} inputs, got {len(inputs)}")
+    return inputs
+
+
+def _batch_answer(results: list[dict[str, Any]], errors: list[dict[str, Any]], started_ms: int) -> Response:
+    """A batch call's answer: 200, or 207 Multi-Status when some inputs failed (the rest still answered)."""
+    body: dict[str, Any] = {"status": "COMPLETE", "results": results}
+    if errors:
+        body |= {
+            "numErrors": len(errors),
+            "errors": [{"status": "error", "links": {}, "errors": [], **e} for e in errors],
+        }
+    body |= {"startedAt": _iso_from_ms(started_ms), "completedAt": _iso_from_ms(started_ms)}
+    return json_response(body, 207 if errors else 200)
+
+
+_OBJECT_TYPE_NAMES = {"contacts": "contacts", "contact": "contacts", "0-1": "contacts"}
+_OBJECT_TYPE_NAMES |= {"meetings": "meetings", "meeting": "meetings", "meeting_event": "meetings", "0-47": "meetings"}
 
 
 class _OwnerStore:
@@ -1012,6 +1095,7 @@ class HubSpotEmulator:
             now_ms=self._now_ms,
         )
         self._contacts.on_change = self.push.contact_changed
+        self._associations = _Associations(self._meetings, self._contacts)
         # The Properties API (hubspot_properties.py): the portal's custom properties, with values on the generated
         # records; tests add and archive properties through it, and records follow.
         self.properties = HubSpotProperties(
@@ -1088,6 +1172,18 @@ class HubSpotEmulator:
             raise KeyError(meeting_id)
 
     @synchronized
+    def meeting_contact_ids(self, meeting_id: str) -> list[str]:
+        """The live contacts associated with a live meeting, by id."""
+        return [str(i) for i in self._associations.associated("meetings", int(meeting_id))]
+
+    def associate_meeting_contact(self, meeting_id: str, contact_id: str) -> None:
+        """A contact attends the meeting; KeyError for an unknown or archived meeting or contact."""
+        self._write(self._associations.change, int(meeting_id), int(contact_id), associate=True)
+
+    def dissociate_meeting_contact(self, meeting_id: str, contact_id: str) -> None:
+        self._write(self._associations.change, int(meeting_id), int(contact_id), associate=False)
+
+    @synchronized
     def create_owner(self, *, email: str, first_name: str, last_name: str, team: str = TEAMS[0]) -> str:
         """A user added to the portal (HubSpot creates its owner); returns the owner id."""
         now_ms = self._now_ms()
@@ -1143,10 +1239,10 @@ class HubSpotEmulator:
         return int(self.clock() * 1000)
 
     @synchronized
-    def _write(self, operation: Callable[..., _ObjectRow], *args: Any) -> _ObjectRow:
+    def _write(self, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a store write for a Python caller, turning HubSpot's HTTP errors into KeyError / ValueError."""
         try:
-            return operation(*args)
+            return operation(*args, **kwargs)
         except HubSpotApiError as error:
             raise (KeyError if error.status_code == 404 else ValueError)(error.message) from None
 
@@ -1536,6 +1632,77 @@ class HubSpotEmulator:
 
         return search_objects
 
+    def _batch_read(self, store: _ObjectStore) -> Callable[[Request], Awaitable[Response]]:
+        async def batch_read(request: Request) -> Response:
+            body = await self._json_body(request)
+            inputs = _batch_inputs(body, BATCH_READ_MAX)
+            archived = _parse_boolean(request.query_params.get("archived"), "archived", default=False)
+            properties = _requested_properties(body.get("properties") or (), store.schema)
+            with self._lock:
+                started_ms, found, missing = self._now_ms(), [], []
+                for item in inputs:
+                    row = store.rows.get(int(item["id"])) if str(item["id"]).isdigit() else None
+                    if row is None or (row.archived_ms is not None) != archived:
+                        missing.append(str(item["id"]))
+                    else:
+                        found.append(store.render(row, properties))
+            singular = store.schema.name.upper().removesuffix("S")
+            errors = [
+                {
+                    "category": "OBJECT_NOT_FOUND",
+                    "message": f"Could not get some {singular} objects, they may be deleted or not exist. "
+                    "Check that ids are valid.",
+                    "context": {"ids": missing},
+                }
+            ]
+            return _batch_answer(found, errors if missing else [], started_ms)
+
+        return batch_read
+
+    async def _read_associations(self, request: Request) -> Response:
+        """`POST /crm/v4/associations/{from}/{to}/batch/read`: per input id, its associated ids (at most
+        ASSOCIATIONS_PAGE, then `paging.next.after`); an id with none is a NO_ASSOCIATIONS_FOUND error (207)."""
+        names = [request.path_params[name] for name in ("from_type", "to_type")]
+        types = [_OBJECT_TYPE_NAMES.get(name.lower()) for name in names]
+        if None in types or types[0] == types[1]:
+            raise _validation_error(f"Associations between {names[0]} and {names[1]} are not served by the sandbox")
+        inputs = _batch_inputs(await self._json_body(request), ASSOCIATIONS_BATCH_MAX)
+        from_type, to_type = str(types[0]), str(types[1])
+        kind = MEETING_TO_CONTACT if from_type == "meetings" else CONTACT_TO_MEETING
+        results, errors = [], []
+        with self._lock:
+            started_ms = self._now_ms()
+            for item in inputs:
+                object_id, after = str(item["id"]), str(item.get("after") or "0")
+                ids = self._associations.associated(from_type, int(object_id)) if object_id.isdigit() else []
+                if not ids:
+                    from_name, to_name = from_type.removesuffix("s"), to_type.removesuffix("s")
+                    errors.append(
+                        {
+                            "category": "OBJECT_NOT_FOUND",
+                            "subCategory": "crm.associations.NO_ASSOCIATIONS_FOUND",
+                            "message": f"No {to_name} is associated with {from_name} {object_id}.",
+                            "context": {
+                                "fromObjectId": [object_id],
+                                "fromObjectType": [from_name],
+                                "toObjectType": [to_name],
+                            },
+                        }
+                    )
+                    continue
+                offset = int(after) if after.isdigit() else 0
+                result: dict[str, Any] = {
+                    "from": {"id": object_id},
+                    "to": [
+                        {"toObjectId": to_id, "associationTypes": [kind]}
+                        for to_id in ids[offset : offset + ASSOCIATIONS_PAGE]
+                    ],
+                }
+                if offset + ASSOCIATIONS_PAGE < len(ids):
+                    result["paging"] = {"next": {"after": str(offset + ASSOCIATIONS_PAGE)}}
+                results.append(result)
+        return _batch_answer(results, errors, started_ms)
+
     # --- HTTP: owners ---------------------------------------------------------------------------------------------
 
     async def _list_owners(self, request: Request) -> Response:
@@ -1595,6 +1762,11 @@ class HubSpotEmulator:
             Route("/crm/v3/owners/{owner_id}", crm(self._get_owner, OWNERS_SCOPE), methods=["GET"]),
             *self.push.routes(),
             Route("/crm/v3/properties/{object_type}", crm(self.properties.list_properties, READ_SCOPE)),
+            Route(
+                "/crm/v4/associations/{from_type}/{to_type}/batch/read",
+                crm(self._read_associations, READ_SCOPE),
+                methods=["POST"],
+            ),
         ]
         for store in (self._contacts, self._meetings):
             base = f"/crm/v3/objects/{store.schema.name}"
@@ -1603,6 +1775,7 @@ class HubSpotEmulator:
                 Route(base, crm(self._list_objects(store), READ_SCOPE), methods=["GET"]),
                 Route(base, crm(self._create_object(store), WRITE_SCOPE), methods=["POST"]),
                 Route(f"{base}/search", crm(self._search_objects(store), READ_SCOPE, search=True), methods=["POST"]),
+                Route(f"{base}/batch/read", crm(self._batch_read(store), READ_SCOPE), methods=["POST"]),
                 Route(one, crm(self._get_object(store), READ_SCOPE), methods=["GET"]),
                 Route(one, crm(self._update_object(store), WRITE_SCOPE), methods=["PATCH"]),
                 Route(one, crm(self._archive_object(store), WRITE_SCOPE), methods=["DELETE"]),

@@ -8,9 +8,14 @@ against it unchanged: errors are Salesforce's JSON list `[{"message", "errorCode
 Data is generated from a seed, so the same seed and sizes always give the same ids, values and timestamps.
 
 SOQL is a deliberately small subset (what replication clients send): `SELECT f, ... | COUNT() FROM Object [WHERE a op
-literal AND ...] [ORDER BY f [ASC|DESC] [NULLS FIRST|LAST]] [LIMIT n]`, where a date or datetime literal may also be
-a relative date literal (TODAY, YESTERDAY, LAST_N_DAYS:n, THIS_MONTH, ...; the org's time zone is UTC); anything
-else is `MALFORMED_QUERY`.
+literal AND ...] [ORDER BY f [ASC|DESC] [NULLS FIRST|LAST]] [LIMIT n]`, where `op literal` may be `IN (literal, ...)`
+and a date or datetime literal may also be a relative date literal (TODAY, YESTERDAY, LAST_N_DAYS:n, THIS_MONTH, ...;
+the org's time zone is UTC); anything else is `MALFORMED_QUERY`. A request URI over 16,384 bytes is refused with 414
+URI Too Long, as Salesforce refuses it: sent by GET, that is what bounds an `IN` list (long before SOQL's own
+100,000-character statement limit).
+
+Events carry invitees and related records as `EventRelation` rows (the org has Shared Activities on): `Relation` is
+the polymorphic `Name` parent (a user, contact or account), and deleting an event deletes its relations with it.
 """
 
 from __future__ import annotations
@@ -97,8 +102,8 @@ OTHER_LIMITS = {
 """`GET /limits` entries besides DailyApiRequests, reported untouched (a Developer Edition org's maxima)."""
 SOQL_MAX_CHARS = 100_000
 """Salesforce's default limit on a SOQL statement's length."""
-URI_MAX_BYTES = 16_384
-"""A REST call's URI and headers together may hold this many bytes: a longer URI is 414 URI Too Long."""
+MAX_URI_BYTES = 16_384
+"""A REST request whose URI is longer is refused with 414 URI Too Long before it is authenticated."""
 SESSION_EXPIRED = "Session expired or invalid"
 NOT_FOUND_MESSAGE = "The requested resource does not exist"
 
@@ -154,7 +159,7 @@ class _Relation:
 
     relationship: str  # "Account"
     lookup_field: str  # "AccountId"
-    parent_type: str  # "Account"
+    parent_type: str  # "Account", or "Name" for a polymorphic lookup (the id's key prefix says which object)
     parent_field: str  # "Name"
 
 
@@ -238,7 +243,28 @@ EVENT = _SObject(
         **{f"Who.{name}": _Relation("Who", "WhoId", "Contact", name) for name in ("Email", "FirstName", "LastName")},
     },
 )
-SOBJECTS = {sobject.name.lower(): sobject for sobject in (USER, CONTACT, EVENT)}
+EVENT_RELATION = _SObject(
+    "EventRelation",
+    "0RE",
+    {
+        "Id": ID,
+        "EventId": REFERENCE,
+        "RelationId": REFERENCE,  # polymorphic: a user, contact or lead invited, or a related record (IsWhat)
+        "Status": STRING,  # picklist: New, Accepted, Declined
+        "RespondedDate": DATETIME,
+        "Response": STRING,
+        "IsInvitee": BOOLEAN,
+        "IsParent": BOOLEAN,
+        "IsWhat": BOOLEAN,
+        "IsDeleted": BOOLEAN,
+        **_AUDIT_FIELDS,
+    },
+    frozenset(("EventId", "RelationId", "Status", "RespondedDate", "Response", "IsInvitee", "IsParent", "IsWhat")),
+    {f"Relation.{name}": _Relation("Relation", "RelationId", "Name", name) for name in ("Name", "Email")},
+)
+SOBJECTS = {sobject.name.lower(): sobject for sobject in (USER, CONTACT, EVENT, EVENT_RELATION)}
+KEY_PREFIXES = {"005": "User", "003": "Contact", "001": "Account"}
+"""What a polymorphic reference points at, by its id's first three characters."""
 
 
 @dataclass(slots=True)
@@ -295,7 +321,8 @@ _TOKEN = re.compile(
     r"|(?P<string>'(?:[^'\\]|\\.)*')"
     r"|(?P<operator><=|>=|!=|<>|=|<|>)"
     r"|(?P<comma>,)"
-    r"|(?P<paren>[()])"
+    r"|(?P<lparen>\()"
+    r"|(?P<rparen>\))"
     r"|(?P<word>[A-Za-z_][A-Za-z0-9_.]*)"
     r")"
 )
@@ -529,35 +556,30 @@ class _Parser:
         if name in sobject.relations:
             raise _malformed(self.soql, field_token.column, "the sandbox filters on the object's own fields only")
         operator_token = self._next("an operator")
-        if name == "Id" and operator_token.kind == "word" and operator_token.text.upper() == "IN":
-            return _Condition(name, "IN", self._id_list())
-        if operator_token.kind == "word" and operator_token.text.upper() in ("OR", "LIKE", "IN", "NOT"):
+        kind = sobject.fields.get(name) or self.custom[sobject.name][name]
+        if operator_token.kind == "word" and operator_token.text.upper() == "IN":
+            return _Condition(name, "IN", self._in_list(kind, name))
+        if operator_token.kind == "word" and operator_token.text.upper() in ("OR", "LIKE", "NOT"):
             raise _malformed(
-                self.soql, operator_token.column, "the sandbox supports =, !=, <, <=, >, >= joined by AND, and Id IN"
+                self.soql, operator_token.column, "the sandbox supports =, !=, <, <=, >, >=, IN joined by AND"
             )
         if operator_token.kind != "operator":
             raise _malformed(self.soql, operator_token.column, f"unexpected token: '{operator_token.text}'")
         operator = _OPERATORS[operator_token.text]
         value_token = self._next("a value")
-        kind = sobject.fields.get(name) or self.custom[sobject.name][name]
         return _Condition(name, operator, self._literal(kind, name, operator, value_token))
 
-    def _id_list(self) -> frozenset[str]:
-        """`('id1', 'id2', ...)` after `Id IN`."""
+    def _in_list(self, kind: str, name: str) -> frozenset[Any]:
+        """`(literal, literal, ...)` after IN: at least one value, each of the field's type."""
         opening = self._next("(")
-        if opening.kind != "paren" or opening.text != "(":
+        if opening.kind != "lparen":
             raise _malformed(self.soql, opening.column, f"unexpected token: '{opening.text}'")
-        ids = []
-        while True:
-            token = self._next("an id")
-            if token.kind != "string":
-                raise _malformed(self.soql, token.column, f"unexpected token: '{token.text}'")
-            ids.append(token.text[1:-1])
-            separator = self._next(")")
-            if separator.kind == "paren" and separator.text == ")":
-                return frozenset(ids)
-            if separator.kind != "comma":
-                raise _malformed(self.soql, separator.column, f"unexpected token: '{separator.text}'")
+        values = [self._literal(kind, name, "=", self._next("a value"))]
+        while (separator := self._next(")")).kind == "comma":
+            values.append(self._literal(kind, name, "=", self._next("a value")))
+        if separator.kind != "rparen":
+            raise _malformed(self.soql, separator.column, f"unexpected token: '{separator.text}'")
+        return frozenset(values)
 
     def _literal(self, kind: str, name: str, operator: str, token: _Token) -> Any:
         if token.kind == "word" and token.text.lower() == "null":
@@ -722,6 +744,49 @@ def _custom_sample(record_id: str, name: str, kind: str) -> Any:
     """A custom field's sample value as rows store it (epoch ms for datetimes)."""
     value = custom_field_sample(record_id, name, "integer" if kind == INT else kind)
     return _ms_from_datetime(value) if kind == DATETIME and value is not None else value
+
+
+INVITATION_ANSWERS = ("New", "Accepted", "Accepted", "Declined")
+RESPONSES = (None, None, "Looking forward to it", "Running ten minutes late", "Can't make it, sorry")
+
+
+def _generate_relations(events: dict[str, _Row], user_ids: list[str], account_ids: list[str]) -> list[_Row]:
+    """Each event's EventRelation rows, as an org with Shared Activities keeps them: its contact (the Who) as the
+    parent record, invited or not; up to three more invitees (users of the org and contacts); one event in five also
+    relates an account (IsWhat). Drawn from hashes of the event id, so the rest of the generated data is as it was."""
+    contact_ids = sorted({row.values["WhoId"] for row in events.values() if row.values.get("WhoId")})
+    rows: list[_Row] = []
+    for event_id, event in events.items():
+        digest = hashlib.sha256(f"relations-{event_id}".encode()).digest()
+        people: dict[str, bool] = {}  # relation id -> is a parent record (the Who)
+        if event.values.get("WhoId"):
+            people[event.values["WhoId"]] = True
+        for byte in digest[1 : 1 + digest[0] % 4]:
+            pool = user_ids if byte % 2 or not contact_ids else contact_ids
+            if (chosen := pool[byte % len(pool)]) != event.values["OwnerId"]:
+                people.setdefault(chosen, False)
+        if account_ids and digest[5] % 5 == 0:
+            people[account_ids[digest[6] % len(account_ids)]] = False
+        for index, (relation_id, is_parent) in enumerate(people.items()):
+            is_what = relation_id.startswith("001")
+            invited = not is_what and (not is_parent or digest[7 + index] % 2 == 0)
+            status = INVITATION_ANSWERS[digest[12 + index] % len(INVITATION_ANSWERS)] if invited else "New"
+            answered_ms = event.values["CreatedDate"] + digest[20 + index] * 3_600_000
+            values = {
+                "EventId": event_id,
+                "RelationId": relation_id,
+                "Status": status,
+                "RespondedDate": answered_ms if status != "New" else None,
+                "Response": RESPONSES[digest[26 + index] % len(RESPONSES)] if status != "New" else None,
+                "IsInvitee": invited,
+                "IsParent": is_parent,
+                "IsWhat": is_what,
+                "CreatedDate": event.values["CreatedDate"],
+                "LastModifiedDate": event.values["SystemModstamp"],
+                "SystemModstamp": event.values["SystemModstamp"],
+            }
+            rows.append(_Row(_record_id(EVENT_RELATION.key_prefix, len(rows) + 1), values))
+    return rows
 
 
 # --- helpers -------------------------------------------------------------------------------------------------------
@@ -1010,7 +1075,9 @@ class SalesforceEmulator:
             api_request_limit, API_ALLOWANCE_WINDOW_S, clock, reported_limit=REPORTED_API_ALLOWANCE
         )
         self._locators: OrderedDict[str, _QueryLocator] = OrderedDict()
-        self._custom_fields = {name: dict(fields) for name, fields in DEFAULT_CUSTOM_FIELDS.items()}
+        self._custom_fields = {
+            sobject.name: dict(DEFAULT_CUSTOM_FIELDS.get(sobject.name, {})) for sobject in SOBJECTS.values()
+        }
         self._delete_log_floor_ms = ORG_CREATED_MS
         """`earliestDateAvailable`: deletions before this instant may have been purged from the delete log."""
 
@@ -1025,7 +1092,10 @@ class SalesforceEmulator:
             },
         }
         _invite_contacts(self._tables["Event"], list(self._tables["Contact"]))
+        relations = _generate_relations(self._tables["Event"], [row.id for row in user_rows], list(self._accounts))
+        self._tables["EventRelation"] = {row.id: row for row in relations}
         self._next_number = {"User": users + 1, "Contact": contacts + 1, "Event": events + 1}
+        self._next_number["EventRelation"] = len(relations) + 1
         self.app = self._build_app()
 
     # --- inspection (Python side) ----------------------------------------------------------------------------------
@@ -1043,6 +1113,11 @@ class SalesforceEmulator:
     @synchronized
     def event_records(self, *, include_deleted: bool = True) -> list[dict[str, Any]]:
         return self._records(EVENT, include_deleted=include_deleted)
+
+    @synchronized
+    def event_relation_records(self, *, include_deleted: bool = True) -> list[dict[str, Any]]:
+        """Every EventRelation with every field, `Relation` (Name, Email) included, ordered by Id."""
+        return self._records(EVENT_RELATION, include_deleted=include_deleted)
 
     def _every_field(self, sobject: _SObject) -> tuple[str, ...]:
         return (*sobject.fields, *self._custom_fields[sobject.name], *sobject.relations)
@@ -1098,6 +1173,18 @@ class SalesforceEmulator:
     def delete_event(self, event_id: str) -> None:
         self._python_write(lambda: self._delete(EVENT, event_id))
 
+    def add_event_relation(self, fields: dict[str, Any]) -> str:
+        """Invite someone (`EventId`, `RelationId`, optional `Status`...); the event counts as modified."""
+        return self._python_write(lambda: self._create(EVENT_RELATION, fields).id)
+
+    def update_event_relation(self, relation_id: str, fields: dict[str, Any]) -> None:
+        """An invitee answers ({"Status": "Declined"}); the event counts as modified."""
+        self._python_write(lambda: self._update(EVENT_RELATION, relation_id, fields))
+
+    def delete_event_relation(self, relation_id: str) -> None:
+        """Uninvite: the relation goes to the recycle bin; the event counts as modified."""
+        self._python_write(lambda: self._delete(EVENT_RELATION, relation_id))
+
     def update_user(self, user_id: str, fields: dict[str, Any]) -> None:
         """Users are never deleted: deactivate with {"IsActive": False}."""
         self._python_write(lambda: self._update(USER, user_id, fields))
@@ -1150,7 +1237,7 @@ class SalesforceEmulator:
         `earliestDateAvailable` moves to now, so any incremental cursor older than now can no longer see every
         deletion (the connector must resync)."""
         now_ms = self._now_ms()
-        for table in (self._tables["Contact"], self._tables["Event"]):
+        for table in self._deletable_tables():
             for record_id in [row.id for row in table.values() if row.deleted_ms is not None]:
                 del table[record_id]
         self._delete_log_floor_ms = now_ms
@@ -1168,10 +1255,13 @@ class SalesforceEmulator:
     def _today(self) -> date:
         return datetime.fromtimestamp(self.clock(), UTC).date()
 
+    def _deletable_tables(self) -> list[dict[str, _Row]]:
+        return [self._tables[sobject.name] for sobject in SOBJECTS.values() if sobject.has_is_deleted]
+
     def _purge_old_deletions(self) -> None:
         """Rows in the recycle bin for more than 15 days are hard-deleted and leave the delete log."""
         horizon_ms = self._now_ms() - RECYCLE_BIN_RETENTION_S * 1000
-        for table in (self._tables["Contact"], self._tables["Event"]):
+        for table in self._deletable_tables():
             expired = [row for row in table.values() if row.deleted_ms is not None and row.deleted_ms < horizon_ms]
             for row in expired:
                 del table[row.id]
@@ -1226,6 +1316,10 @@ class SalesforceEmulator:
                     raise ValueError(value)
                 if name == "OwnerId" and value not in self._tables["User"]:
                     raise ValueError(value)
+                if name == "EventId" and value not in self._tables["Event"]:
+                    raise ValueError(value)
+                if name == "RelationId" and self._parent("Name", str(value)) is None:
+                    raise ValueError(value)
             return str(value)
         except ValueError:
             raise SalesforceApiError(
@@ -1263,14 +1357,36 @@ class SalesforceEmulator:
         if sobject is EVENT:
             values["OwnerId"] = values.get("OwnerId") or self.admin_user_id
             self._normalize_event(values)
+        if sobject is EVENT_RELATION:
+            self._normalize_relation(values)
         number = self._next_number[sobject.name]
         self._next_number[sobject.name] += 1
         now_ms = self._now_ms()
         values.update(CreatedDate=now_ms, LastModifiedDate=now_ms, SystemModstamp=now_ms)
         row = _Row(_record_id(sobject.key_prefix, number), values)
         self._tables[sobject.name][row.id] = row
-        self.push.changed(sobject.name, row.id, now_ms)
+        self._changed(sobject, row)
         return row
+
+    def _changed(self, sobject: _SObject, row: _Row) -> None:
+        """A changed invitation changes its event (the assumption the connector's incremental read rests on: see
+        docs/data-model.md), so the event's SystemModstamp moves and its outbound message goes out."""
+        if sobject is EVENT_RELATION:
+            sobject, row = EVENT, self._tables["Event"][row.values["EventId"]]
+            self._touch(row)
+        self.push.changed(sobject.name, row.id, row.values["SystemModstamp"])
+
+    def _normalize_relation(self, values: dict[str, Any]) -> None:
+        """A relation needs a live event and someone (or something) to relate; without a role it is an invitee, as
+        Salesforce defaults IsInvitee when none of IsInvitee, IsParent and IsWhat is set."""
+        missing = [name for name in ("EventId", "RelationId") if not values.get(name)]
+        if missing:
+            raise SalesforceApiError(400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: {missing}")
+        self._live_row(EVENT, values["EventId"])
+        roles = ("IsInvitee", "IsParent", "IsWhat")
+        if not any(values.get(role) for role in roles):
+            values["IsInvitee"] = True
+        values.update({role: bool(values.get(role)) for role in roles}, Status=values.get("Status") or "New")
 
     def _live_row(self, sobject: _SObject, record_id: str) -> _Row:
         row = self._tables[sobject.name].get(record_id)
@@ -1292,13 +1408,20 @@ class SalesforceEmulator:
             self._normalize_event(values)
         row.values = values
         self._touch(row)
-        self.push.changed(sobject.name, row.id, row.values["SystemModstamp"])
+        self._changed(sobject, row)
 
     @synchronized
     def _delete(self, sobject: _SObject, record_id: str) -> None:
         row = self._live_row(sobject, record_id)
         row.deleted_ms = self._now_ms()
         self._touch(row)
+        if sobject is EVENT:  # its invitees and related records go to the recycle bin with it
+            for relation in self._tables["EventRelation"].values():
+                if relation.values["EventId"] == record_id and relation.deleted_ms is None:
+                    relation.deleted_ms = row.deleted_ms
+                    self._touch(relation)
+        if sobject is EVENT_RELATION:
+            self._changed(sobject, row)
 
     # --- SOQL execution --------------------------------------------------------------------------------------------
 
@@ -1344,12 +1467,22 @@ class SalesforceEmulator:
         if relation is None:
             return row.values.get(name)
         parent_id = row.values.get(relation.lookup_field)
-        if parent_id is None:
+        parent = self._parent(relation.parent_type, parent_id) if parent_id is not None else None
+        return parent[1].get(relation.parent_field) if parent is not None else None
+
+    def _parent(self, parent_type: str, parent_id: str) -> tuple[str, dict[str, Any]] | None:
+        """(object name, values) of a lookup's parent; a polymorphic `Name` parent is found by its id's key prefix
+        and has the `Name` object's fields (Name, Email: none for an account)."""
+        if parent_type == "Name":
+            parent_type = KEY_PREFIXES.get(parent_id[:3], "")
+        if parent_type == "Account":
+            account = self._accounts.get(parent_id)
+            return ("Account", {**account, "Email": None}) if account is not None else None
+        row = self._tables.get(parent_type, {}).get(parent_id)
+        if row is None:
             return None
-        if relation.parent_type == "Account":
-            return self._accounts.get(parent_id, {}).get(relation.parent_field)
-        parent = self._tables[relation.parent_type].get(parent_id)
-        return parent.values.get(relation.parent_field) if parent is not None else None
+        name = " ".join(part for part in (row.values.get("FirstName"), row.values.get("LastName")) if part)
+        return parent_type, {"Name": name, **row.values}
 
     def _render(self, sobject: _SObject, row: _Row, fields: Iterable[str], version: str) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -1364,10 +1497,12 @@ class SalesforceEmulator:
             if parent_id is None:
                 record[relation.relationship] = None
                 continue
+            found = self._parent(relation.parent_type, parent_id)
+            parent_object = found[0] if found is not None else relation.parent_type
             parent = record.get(relation.relationship) or {
                 "attributes": {
-                    "type": relation.parent_type,
-                    "url": f"/services/data/v{version}/sobjects/{relation.parent_type}/{parent_id}",
+                    "type": relation.parent_type,  # "Name" for a polymorphic lookup; the URL names the real object
+                    "url": f"/services/data/v{version}/sobjects/{parent_object}/{parent_id}",
                 }
             }
             parent[relation.parent_field] = self._value(sobject, row, name)
@@ -1657,6 +1792,9 @@ class SalesforceEmulator:
         """Authenticate, count the call against the org's rolling allowance, run `handler`, add Sforce-Limit-Info."""
 
         async def endpoint(request: Request) -> Response:
+            uri_bytes = len(request.scope["raw_path"]) + 1 + len(request.scope["query_string"])
+            if uri_bytes > MAX_URI_BYTES:
+                return PlainTextResponse(f"URI Too Long: {uri_bytes} bytes, at most {MAX_URI_BYTES}", 414)
             with self._lock:
                 status, _ = self._bearer(request)
                 decision = self._allowance.hit() if status is AccessStatus.VALID else self._allowance.peek()
@@ -1699,8 +1837,6 @@ class SalesforceEmulator:
         return await self._run_query(request, include_deleted=True)
 
     async def _run_query(self, request: Request, *, include_deleted: bool) -> Response:
-        if len(request.url.path) + 1 + len(request.url.query) > URI_MAX_BYTES:
-            return PlainTextResponse("URI Too Long", 414)
         with self._lock:
             custom = {name: dict(fields) for name, fields in self._custom_fields.items()}
         query = parse_soql(request.query_params.get("q", ""), self._today(), custom)

@@ -20,3 +20,15 @@ class RawOf:
         return f"RawOf({sorted(self.keys)})"
 
     __hash__: Any = None
+
+
+# (event, email, name, response, organizer) of each attendee the pages carry
+AttendeeRow = tuple[str, str, str | None, str, bool]
+
+
+def attendees_of(pages: Iterable[Any]) -> set[AttendeeRow]:
+    return {
+        (a["event_source_id"], a["email"], a["name"], a["response_status"], a["is_organizer"])
+        for page in pages
+        for a in page.attendees
+    }

@@ -3,7 +3,7 @@ the organizer flagged, repeats and address-less people dropped, a deleted event'
 
 from datetime import UTC, datetime
 
-from integrations_pipeline.clients import google, microsoft, zoho
+from integrations_pipeline.clients import google, microsoft, salesforce, zoho
 from integrations_pipeline.records import EventRecord
 
 START = datetime(2026, 3, 2, 9, tzinfo=UTC)
@@ -89,4 +89,46 @@ def test_zoho_participants_by_email_or_address() -> None:
         ("org@x.example", "accepted", True),
         ("a@x.example", "declined", False),
         ("b@x.example", "unknown", False),
+    ]
+
+
+def test_salesforce_relations_answer_through_their_status_and_accounts_are_not_people() -> None:
+    raw = salesforce.SalesforceEvent.model_validate(
+        {
+            "Id": "e1",
+            "SystemModstamp": "2026-03-01T00:00:00.000+0000",
+            "Owner": {"Email": "org@x.example"},
+            "Who": {"Email": "who@x.example", "FirstName": "Wh", "LastName": "O"},
+        }
+    )
+    relations = [
+        salesforce.SalesforceEventRelation.model_validate(relation)
+        for relation in (
+            {
+                "EventId": "e1",
+                "Relation": {"Name": "A", "Email": "a@x.example"},
+                "Status": "Declined",
+                "IsInvitee": True,
+            },
+            {"EventId": "e1", "Relation": {"Name": "Acme", "Email": None}, "Status": "New", "IsWhat": True},
+            {
+                "EventId": "e1",
+                "Relation": {"Name": "Wh O", "Email": "who@x.example"},
+                "Status": "New",
+                "IsParent": True,
+            },
+            {
+                "EventId": "e1",
+                "Relation": {"Name": "Org", "Email": "org@x.example"},
+                "Status": "New",
+                "IsInvitee": True,
+            },
+            {"EventId": "e1", "Relation": {"Name": "B", "Email": "b@x.example"}, "Status": "New", "IsInvitee": True},
+        )
+    ]
+    assert answers(salesforce.to_attendees(raw, event(), relations)) == [
+        ("org@x.example", "accepted", True),
+        ("a@x.example", "declined", False),
+        ("who@x.example", "unknown", False),
+        ("b@x.example", "needs_action", False),
     ]

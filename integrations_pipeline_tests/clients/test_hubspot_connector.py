@@ -36,7 +36,7 @@ from integrations_pipeline.clients.spec import Page, SyncRequest
 from integrations_pipeline.httpserver import BackgroundServer
 from integrations_pipeline.records import CONTACT_COLUMNS, EVENT_COLUMNS, USER_COLUMNS
 from integrations_pipeline.sandbox.hubspot import HubSpotEmulator
-from integrations_pipeline_tests.clients import RawOf
+from integrations_pipeline_tests.clients import AttendeeRow, RawOf, attendees_of
 from integrations_pipeline_tests.sandbox.conftest import CLIENT_ID, CLIENT_SECRET, ManualClock, run_code_flow
 
 CONNECTION_ID = "hubspot-test"
@@ -413,15 +413,67 @@ def test_an_incremental_day_read_fetches_only_that_days_changes(hubspot: Connect
     assert by_id(changes)[in_day[1]]["is_deleted"] is True
     assert by_id(changes)[created]["start_at"] == datetime(2025, 9, 3, 16, tzinfo=UTC)
     assert by_id(changes)[created]["end_at"] is None and by_id(changes)[created]["organizer_email"] is None
-    # One search page, one owners read (live and archived, for the organizers), one page of archived meetings.
+    # One search page, one owners read (live and archived, for the organizers), the live page's attending contacts
+    # (one associations call, one batch read when any contact attends), one page of archived meetings.
+    attended = any(emulator.meeting_contact_ids(meeting_id) for meeting_id in (in_day[0], created))
     search, *rest = hubspot.crm_requests(position)
     assert search.startswith("POST /crm/v3/objects/meetings/search")
     assert [request.split("&properties")[0] for request in rest] == [
         "GET /crm/v3/owners/?limit=500&archived=false",
         "GET /crm/v3/owners/?limit=500&archived=true",
+        "POST /crm/v4/associations/meetings/contacts/batch/read?",
+        *(["POST /crm/v3/objects/contacts/batch/read?archived=false"] if attended else []),
         "GET /crm/v3/objects/meetings?limit=100&archived=true",
     ]
     assert next_cursor is not None and next_cursor != cursor
+
+
+def expected_attendees(emulator: HubSpotEmulator, meeting_ids: set[str]) -> set[AttendeeRow]:
+    """(meeting, email, name, response, organizer): the owner, the attending owners, then associated contacts."""
+    emails = owner_emails(emulator)
+    contacts = {record["id"]: record["properties"] for record in emulator.contact_records()}
+    people: dict[tuple[str, str], AttendeeRow] = {}
+    for meeting in emulator.event_records(include_archived=False):
+        if meeting["id"] not in meeting_ids:
+            continue
+        owner = meeting["properties"]["hubspot_owner_id"]
+        for owner_id in [owner, *(meeting["properties"]["hs_attendee_owner_ids"] or "").split(";")]:
+            if owner_id:
+                person = (meeting["id"], emails[owner_id], None, "accepted" if owner_id == owner else "unknown")
+                people.setdefault(person[:2], (*person, owner_id == owner))
+        for contact_id in emulator.meeting_contact_ids(meeting["id"]):
+            contact = contacts[contact_id]
+            name = f"{contact['firstname']} {contact['lastname']}"
+            people.setdefault(
+                (meeting["id"], contact["email"]), (meeting["id"], contact["email"], name, "unknown", False)
+            )
+    return set(people.values())
+
+
+def test_attendees_are_the_owners_and_the_associated_contacts(hubspot: Connected) -> None:
+    emulator, window = hubspot.emulator, day_of(datetime(2025, 9, 3, tzinfo=UTC))
+    position = hubspot.log_position()
+    pages = list(read_events(hubspot.client, hubspot.request(window=window)))
+    in_day = {record["source_id"] for page in pages for record in page.records}
+    assert attendees_of(pages) == expected_attendees(emulator, in_day)
+    assert any(name for _, _, name, _, _ in attendees_of(pages))  # contacts attend, with their names
+    requests = hubspot.crm_requests(position)
+    assert sum("/associations/" in request for request in requests) == 1  # one call for the page of meetings
+
+    # A contact leaves one meeting and another joins: the next incremental read has exactly the new attendees.
+    meeting_id = next(iter(in_day))
+    leaving = emulator.meeting_contact_ids(meeting_id)
+    joining = next(str(n) for n in range(1, 150) if str(n) not in leaving)
+    hubspot.clock.advance(600)
+    for contact_id in leaving:
+        emulator.dissociate_meeting_contact(meeting_id, contact_id)
+    emulator.associate_meeting_contact(meeting_id, joining)
+    changed = list(read_events(hubspot.client, hubspot.request(pages[-1].cursor, window)))
+    assert {record["source_id"] for page in changed for record in page.records} == {meeting_id}
+    assert attendees_of(changed) == expected_attendees(emulator, {meeting_id})
+    assert [c for _, c, _, _, o in attendees_of(changed) if not o and "@sandbox-portal" not in c] == [
+        emulator.contact_records()[int(joining) - 1]["properties"]["email"]
+    ]
 
 
 def test_an_incremental_day_with_no_changes_costs_one_search_and_one_archived_page(hubspot: Connected) -> None:

@@ -34,7 +34,7 @@ from integrations_pipeline.clients.salesforce import (
 from integrations_pipeline.clients.spec import Page, SyncRequest
 from integrations_pipeline.settings import ProviderApp
 from integrations_pipeline.store import TokenSet
-from integrations_pipeline_tests.clients import RawOf
+from integrations_pipeline_tests.clients import AttendeeRow, RawOf, attendees_of
 from integrations_pipeline_tests.sandbox.conftest import ManualClock
 from integrations_pipeline_tests.sandbox.test_salesforce_emulator import ServedSalesforce, serve_salesforce
 
@@ -228,7 +228,58 @@ def test_a_day_window_returns_exactly_the_events_starting_that_day(
     _, changes = sync(client, read_events, SyncRequest(CONNECTION_ID, pages[-1].cursor, now(clock), DAY))
     assert set(changes) == {last_minute, all_day}
     assert changes[all_day]["is_deleted"] is True and changes[last_minute]["title"] == "Later"
-    assert len(data_requests(org, before)) == 2
+    # the delete log, the events, and the invitations of the one live event changed
+    assert len(data_requests(org, before)) == 3
+
+
+def expected_attendees(org: ServedSalesforce, event_ids: set[str]) -> set[AttendeeRow]:
+    """(event, email, name, response, organizer) from the emulator's truth: the owner, then related people."""
+    statuses = {"Accepted": "accepted", "Declined": "declined", "New": "needs_action"}
+    users = {record["Id"]: record["Email"] for record in org.emulator.user_records()}
+    people: dict[tuple[str, str], AttendeeRow] = {}
+    for event in org.emulator.event_records(include_deleted=False):
+        if event["Id"] in event_ids:
+            owner = users[event["OwnerId"]].lower()
+            people[event["Id"], owner] = (event["Id"], owner, None, "accepted", True)
+    for relation in org.emulator.event_relation_records(include_deleted=False):
+        person = relation["Relation"]
+        if relation["EventId"] in event_ids and not relation["IsWhat"]:
+            answer = statuses[relation["Status"]] if relation["IsInvitee"] else "unknown"
+            email = person["Email"].lower()
+            people.setdefault((relation["EventId"], email), (relation["EventId"], email, person["Name"], answer, False))
+    return set(people.values())
+
+
+def test_attendees_are_the_owner_and_the_event_relations_read_in_batches(
+    org: ServedSalesforce, clock: ManualClock
+) -> None:
+    with client_for(org) as client:
+        client.relation_batch = 2  # three batches for a day of five events
+        window = (datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 6, 4, tzinfo=UTC))
+        before = len(org.emulator.request_log)
+        pages, records = sync(client, read_events, SyncRequest(CONNECTION_ID, None, now(clock), window))
+        relation_queries = [r for r in org.emulator.request_log[before:] if "EventRelation" in r.query]
+        assert len(records) > 2 and len(relation_queries) == -(-len(records) // 2)
+        assert attendees_of(pages) == expected_attendees(org, set(records))
+        statuses = {answer for *_, answer, organizer in attendees_of(pages) if not organizer}
+        assert {"accepted", "declined", "needs_action"} <= statuses
+
+        # Invited, answered and uninvited at the provider: the next incremental read fetches the event again, with
+        # exactly the people it has now.
+        event_id = next(iter(records))
+        contact = org.emulator.contact_records()[0]
+        clock.advance(60)
+        removed = org.emulator.add_event_relation({"EventId": event_id, "RelationId": contact["Id"]})
+        org.emulator.update_event_relation(removed, {"Status": "Declined"})
+        newcomer = org.emulator.user_records()[-1]
+        org.emulator.add_event_relation({"EventId": event_id, "RelationId": newcomer["Id"], "Status": "Accepted"})
+        org.emulator.delete_event_relation(removed)
+        clock.advance(60)
+        changed, _ = sync(client, read_events, SyncRequest(CONNECTION_ID, pages[-1].cursor, now(clock), window))
+        assert {record["source_id"] for page in changed for record in page.records} == {event_id}
+        assert attendees_of(changed) == expected_attendees(org, {event_id})
+        emails = {email: answer for _, email, _, answer, _ in attendees_of(changed)}
+        assert emails[newcomer["Email"].lower()] == "accepted" and contact["Email"].lower() not in emails
 
 
 def test_events_need_a_day_window(client: SalesforceClient, clock: ManualClock) -> None:

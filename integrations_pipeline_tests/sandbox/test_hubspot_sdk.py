@@ -20,11 +20,17 @@ from typing import Any
 import httpx
 import pytest
 from hubspot import HubSpot
+from hubspot.crm.associations.v4 import (
+    BatchInputPublicFetchAssociationsBatchRequest,
+    PublicFetchAssociationsBatchRequest,
+)
 from hubspot.crm.contacts import (
     ApiException,
+    BatchReadInputSimplePublicObjectId,
     Filter,
     FilterGroup,
     PublicObjectSearchRequest,
+    SimplePublicObjectId,
     SimplePublicObjectInput,
     SimplePublicObjectInputForCreate,
 )
@@ -200,6 +206,45 @@ def test_basic_api_create_update_archive_change_the_portal(
     with pytest.raises(ApiException) as missing:
         basic_api.get_by_id(contact_id="11")
     assert missing.value.status == 404
+
+
+def test_meeting_attendees_through_the_associations_and_batch_read_apis(
+    sandbox: ServedHubSpot, client: HubSpot
+) -> None:
+    """What the connector asks for each page of meetings: their contacts (v4 associations batch read: results for
+    the meetings that have some, a 207 error per meeting without), then those contacts (batch read, 100 at most)."""
+    meetings = [record["id"] for record in sandbox.emulator.meeting_records(include_archived=False)[:40]]
+    request = BatchInputPublicFetchAssociationsBatchRequest(
+        inputs=[PublicFetchAssociationsBatchRequest(id=meeting_id) for meeting_id in meetings]
+    )
+    answer = client.crm.associations.v4.batch_api.get_page("meetings", "contacts", request)
+    read = {result._from.id: [to.to_object_id for to in result.to] for result in answer.results}
+    expected = {m: ids for m in meetings if (ids := sandbox.emulator.meeting_contact_ids(m))}
+    assert read == expected and read
+    assert {kind.type_id for result in answer.results for to in result.to for kind in to.association_types} == {200}
+    unattended = sorted(set(meetings) - set(expected))
+    assert sorted(e.context["fromObjectId"][0] for e in answer.errors) == unattended and unattended
+
+    contact_ids = sorted({contact_id for ids in read.values() for contact_id in ids}, key=int)
+    batch = client.crm.contacts.batch_api.read(
+        BatchReadInputSimplePublicObjectId(
+            inputs=[SimplePublicObjectId(id=contact_id) for contact_id in [*contact_ids, "999999"]],
+            properties=["email", "firstname"],
+            properties_with_history=[],
+        )
+    )
+    truth = {record["id"]: record["properties"] for record in sandbox.emulator.contact_records()}
+    assert {c.id: c.properties["email"] for c in batch.results} == {i: truth[i]["email"] for i in contact_ids}
+    assert [error.context["ids"] for error in batch.errors] == [["999999"]]
+    with pytest.raises(ApiException) as too_many:
+        client.crm.contacts.batch_api.read(
+            BatchReadInputSimplePublicObjectId(
+                inputs=[SimplePublicObjectId(id=str(n)) for n in range(1, 102)],
+                properties=[],
+                properties_with_history=[],
+            )
+        )
+    assert too_many.value.status == 400 and "100" in json.loads(too_many.value.body)["message"]
 
 
 def test_refresh_through_the_sdk_keeps_the_refresh_token_and_works(sandbox: ServedHubSpot, sdk_tokens: Any) -> None:

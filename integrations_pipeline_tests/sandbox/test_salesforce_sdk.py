@@ -128,6 +128,27 @@ def test_events_of_a_day_through_the_sdk(sandbox: ServedSalesforce, sf: Salesfor
     assert records == expected and records
 
 
+def test_event_relations_of_a_page_of_events_through_the_sdk(sandbox: ServedSalesforce, sf: Salesforce) -> None:
+    """What the connector asks for each page of events: the invitations of those events, by EventId IN (...), with
+    the polymorphic Relation's name and email."""
+    fields = ["EventId", "RelationId", "Status", "RespondedDate", "Response", "IsInvitee", "IsParent", "IsWhat"]
+    events = [record["Id"] for record in sandbox.emulator.event_records(include_deleted=False)[:60]]
+    soql = (
+        f"SELECT {', '.join(fields)}, Relation.Name, Relation.Email FROM EventRelation "
+        f"WHERE EventId IN ({', '.join(repr(event_id) for event_id in events)})"
+    )
+    records = sf.query_all(soql)["records"]
+    expected = [
+        {"attributes": record["attributes"], **{name: record[name] for name in fields}, "Relation": record["Relation"]}
+        for record in sandbox.emulator.event_relation_records(include_deleted=False)
+        if record["EventId"] in events
+    ]
+    assert records == expected and records
+    assert {record["Status"] for record in records} == {"New", "Accepted", "Declined"}
+    account = next(record for record in records if record["IsWhat"])
+    assert account["Relation"]["Email"] is None and "/sobjects/Account/" in account["Relation"]["attributes"]["url"]
+
+
 def test_sobject_writes_and_the_delete_log(sandbox: ServedSalesforce, sf: Salesforce, clock: ManualClock) -> None:
     contacts: Any = sf.Contact  # SFType, reached through __getattr__ (typed as a bulk handler union by the stubs)
     started = datetime.fromtimestamp(clock(), UTC)
