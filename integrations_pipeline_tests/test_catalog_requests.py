@@ -5,7 +5,6 @@ sync, wide catalogs are split into several requests whose records are merged who
 `personFields` and Directory `projection=full` carry the catalog's fields."""
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +21,7 @@ from integrations_pipeline.clients.spec import SyncRequest
 from integrations_pipeline.definitions import build_definitions
 from integrations_pipeline.partitions import connection_partitions
 from integrations_pipeline.store.catalog import FieldCatalog
-from integrations_pipeline_tests.conftest import Stack
+from integrations_pipeline_tests.conftest import Stack, changed_a_second_ago
 
 pytestmark = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # the store is not what is tested
 
@@ -96,11 +95,7 @@ def test_a_field_added_at_the_provider_reaches_the_raw_column_and_a_deleted_one_
     assert deleted in first and added not in first  # the catalog's custom fields are requested by name
 
     emulator.add_custom_field("Contact" if provider == "salesforce" else "Contacts", added, kind)
-    # SOQL windows end at the sync's start floored to whole seconds (the next window's overlap takes the rest): the
-    # change is stamped a second back, so a sync starting within the same second still sees it.
-    emulator.clock = lambda: time.time() - 1
-    emulator.update_contact(contact_id, {added: value})
-    emulator.clock = time.time
+    changed_a_second_ago(emulator, lambda: emulator.update_contact(contact_id, {added: value}))
     assert added in refresh(stack, connection_id, "contacts")  # no restart: the next sync asks for it
     # Deleted at the provider after the catalog was refreshed: the sync asks for it, is refused, and drops it.
     emulator.remove_custom_field("Contact" if provider == "salesforce" else "Contacts", deleted)
