@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -93,6 +93,18 @@ def store(store_url: str, key_spec: str) -> Iterator[StateStore]:
 
 API_KEY = "test-api-key-0123456789abcdef"
 SANDBOX_SIZES = {"contacts": 250}
+
+
+def changed_a_second_ago(emulator: Any, change: Callable[[], object]) -> None:
+    """Make `change` at an emulator whose clock reads a second back. Salesforce's SOQL windows end at the sync's
+    start floored to whole seconds (the next window's overlap takes the rest), so a change made within the second a
+    sync starts belongs to the sync after; stamped a second back, a test's very next sync sees it."""
+    clock = emulator.clock
+    emulator.clock = lambda: clock() - 1
+    try:
+        change()
+    finally:
+        emulator.clock = clock
 
 
 def client_credentials(provider: str) -> tuple[str, str]:

@@ -13,7 +13,7 @@ import pytest
 
 from integrations_pipeline.definitions import build_definitions
 from integrations_pipeline.partitions import CONNECTION, DAY, TENANT, TENANTS, connection_partitions
-from integrations_pipeline_tests.conftest import Stack
+from integrations_pipeline_tests.conftest import Stack, changed_a_second_ago
 
 TENANT_ID = "acme"
 START = datetime(2026, 7, 14, 15, tzinfo=UTC)
@@ -38,7 +38,7 @@ def salesforce_event(emulator: Any) -> tuple[str, dict[str, Attendee], Callable[
         "contact": (contact["Email"], f"{contact['FirstName']} {contact['LastName']}", "accepted", False, False),
         "user": (user["Email"], f"{user['FirstName']} {user['LastName']}", "declined", False, False),
     }
-    return event_id, people, lambda: emulator.delete_event_relation(declined)
+    return event_id, people, lambda: changed_a_second_ago(emulator, lambda: emulator.delete_event_relation(declined))
 
 
 def hubspot_meeting(emulator: Any) -> tuple[str, dict[str, Attendee], Callable[[], None]]:

@@ -47,6 +47,16 @@ class ProviderError(Exception):
         return self
 
 
+class InvalidField(ProviderError):
+    """The provider refused a request naming a field the object no longer has (Salesforce INVALID_FIELD, Zoho
+    INVALID_DATA on `fields`): deleted since the catalog was discovered, or hidden from the connected user. Readers
+    drop a catalog field refused so and ask again; a field of their own refused fails the sync."""
+
+    def __init__(self, message: str, *, field: str, status_code: int | None = None) -> None:
+        super().__init__(message, status_code=status_code)
+        self.field = field
+
+
 class RateLimited(ProviderError):
     """The provider asked us to wait longer than this run may; reschedule instead of spending an attempt."""
 

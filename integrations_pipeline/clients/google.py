@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from integrations_pipeline.clients.cursors import modified_since, timestamp_cursor
 from integrations_pipeline.clients.errors import CursorExpired, ProviderError
+from integrations_pipeline.clients.field_requests import new_fields
 from integrations_pipeline.clients.http import ApiClient, RetryPolicy
 from integrations_pipeline.clients.pagination import CursorPaginator
 from integrations_pipeline.clients.spec import (
@@ -56,6 +57,14 @@ USERS_PAGE_SIZE = 500  # Directory's maximum (it answers 400 above it)
 CONNECTIONS_PAGE_SIZE = 1000  # People's maximum
 EVENTS_PAGE_SIZE = 2500  # Calendar's maximum
 PERSON_FIELDS = "names,emailAddresses,phoneNumbers,organizations,metadata"
+
+
+def person_fields(catalog: tuple[str, ...]) -> str:
+    """The People `personFields` mask: ours, then the catalog's (every documented person field) not among them."""
+    ours = PERSON_FIELDS.split(",")
+    return ",".join((*ours, *new_fields(ours, catalog)))
+
+
 PAGINATOR = CursorPaginator(path=("nextPageToken",), param="pageToken")
 
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
@@ -318,11 +327,13 @@ class GoogleClient(ApiClient):
         for page in PAGINATOR.pages(self, "GET", self.users_url, params=params):
             yield _USERS.validate_python(page.get("users", []))
 
-    def iter_connections(self, sync_token: str | None) -> Iterator[tuple[list[Person], str | None]]:
+    def iter_connections(
+        self, sync_token: str | None, mask: str = PERSON_FIELDS
+    ) -> Iterator[tuple[list[Person], str | None]]:
         """Every contact (sync_token None) or the changes since the token, deletions included; each page comes
-        with the nextSyncToken that only the last page carries."""
+        with the nextSyncToken that only the last page carries. `mask` is the `personFields` asked for."""
         params: list[tuple[str, Any]] = [
-            ("personFields", PERSON_FIELDS),
+            ("personFields", mask),
             ("pageSize", CONNECTIONS_PAGE_SIZE),
             ("requestSyncToken", "true"),
         ]
@@ -375,18 +386,21 @@ def read_users(client: GoogleClient, request: SyncRequest) -> Iterator[Page]:
     yield Page([], cursor=None)
 
 
-def _sync_token(cursor: str | None) -> str | None:
-    return None if cursor is None else str(json.loads(cursor)["sync_token"])
-
-
 def read_contacts(client: GoogleClient, request: SyncRequest) -> Iterator[Page]:
     """Full: every contact, ending with a People sync token. Incremental: the changes since that token, deleted
-    contacts as is_deleted records. An expired token (7 days) raises CursorExpired."""
+    contacts as is_deleted records. An expired token (7 days) raises CursorExpired.
+
+    A sync-token request must repeat the first call's parameters, so the cursor keeps the `personFields` its round
+    began with (cursors from before it was kept began with PERSON_FIELDS); a catalog change reaches the mask at the
+    next full read."""
+    state = json.loads(request.cursor) if request.cursor else {}
+    mask = str(state.get("person_fields") or PERSON_FIELDS) if state else person_fields(request.fields)
     next_sync_token: str | None = None
-    for people, page_sync_token in client.iter_connections(_sync_token(request.cursor)):
+    for people, page_sync_token in client.iter_connections(state.get("sync_token"), mask):
         next_sync_token = page_sync_token or next_sync_token
         yield Page([to_contact(person, request.connection_id) for person in people])
-    yield Page([], cursor=json.dumps({"sync_token": next_sync_token}) if next_sync_token else None)
+    cursor = {"sync_token": next_sync_token, "person_fields": mask}
+    yield Page([], cursor=json.dumps(cursor) if next_sync_token else None)
 
 
 def read_events(client: GoogleClient, request: SyncRequest) -> Iterator[Page]:

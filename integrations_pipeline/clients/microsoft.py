@@ -19,6 +19,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from integrations_pipeline.clients.errors import CursorExpired, ProviderError
+from integrations_pipeline.clients.field_requests import new_fields
 from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.oauth import APP_ONLY, AUTH_MODE
 from integrations_pipeline.clients.pagination import NextLinkPaginator
@@ -41,6 +42,17 @@ CONTACT_SELECT = (
     "createdDateTime,lastModifiedDateTime"
 )
 USERS_DELTA = "/v1.0/users/delta()"
+# Graph returns only the `$select`ed properties (a default handful without it): users and contacts ask for ours and
+# every property of the connection's catalog. The delta link keeps the round's `$select`, so a catalog change takes
+# effect at the next full round. calendarView delta takes no `$select` and returns whole events.
+
+
+def select(ours: str, catalog: tuple[str, ...]) -> str:
+    """`$select`: our properties, then the catalog's not already among them."""
+    names = ours.split(",")
+    return ",".join((*names, *new_fields(names, catalog)))
+
+
 CONTACTS_DELTA = "/v1.0/me/contacts/delta()"
 EVENTS_DELTA = "/v1.0/me/calendarView/delta()"
 DELTA_PAGINATOR = NextLinkPaginator(path=("@odata.nextLink",))
@@ -266,7 +278,8 @@ def _error_code(response: httpx.Response) -> str:
 def read_users(client: MicrosoftClient, request: SyncRequest) -> Iterator[Page]:
     """Full: a new users delta round (live users only). Incremental: the stored delta link (changes, and deletions
     as `@removed`)."""
-    start, params = (request.cursor, None) if request.cursor else (USERS_DELTA, {"$select": USER_SELECT})
+    first = (USERS_DELTA, {"$select": select(USER_SELECT, request.fields)})
+    start, params = (request.cursor, None) if request.cursor else first
     delta_link: str | None = None
     for items, page_delta_link in client.iter_delta(start, params=params):
         delta_link = page_delta_link or delta_link
@@ -280,7 +293,8 @@ def read_contacts(client: MicrosoftClient, request: SyncRequest) -> Iterator[Pag
     if client.app_only:
         yield Page([], cursor=None)
         return
-    start, params = (request.cursor, None) if request.cursor else (CONTACTS_DELTA, {"$select": CONTACT_SELECT})
+    first = (CONTACTS_DELTA, {"$select": select(CONTACT_SELECT, request.fields)})
+    start, params = (request.cursor, None) if request.cursor else first
     delta_link: str | None = None
     for items, page_delta_link in client.iter_delta(start, params=params, prefer=OUTLOOK_PREFER):
         delta_link = page_delta_link or delta_link

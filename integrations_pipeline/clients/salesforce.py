@@ -10,16 +10,19 @@ that could miss purged deletions, so it is stale and the asset resyncs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
+from itertools import chain
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from integrations_pipeline.clients.cursors import modified_since, timestamp_cursor
-from integrations_pipeline.clients.errors import CursorExpired, ProviderError
+from integrations_pipeline.clients.errors import CursorExpired, InvalidField, ProviderError
+from integrations_pipeline.clients.field_requests import merge_by_id, new_fields, pages_dropping_refused
 from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.pagination import NextLinkPaginator
 from integrations_pipeline.clients.spec import (
@@ -47,6 +50,14 @@ API_VERSION = "66.0"  # Spring '26, a current version (the emulator serves 31.0 
 DATA_PATH = f"/services/data/v{API_VERSION}"
 BATCH_SIZE = 2000  # Salesforce's default and maximum; the header states it so a changed default cannot surprise us
 PAGINATOR = NextLinkPaginator(path=("nextRecordsUrl",))
+# A REST call's URI and headers may hold 16,384 bytes (414 / 431 beyond), and a SOQL statement 100,000 characters.
+# One query's field list stays within FIELD_LIST_BUDGET URL-encoded bytes and a lookup's `Id IN (...)` within
+# LOOKUP_IDS ids (about 27 encoded bytes each), so every query we send stays far below the URI limit.
+QUERY_URI_MAX_BYTES = 16_384
+FIELD_LIST_BUDGET = 8_000
+LOOKUP_IDS = 200
+_ENCODED_SEPARATOR = len("%2C%20")  # ", " at its widest once URL-encoded; field names need no escaping
+_NO_SUCH_COLUMN = re.compile(r"No such column '([^']+)'")
 
 USER_FIELDS = (
     "Id",
@@ -279,6 +290,27 @@ def build_soql(
     return soql
 
 
+def field_groups(ours: tuple[str, ...], catalog: tuple[str, ...]) -> tuple[tuple[str, ...], list[list[str]]]:
+    """Our fields plus the catalog's fields (those not already ours, compared as SOQL does, case-insensitively) that
+    fit one query's FIELD_LIST_BUDGET; the rest in groups that each fit it too, read by Id in lookups."""
+    head, groups = list(ours), []
+    group: list[str] = head
+    used = sum(len(name) + _ENCODED_SEPARATOR for name in ours)
+    for name in new_fields(ours, catalog, case_sensitive=False):
+        cost = len(name) + _ENCODED_SEPARATOR
+        if used + cost > FIELD_LIST_BUDGET:
+            group, used = [], len("Id") + _ENCODED_SEPARATOR
+            groups.append(group)
+        group.append(name)
+        used += cost
+    return tuple(head), groups
+
+
+def lookup_soql(sobject: str, fields: list[str], ids: list[str]) -> str:
+    """SELECT Id, fields FROM sobject WHERE Id IN (ids), the ids quoted as SOQL strings."""
+    return f"SELECT Id, {', '.join(fields)} FROM {sobject} WHERE Id IN ({', '.join(map(soql_string, ids))})"
+
+
 class SalesforceClient(ApiClient):
     """One org's REST API on its instance URL."""
 
@@ -287,6 +319,24 @@ class SalesforceClient(ApiClient):
     def is_rate_limited(self, response: httpx.Response) -> bool:
         """The org's 24-hour API allowance is spent: 403 REQUEST_LIMIT_EXCEEDED, not a 429."""
         return response.status_code == 403 and "REQUEST_LIMIT_EXCEEDED" in response.text
+
+    def raise_for_status(self, response: httpx.Response) -> httpx.Response:
+        """INVALID_FIELD names the refused field (the message quotes the whole query, beyond an error excerpt)."""
+        if response.status_code == 400 and "INVALID_FIELD" in response.text:
+            try:
+                errors = response.json()
+            except ValueError:
+                errors = []
+            for error in errors if isinstance(errors, list) else []:
+                named = _NO_SUCH_COLUMN.search(str(error.get("message", ""))) if isinstance(error, dict) else None
+                if error.get("errorCode") == "INVALID_FIELD" and named is not None:
+                    raise InvalidField(
+                        f"{response.request.method} {response.request.url.path}: Salesforce has no field "
+                        f"{named.group(1)!r}",
+                        field=named.group(1),
+                        status_code=400,
+                    )
+        return super().raise_for_status(response)
 
     def query(self, soql: str, *, include_deleted: bool = False) -> Iterator[list[dict[str, Any]]]:
         """The records of `soql` a page at a time; `include_deleted` uses queryAll (recycle-bin rows too)."""
@@ -321,25 +371,71 @@ class SalesforceClient(ApiClient):
                     relations.setdefault(relation.EventId, []).append(relation)
         return relations
 
-    def iter_users(self, window: tuple[datetime, datetime] | None) -> Iterator[list[SalesforceUser]]:
-        for records in self.query(build_soql("User", USER_FIELDS, modified_window=window)):
+    def select(
+        self,
+        sobject: str,
+        ours: tuple[str, ...],
+        catalog: tuple[str, ...],
+        *,
+        modified_window: tuple[datetime, datetime] | None = None,
+        start_window: tuple[datetime, datetime] | None = None,
+        include_deleted: bool = False,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The records of one SOQL query selecting our fields and the catalog's, a page at a time. Fields beyond
+        one query's length budget are read in lookups by Id (`WHERE Id IN (...)`, LOOKUP_IDS at a time) for each
+        page and merged into its records: every page arrives whole, however wide the object."""
+        head, groups = field_groups(ours, catalog)
+        head_catalog = list(head[len(ours) :])
+
+        def head_pages() -> Iterator[list[dict[str, Any]]]:  # reads head_catalog as refusals shrink it
+            fields = (*ours, *head_catalog)
+            soql = build_soql(sobject, fields, modified_window=modified_window, start_window=start_window)
+            return self.query(soql, include_deleted=include_deleted)
+
+        for records in pages_dropping_refused(head_pages, head_catalog):
+            for group in groups:
+                self._merge_lookup(sobject, group, records, include_deleted)
+            yield records
+
+    def _merge_lookup(
+        self, sobject: str, group: list[str], records: list[dict[str, Any]], include_deleted: bool
+    ) -> None:
+        ids = [record["Id"] for record in records]
+        for start in range(0, len(ids), LOOKUP_IDS):
+            if not group:  # every field of the group was refused
+                return
+            lookup = partial(self._lookup, sobject, group, ids[start : start + LOOKUP_IDS], include_deleted)
+            merge_by_id(records, chain.from_iterable(pages_dropping_refused(lookup, group)), "Id", skip="attributes")
+
+    def _lookup(
+        self, sobject: str, fields: list[str], ids: list[str], include_deleted: bool
+    ) -> Iterator[list[dict[str, Any]]]:
+        return self.query(lookup_soql(sobject, fields, ids), include_deleted=include_deleted)
+
+    def iter_users(
+        self, window: tuple[datetime, datetime] | None, catalog: tuple[str, ...] = ()
+    ) -> Iterator[list[SalesforceUser]]:
+        for records in self.select("User", USER_FIELDS, catalog, modified_window=window):
             yield _USERS.validate_python(records)
 
-    def iter_contacts(self, window: tuple[datetime, datetime] | None) -> Iterator[list[SalesforceContact]]:
+    def iter_contacts(
+        self, window: tuple[datetime, datetime] | None, catalog: tuple[str, ...] = ()
+    ) -> Iterator[list[SalesforceContact]]:
         if window is not None:
             self.check_delete_log_covers("Contact", *window)
-        soql = build_soql("Contact", CONTACT_FIELDS, modified_window=window)
-        for records in self.query(soql, include_deleted=True):
+        for records in self.select("Contact", CONTACT_FIELDS, catalog, modified_window=window, include_deleted=True):
             yield _CONTACTS.validate_python(records)
 
     def iter_events(
-        self, day: tuple[datetime, datetime], window: tuple[datetime, datetime] | None
+        self, day: tuple[datetime, datetime], window: tuple[datetime, datetime] | None, catalog: tuple[str, ...] = ()
     ) -> Iterator[list[SalesforceEvent]]:
         """Events starting in `day` (all-day ones are stored at midnight UTC of their date, so they match too)."""
         if window is not None:
             self.check_delete_log_covers("Event", *window)
-        soql = build_soql("Event", EVENT_FIELDS, modified_window=window, start_window=day)
-        for records in self.query(soql, include_deleted=True):
+        pages = self.select(
+            "Event", EVENT_FIELDS, catalog, modified_window=window, start_window=day, include_deleted=True
+        )
+        for records in pages:
             yield _EVENTS.validate_python(records)
 
 
@@ -350,7 +446,7 @@ def _modified_window(request: SyncRequest) -> tuple[datetime, datetime] | None:
 
 def read_users(client: SalesforceClient, request: SyncRequest) -> Iterator[Page]:
     """Full: every user. Incremental: users whose SystemModstamp is in [cursor - overlap, started_at)."""
-    for page in client.iter_users(_modified_window(request)):
+    for page in client.iter_users(_modified_window(request), request.fields):
         yield Page([to_user(user, request.connection_id) for user in page])
     yield Page([], cursor=timestamp_cursor(request.started_at))
 
@@ -358,7 +454,7 @@ def read_users(client: SalesforceClient, request: SyncRequest) -> Iterator[Page]
 def read_contacts(client: SalesforceClient, request: SyncRequest) -> Iterator[Page]:
     """Full: every contact through queryAll (recycle-bin deletions as is_deleted). Incremental: the changes and
     deletions since the cursor, after checking the delete log still reaches back that far."""
-    for page in client.iter_contacts(_modified_window(request)):
+    for page in client.iter_contacts(_modified_window(request), request.fields):
         yield Page([to_contact(contact, request.connection_id) for contact in page])
     yield Page([], cursor=timestamp_cursor(request.started_at))
 
@@ -391,7 +487,7 @@ def read_events(client: SalesforceClient, request: SyncRequest) -> Iterator[Page
     """The events starting in the request's UTC day; incrementally only that day's changes since the cursor."""
     if request.window is None:
         raise ValueError("Salesforce events are read one UTC day at a time: the request needs a window")
-    for page in client.iter_events(request.window, _modified_window(request)):
+    for page in client.iter_events(request.window, _modified_window(request), request.fields):
         mapped = [(event, to_event(event, request.connection_id)) for event in page]
         # A deleted event's relations are deleted with it: only live events' invitations are read.
         relations = client.event_relations([event.Id for event, record in mapped if not record["is_deleted"]])

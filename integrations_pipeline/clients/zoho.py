@@ -13,13 +13,16 @@ import json
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from itertools import chain
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from integrations_pipeline.clients.cursors import modified_since, timestamp_cursor
-from integrations_pipeline.clients.errors import CursorExpired, NeedsReauth, ProviderError
+from integrations_pipeline.clients.errors import CursorExpired, InvalidField, NeedsReauth, ProviderError
+from integrations_pipeline.clients.field_requests import merge_by_id, new_fields, pages_dropping_refused
 from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.pagination import dig, fetched_ahead, peek
 from integrations_pipeline.clients.spec import (
@@ -45,6 +48,10 @@ from integrations_pipeline.store import TokenSet
 API_VERSION_PATH = "/crm/v8"
 PER_PAGE = 200  # the maximum Zoho allows on every list endpoint used here
 SEARCH_PAGE_CAP = 10  # search never serves past record 2,000 (10 pages of 200): split the window instead
+# A records request names at most 50 fields and 100 ids: a wider catalog is read in chunks of 50 fields, the first
+# with the records' pages and each other one looked up by the page's ids, then merged by id.
+MAX_FIELDS = 50
+LOOKUP_IDS = 100
 CONTACT_FIELDS = ("First_Name", "Last_Name", "Email", "Phone", "Title", "Account_Name", "Created_Time", "Modified_Time")
 EVENT_FIELDS = (
     "Event_Title",
@@ -299,6 +306,9 @@ class ZohoClient(ApiClient):
             return response
         code, details = _zoho_error(response)
         where = f"{response.request.method} {response.request.url.path}"
+        if code == "INVALID_DATA" and details.get("param_name", "fields") == "fields" and details.get("api_name"):
+            field = str(details["api_name"])
+            raise InvalidField(f"{where}: Zoho has no field {field!r}", field=field, status_code=response.status_code)
         if code == "EXPIRED_VALUE" and details.get("param_name") == "page_token":
             raise CursorExpired(f"{where}: Zoho's page token expired mid-read", status_code=response.status_code)
         if response.status_code == 401:
@@ -318,16 +328,44 @@ class ZohoClient(ApiClient):
         ):
             yield _USERS.validate_python(page.get("users") or [])
 
-    def iter_records(self, module: str, fields: tuple[str, ...], since: datetime | None = None) -> Iterator[list[Any]]:
-        """Live records (modified at or after `since`), oldest change first, one page of up to 200 at a time."""
-        params = {"fields": ",".join(fields), "per_page": PER_PAGE, "sort_by": "Modified_Time", "sort_order": "asc"}
-        for page in RECORD_PAGES.pages(
-            self, f"{API_VERSION_PATH}/{module}", params=params, headers=self._since_header(since)
-        ):
-            yield page.get("data") or []
+    def iter_records(
+        self, module: str, fields: tuple[str, ...], since: datetime | None = None, catalog: tuple[str, ...] = ()
+    ) -> Iterator[list[Any]]:
+        """Live records (modified at or after `since`), oldest change first, one page of up to 200 at a time, with
+        our fields and the catalog's (chunked by MAX_FIELDS; the extra chunks merged in by id)."""
+        head, chunks = field_chunks(fields, catalog)
+        head_catalog = head[len(fields) :]
 
-    def iter_contacts(self, since: datetime | None = None) -> Iterator[list[ZohoContact]]:
-        for data in self.iter_records("Contacts", CONTACT_FIELDS, since):
+        def pages() -> Iterator[dict[str, Any]]:  # reads head_catalog as refusals shrink it
+            params = {"fields": ",".join((*fields, *head_catalog)), "per_page": PER_PAGE}
+            params |= {"sort_by": "Modified_Time", "sort_order": "asc"}
+            url, headers = f"{API_VERSION_PATH}/{module}", self._since_header(since)
+            return RECORD_PAGES.pages(self, url, params=params, headers=headers)
+
+        for page in pages_dropping_refused(pages, head_catalog):
+            yield self.with_chunks(module, page.get("data") or [], chunks)
+
+    def with_chunks(self, module: str, records: list[dict[str, Any]], chunks: list[list[str]]) -> list[dict[str, Any]]:
+        """`records` with the fields of `chunks` looked up by id (LOOKUP_IDS at a time) and merged in."""
+        ids = [str(record["id"]) for record in records]
+        for chunk in chunks:
+            for start in range(0, len(ids), LOOKUP_IDS):
+                if not chunk:  # every field of the chunk was refused
+                    break
+                lookup = partial(self._lookup, module, chunk, ids[start : start + LOOKUP_IDS])
+                merge_by_id(records, chain.from_iterable(pages_dropping_refused(lookup, chunk)), "id")
+        return records
+
+    def _lookup(self, module: str, fields: list[str], ids: list[str]) -> Iterator[list[dict[str, Any]]]:
+        params = {"ids": ",".join(ids), "fields": ",".join(fields)}
+        response = self.request("GET", f"{API_VERSION_PATH}/{module}", params=params)
+        body = response.json() if response.status_code not in EMPTY_STATUSES and response.content else {}
+        return iter([body.get("data") or []])
+
+    def iter_contacts(
+        self, since: datetime | None = None, catalog: tuple[str, ...] = ()
+    ) -> Iterator[list[ZohoContact]]:
+        for data in self.iter_records("Contacts", CONTACT_FIELDS, since, catalog):
             yield _CONTACTS.validate_python(data)
 
     def iter_deleted(self, module: str, since: datetime | None = None) -> Iterator[list[ZohoDeletedRecord]]:
@@ -338,7 +376,7 @@ class ZohoClient(ApiClient):
             yield _DELETED.validate_python(page.get("data") or [])
 
     def iter_events_starting(
-        self, low: datetime, high: datetime, since: datetime | None = None
+        self, low: datetime, high: datetime, since: datetime | None = None, catalog: tuple[str, ...] = ()
     ) -> Iterator[list[ZohoEvent]]:
         """Events whose Start_DateTime instant is in [low, high] (and modified at or after `since`), via search.
 
@@ -347,17 +385,33 @@ class ZohoClient(ApiClient):
         criteria = f"(Start_DateTime:between:{zoho_instant(low)},{zoho_instant(high)})"
         if since is not None:
             criteria = f"({criteria}and(Modified_Time:greater_equal:{zoho_instant(since)}))"
-        params = {"criteria": criteria, "fields": ",".join(EVENT_FIELDS), "per_page": PER_PAGE}
-        url = f"{API_VERSION_PATH}/Events/search"
-        pages = NUMBERED_PAGES.pages(self, url, params=params)
-        for number, page in enumerate(pages, start=1):
+        head, chunks = field_chunks(EVENT_FIELDS, catalog)
+        head_catalog = head[len(EVENT_FIELDS) :]
+
+        opened: list[Generator[dict[str, Any], None, None]] = []
+
+        def search() -> Generator[dict[str, Any], None, None]:  # reads head_catalog as refusals shrink it
+            fields = ",".join((*EVENT_FIELDS, *head_catalog))
+            params = {"criteria": criteria, "fields": fields, "per_page": PER_PAGE}
+            opened.append(NUMBERED_PAGES.pages(self, f"{API_VERSION_PATH}/Events/search", params=params))
+            return opened[-1]
+
+        for number, page in enumerate(pages_dropping_refused(search, head_catalog), start=1):
             if number == SEARCH_PAGE_CAP and dig(page, ("info", "more_records")) and high - low > timedelta(seconds=1):
-                pages.close()  # stop its read-ahead before the halves are read
+                opened[-1].close()  # stop its read-ahead before the halves are read
                 middle = low + (high - low) / 2
-                yield from self.iter_events_starting(low, middle, since)
-                yield from self.iter_events_starting(middle, high, since)
+                yield from self.iter_events_starting(low, middle, since, catalog)
+                yield from self.iter_events_starting(middle, high, since, catalog)
                 return
-            yield _EVENTS.validate_python(page.get("data") or [])
+            yield _EVENTS.validate_python(self.with_chunks("Events", page.get("data") or [], chunks))
+
+
+def field_chunks(ours: tuple[str, ...], catalog: tuple[str, ...]) -> tuple[list[str], list[list[str]]]:
+    """Our fields then the catalog's new ones, in chunks of MAX_FIELDS: the first (ours first) goes with the
+    records' pages, the others are looked up by id. `id` comes back unasked, so it is never named."""
+    every = [*ours, *new_fields((*ours, "id"), catalog)]
+    chunks = [every[start : start + MAX_FIELDS] for start in range(0, len(every), MAX_FIELDS)]
+    return chunks[0], chunks[1:]
 
 
 def _zoho_error(response: httpx.Response) -> tuple[str | None, dict[str, Any]]:
@@ -387,7 +441,7 @@ def read_contacts(client: ZohoClient, request: SyncRequest) -> Iterator[Page]:
     """Live contacts by Modified_Time with page tokens, then the deleted list as tombstones. Incremental reads
     send `If-Modified-Since` on both, so only changes travel. An expired page token raises CursorExpired."""
     since = modified_since(request)
-    for contacts in client.iter_contacts(since):
+    for contacts in client.iter_contacts(since, request.fields):
         yield Page([to_contact(contact, request.connection_id) for contact in contacts])
     for deleted in client.iter_deleted("Contacts", since):
         yield Page([to_deleted_contact(record, request.connection_id) for record in deleted])
@@ -416,7 +470,7 @@ def read_events(client: ZohoClient, request: SyncRequest) -> Iterator[Page]:
     since = modified_since(request)
     low, high = day_start - ALL_DAY_SEARCH_MARGIN, day_end + ALL_DAY_SEARCH_MARGIN - timedelta(seconds=1)
     seen: set[str] = set()
-    for events in client.iter_events_starting(low, high, since):
+    for events in client.iter_events_starting(low, high, since, request.fields):
         records: list[Mapping[str, Any]] = []
         attendees: list[Mapping[str, Any]] = []
         for event in events:

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -656,3 +656,26 @@ JOB_TITLES = (
     "Account Executive", "CTO", "Data Engineer", "Designer", "Founder", "Head of Growth", "Marketing Manager",
     "Operations Lead", "Product Manager", "Sales Director", "Software Engineer", "VP Finance",
 )  # fmt: skip
+
+
+CUSTOM_SAMPLE_KINDS = ("string", "boolean", "datetime", "date", "integer", "double", "picklist")
+PICKLIST_SAMPLES = ("Gold", "Silver", "Bronze")
+
+
+def custom_field_sample(record_id: str, name: str, kind: str) -> Any:
+    """A custom field's value for a record nobody wrote it on (emulators with run-time custom fields): drawn from a
+    hash of (record, field), so values are stable, need no stored state, and a field added at run time has values at
+    once. `kind` is one of CUSTOM_SAMPLE_KINDS; about one record in five leaves a non-boolean field empty."""
+    number = int.from_bytes(hashlib.sha256(f"{record_id}:{name}".encode()).digest()[:4], "big")
+    if number % 5 == 0 and kind != "boolean":
+        return None
+    samples: dict[str, Callable[[], Any]] = {
+        "string": lambda: f"{name.removesuffix('__c').replace('_', ' ')} {number % 1000}",
+        "boolean": lambda: number % 2 == 0,
+        "datetime": lambda: datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=number % 700_000),
+        "date": lambda: date(2026, 1, 1) + timedelta(days=number % 365),
+        "integer": lambda: number % 1000,
+        "double": lambda: round(number % 10_000 / 100, 2),
+        "picklist": lambda: PICKLIST_SAMPLES[number % len(PICKLIST_SAMPLES)],
+    }
+    return samples[kind]()

@@ -113,7 +113,25 @@ CONTACT_FIELDS = (
     "companyName",
     "jobTitle",
 )
-USER_PROPERTIES = frozenset((*USER_DEFAULT_PROPERTIES, "accountEnabled", "createdDateTime"))
+USER_PROPERTIES = frozenset(
+    (
+        *USER_DEFAULT_PROPERTIES, "accountEnabled", "createdDateTime", "department", "companyName", "employeeId",
+        "employeeType", "city", "country", "state", "streetAddress", "postalCode", "usageLocation", "mailNickname",
+        "otherMails", "proxyAddresses", "userType", "faxNumber", "ageGroup", "employeeHireDate", "imAddresses",
+    )
+)  # fmt: skip
+"""Properties `$select` may name on a user (a documented subset); those a user was not given come back null."""
+CONTACT_PROPERTIES = frozenset(
+    (
+        "id", "createdDateTime", "lastModifiedDateTime", "changeKey", "categories", "parentFolderId", "birthday",
+        "fileAs", "displayName", "givenName", "initials", "middleName", "nickName", "surname", "title", "jobTitle",
+        "companyName", "department", "officeLocation", "profession", "businessHomePage", "assistantName", "manager",
+        "homePhones", "mobilePhone", "businessPhones", "spouseName", "personalNotes", "children", "emailAddresses",
+        "imAddresses", "homeAddress", "businessAddress", "otherAddress",
+    )
+)  # fmt: skip
+"""A contact's properties, every one of which `$select` may name."""
+DEPARTMENTS = ("Sales", "Engineering", "Finance", "Marketing", "Support")
 TENANT_DOMAIN = "contoso.example"
 GRAPH_RESPONSES = {"accepted": "accepted", "declined": "declined", "tentative": "tentativelyAccepted", "none": "none"}
 WWW_AUTHENTICATE = (
@@ -355,6 +373,10 @@ class MicrosoftEmulator:
                     "userPrincipalName": upn,
                     "id": user_id,
                     "accountEnabled": number % 11 != 0,
+                    "department": DEPARTMENTS[number % len(DEPARTMENTS)],
+                    "companyName": "Contoso",
+                    "employeeId": f"E{number:05d}",
+                    "usageLocation": "US",
                     "createdDateTime": graph_timestamp(CREATED_FROM + rng.random() * (CREATED_UNTIL - CREATED_FROM)),
                 },
             )
@@ -914,13 +936,14 @@ class MicrosoftEmulator:
     def _first_scope(self, request: Request, kind: str) -> _Scope:
         params = request.query_params
         select = tuple(name.strip() for name in params.get("$select", "").split(",") if name.strip()) or None
-        if kind == "users" and select:
-            unknown = [name for name in select if name not in USER_PROPERTIES]
+        if kind in ("users", "contacts") and select:
+            known = USER_PROPERTIES if kind == "users" else CONTACT_PROPERTIES
+            unknown = [name for name in select if name not in known]
             if unknown:
                 raise GraphError(
                     400,
-                    "Request_BadRequest",
-                    f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.user'.",
+                    "Request_BadRequest" if kind == "users" else "RequestBroker--ParseUri",
+                    f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.{kind[:-1]}'.",
                 )
         window = None
         if kind == "events":

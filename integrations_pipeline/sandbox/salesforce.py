@@ -47,6 +47,7 @@ from integrations_pipeline.sandbox.common import (
     FIRST_NAMES,
     JOB_TITLES,
     LAST_NAMES,
+    PICKLIST_SAMPLES,
     AccessStatus,
     Clock,
     OAuthAuthorizationServer,
@@ -55,6 +56,7 @@ from integrations_pipeline.sandbox.common import (
     RequestLogMiddleware,
     RequestRecord,
     SlidingWindowRateLimiter,
+    custom_field_sample,
     events_first_day,
     json_response,
     read_form,
@@ -98,6 +100,8 @@ OTHER_LIMITS = {
     "SingleEmail": 15,
 }
 """`GET /limits` entries besides DailyApiRequests, reported untouched (a Developer Edition org's maxima)."""
+SOQL_MAX_CHARS = 100_000
+"""Salesforce's default limit on a SOQL statement's length."""
 MAX_URI_BYTES = 16_384
 """A REST request whose URI is longer is refused with 414 URI Too Long before it is authenticated."""
 SESSION_EXPIRED = "Session expired or invalid"
@@ -139,6 +143,14 @@ def _record_id(prefix: str, number: int) -> str:
 
 # Field kinds decide which SOQL literals a filter accepts and how a value is rendered.
 ID, STRING, BOOLEAN, DATETIME, DATE, INT, REFERENCE = "id", "string", "boolean", "datetime", "date", "int", "ref"
+DOUBLE, PICKLIST = "double", "picklist"
+CUSTOM_KINDS = (STRING, BOOLEAN, DATETIME, DATE, INT, DOUBLE, PICKLIST)
+DEFAULT_CUSTOM_FIELDS: dict[str, dict[str, str]] = {
+    "User": {"Region__c": PICKLIST},
+    "Contact": {"Lead_Score__c": DOUBLE, "Tier__c": PICKLIST, "Is_Partner__c": BOOLEAN, "Renewal_Date__c": DATE},
+    "Event": {"Meeting_Type__c": PICKLIST},
+}
+"""Each org's own `__c` fields (name -> kind) until a test adds or removes some (`add_custom_field`)."""
 
 
 @dataclass(frozen=True)
@@ -324,7 +336,10 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     ">=": lambda left, right: left is not None and right is not None and bool(left >= right),
     "IN": lambda left, right: left in right,
 }
-_KIND_NAMES = {DATETIME: "dateTime", DATE: "date", BOOLEAN: "boolean", INT: "int", ID: "id", STRING: "string"}
+_KIND_NAMES = {
+    DATETIME: "dateTime", DATE: "date", BOOLEAN: "boolean", INT: "int", ID: "id", STRING: "string", DOUBLE: "double",
+    PICKLIST: "string",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -433,9 +448,10 @@ def _tokenize(soql: str) -> list[_Token]:
 
 
 class _Parser:
-    def __init__(self, soql: str, today: date) -> None:
+    def __init__(self, soql: str, today: date, custom: dict[str, dict[str, str]]) -> None:
         self.soql = soql
         self.today = today
+        self.custom = custom
         self.tokens = _tokenize(soql)
         self.position = 0
 
@@ -521,6 +537,9 @@ class _Parser:
 
     def _field(self, sobject: _SObject, token: _Token) -> str:
         canonical = sobject.canonical(token.text) if token.kind == "word" else None
+        if canonical is None and token.kind == "word":
+            lowered = token.text.lower()
+            canonical = next((name for name in self.custom.get(sobject.name, {}) if name.lower() == lowered), None)
         if canonical is None:
             raise _invalid_field(
                 self.soql,
@@ -537,8 +556,9 @@ class _Parser:
         if name in sobject.relations:
             raise _malformed(self.soql, field_token.column, "the sandbox filters on the object's own fields only")
         operator_token = self._next("an operator")
+        kind = sobject.fields.get(name) or self.custom[sobject.name][name]
         if operator_token.kind == "word" and operator_token.text.upper() == "IN":
-            return _Condition(name, "IN", self._in_list(sobject.fields[name], name))
+            return _Condition(name, "IN", self._in_list(kind, name))
         if operator_token.kind == "word" and operator_token.text.upper() in ("OR", "LIKE", "NOT"):
             raise _malformed(
                 self.soql, operator_token.column, "the sandbox supports =, !=, <, <=, >, >=, IN joined by AND"
@@ -547,7 +567,7 @@ class _Parser:
             raise _malformed(self.soql, operator_token.column, f"unexpected token: '{operator_token.text}'")
         operator = _OPERATORS[operator_token.text]
         value_token = self._next("a value")
-        return _Condition(name, operator, self._literal(sobject.fields[name], name, operator, value_token))
+        return _Condition(name, operator, self._literal(kind, name, operator, value_token))
 
     def _in_list(self, kind: str, name: str) -> frozenset[Any]:
         """`(literal, literal, ...)` after IN: at least one value, each of the field's type."""
@@ -579,9 +599,9 @@ class _Parser:
             return date.fromisoformat(token.text)
         if kind == BOOLEAN and token.kind == "word" and token.text.lower() in ("true", "false"):
             return token.text.lower() == "true"
-        if kind == INT and token.kind == "number":
+        if kind in (INT, DOUBLE) and token.kind == "number":
             return int(token.text)
-        if kind in (ID, STRING, REFERENCE) and token.kind == "string":
+        if kind in (ID, STRING, REFERENCE, PICKLIST) and token.kind == "string":
             return re.sub(r"\\(.)", r"\1", token.text[1:-1])
         quoted = " and should not be enclosed in quotes" if token.kind == "string" else ""
         raise _invalid_field(
@@ -591,11 +611,16 @@ class _Parser:
         )
 
 
-def parse_soql(soql: str, today: date) -> _Query:
-    """Parse `soql`; relative date literals resolve against `today` (the org's current day, UTC here)."""
+def parse_soql(soql: str, today: date, custom: dict[str, dict[str, str]] | None = None) -> _Query:
+    """Parse `soql`; relative date literals resolve against `today` (the org's current day, UTC here); `custom`
+    names the org's custom fields per object (name -> kind)."""
     if not soql.strip():
         raise SalesforceApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
-    return _Parser(soql, today).parse()
+    if len(soql) > SOQL_MAX_CHARS:
+        raise SalesforceApiError(
+            400, "MALFORMED_QUERY", f"SOQL statements cannot be longer than {SOQL_MAX_CHARS} characters."
+        )
+    return _Parser(soql, today, custom if custom is not None else DEFAULT_CUSTOM_FIELDS).parse()
 
 
 # --- data generation -----------------------------------------------------------------------------------------------
@@ -715,6 +740,12 @@ def _invite_contacts(events: dict[str, _Row], contact_ids: list[str]) -> None:
             row.values["WhoId"] = contact_ids[int.from_bytes(digest[1:5], "big") % len(contact_ids)]
 
 
+def _custom_sample(record_id: str, name: str, kind: str) -> Any:
+    """A custom field's sample value as rows store it (epoch ms for datetimes)."""
+    value = custom_field_sample(record_id, name, "integer" if kind == INT else kind)
+    return _ms_from_datetime(value) if kind == DATETIME and value is not None else value
+
+
 INVITATION_ANSWERS = ("New", "Accepted", "Accepted", "Declined")
 RESPONSES = (None, None, "Looking forward to it", "Running ten minutes late", "Can't make it, sorry")
 
@@ -815,6 +846,8 @@ _DESCRIBE_TYPES = {
     DATE: ("date", "xsd:date", 0, 0),
     INT: ("int", "xsd:int", 0, 0),
     REFERENCE: ("reference", "tns:ID", 18, 18),
+    DOUBLE: ("double", "xsd:double", 0, 0),
+    PICKLIST: ("picklist", "xsd:string", 255, 765),
 }
 _STRING_SUBTYPES = {"Email": ("email", 80, 240), "Phone": ("phone", 40, 120), "Username": ("string", 80, 240)}
 
@@ -894,8 +927,28 @@ def _describe_field(sobject: _SObject, name: str, kind: str) -> dict[str, Any]:
     }
 
 
-def describe_sobject(sobject: _SObject, version: str) -> dict[str, Any]:
-    """`GET sobjects/{Object}/describe`: the object's properties, `fields` and `urls` in Salesforce's shape."""
+def _describe_custom_field(sobject: _SObject, name: str, kind: str) -> dict[str, Any]:
+    """A `__c` field's describe entry: custom, writable, nillable, labelled from its name."""
+    return _describe_field(sobject, name, kind) | {
+        "custom": True,
+        "label": name.removesuffix("__c").replace("_", " "),
+        "createable": True,
+        "updateable": True,
+        "nillable": kind != BOOLEAN,
+        "defaultedOnCreate": kind == BOOLEAN,
+        "permissionable": True,
+        "precision": 18 if kind == DOUBLE else 0,
+        "scale": 2 if kind == DOUBLE else 0,
+        "picklistValues": [
+            {"active": True, "defaultValue": False, "label": value, "validFor": None, "value": value}
+            for value in (PICKLIST_SAMPLES if kind == PICKLIST else ())
+        ],
+    }
+
+
+def describe_sobject(sobject: _SObject, version: str, custom: dict[str, str] | None = None) -> dict[str, Any]:
+    """`GET sobjects/{Object}/describe`: the object's properties, `fields` (the org's `__c` ones after the standard
+    ones) and `urls` in Salesforce's shape."""
     base = f"/services/data/v{version}/sobjects/{sobject.name}"
     writable = sobject is not USER
     return {
@@ -915,7 +968,8 @@ def describe_sobject(sobject: _SObject, version: str) -> dict[str, Any]:
         "extendedBy": None,
         "extendsInterfaces": None,
         "feedEnabled": sobject is not EVENT,
-        "fields": [_describe_field(sobject, name, kind) for name, kind in sobject.fields.items()],
+        "fields": [_describe_field(sobject, name, kind) for name, kind in sobject.fields.items()]
+        + [_describe_custom_field(sobject, name, kind) for name, kind in (custom or {}).items()],
         "hasSubtypes": False,
         "implementedBy": None,
         "implementsInterfaces": None,
@@ -1021,6 +1075,9 @@ class SalesforceEmulator:
             api_request_limit, API_ALLOWANCE_WINDOW_S, clock, reported_limit=REPORTED_API_ALLOWANCE
         )
         self._locators: OrderedDict[str, _QueryLocator] = OrderedDict()
+        self._custom_fields = {
+            sobject.name: dict(DEFAULT_CUSTOM_FIELDS.get(sobject.name, {})) for sobject in SOBJECTS.values()
+        }
         self._delete_log_floor_ms = ORG_CREATED_MS
         """`earliestDateAvailable`: deletions before this instant may have been purged from the delete log."""
 
@@ -1062,8 +1119,11 @@ class SalesforceEmulator:
         """Every EventRelation with every field, `Relation` (Name, Email) included, ordered by Id."""
         return self._records(EVENT_RELATION, include_deleted=include_deleted)
 
+    def _every_field(self, sobject: _SObject) -> tuple[str, ...]:
+        return (*sobject.fields, *self._custom_fields[sobject.name], *sobject.relations)
+
     def _records(self, sobject: _SObject, *, include_deleted: bool) -> list[dict[str, Any]]:
-        fields = (*sobject.fields, *sobject.relations)
+        fields = self._every_field(sobject)
         rows = sorted(self._tables[sobject.name].values(), key=lambda row: row.id)
         return [
             self._render(sobject, row, fields, API_VERSION) for row in rows if include_deleted or row.deleted_ms is None
@@ -1136,6 +1196,23 @@ class SalesforceEmulator:
         except SalesforceApiError as error:
             raise (KeyError if error.status_code == 404 else ValueError)(error.message) from None
 
+    # --- schema changes (Python side) ---------------------------------------------------------------------------
+
+    @synchronized
+    def add_custom_field(self, sobject_name: str, name: str, kind: str = STRING) -> None:
+        """An admin creates a `__c` field on User, Contact or Event: describe lists it and SOQL may select it at once;
+        existing records hold sample values until written."""
+        if not name.endswith("__c") or kind not in CUSTOM_KINDS:
+            raise ValueError(f"a custom field is named *__c and is one of {CUSTOM_KINDS}")
+        self._custom_fields[sobject_name][name] = kind
+
+    @synchronized
+    def remove_custom_field(self, sobject_name: str, name: str) -> None:
+        """An admin deletes a `__c` field: describe drops it and a query naming it fails with INVALID_FIELD."""
+        del self._custom_fields[sobject_name][name]
+        for row in self._tables[sobject_name].values():
+            row.values.pop(name, None)
+
     # --- fault knobs -------------------------------------------------------------------------------------------------
 
     @synchronized
@@ -1190,15 +1267,23 @@ class SalesforceEmulator:
                 del table[row.id]
                 self._delete_log_floor_ms = max(self._delete_log_floor_ms, row.deleted_ms or 0)
 
+    def _kind(self, sobject: _SObject, name: str) -> str:
+        return sobject.fields.get(name) or self._custom_fields[sobject.name][name]
+
+    def _canonical(self, sobject: _SObject, name: str) -> str | None:
+        lowered = name.lower()
+        custom = next((known for known in self._custom_fields[sobject.name] if known.lower() == lowered), None)
+        return sobject.canonical(name) or custom
+
     def _coerce(self, sobject: _SObject, fields: dict[str, Any]) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for name, value in fields.items():
-            canonical = sobject.canonical(name)
+            canonical = self._canonical(sobject, name)
             if canonical is None or canonical in sobject.relations:
                 raise SalesforceApiError(
                     400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {sobject.name}"
                 )
-            if canonical not in sobject.writable:
+            if canonical not in sobject.writable and canonical not in self._custom_fields[sobject.name]:
                 raise SalesforceApiError(
                     400,
                     "INVALID_FIELD_FOR_INSERT_UPDATE",
@@ -1206,7 +1291,7 @@ class SalesforceEmulator:
                     "and verify that it is read/write for your profile or permission set.",
                     [canonical],
                 )
-            values[canonical] = self._coerce_value(sobject.fields[canonical], canonical, value)
+            values[canonical] = self._coerce_value(self._kind(sobject, canonical), canonical, value)
         return values
 
     def _coerce_value(self, kind: str, name: str, value: Any) -> Any:
@@ -1224,6 +1309,8 @@ class SalesforceEmulator:
                 if not isinstance(value, bool):
                     raise ValueError(value)
                 return value
+            if kind in (DOUBLE, INT):
+                return (float if kind == DOUBLE else int)(value)
             if kind == REFERENCE:
                 if name == "AccountId" and value not in self._accounts:
                     raise ValueError(value)
@@ -1374,6 +1461,9 @@ class SalesforceEmulator:
         if name == "IsDeleted":
             return row.deleted_ms is not None
         relation = sobject.relations.get(name)
+        custom_kind = self._custom_fields[sobject.name].get(name)
+        if custom_kind is not None and name not in row.values:
+            return _custom_sample(row.id, name, custom_kind)
         if relation is None:
             return row.values.get(name)
         parent_id = row.values.get(relation.lookup_field)
@@ -1401,7 +1491,7 @@ class SalesforceEmulator:
         for name in fields:
             relation = sobject.relations.get(name)
             if relation is None:
-                record[name] = self._wire_value(sobject.fields[name], self._value(sobject, row, name))
+                record[name] = self._wire_value(self._kind(sobject, name), self._value(sobject, row, name))
                 continue
             parent_id = row.values.get(relation.lookup_field)
             if parent_id is None:
@@ -1747,7 +1837,9 @@ class SalesforceEmulator:
         return await self._run_query(request, include_deleted=True)
 
     async def _run_query(self, request: Request, *, include_deleted: bool) -> Response:
-        query = parse_soql(request.query_params.get("q", ""), self._today())
+        with self._lock:
+            custom = {name: dict(fields) for name, fields in self._custom_fields.items()}
+        query = parse_soql(request.query_params.get("q", ""), self._today(), custom)
         batch_size = _batch_size(request.headers.get("sforce-query-options"))
         page = self._first_page(
             query, include_deleted=include_deleted, batch_size=batch_size, version=request.state.api_version
@@ -1785,7 +1877,7 @@ class SalesforceEmulator:
         sobject = self._sobject(request)
         with self._lock:
             row = self._live_row(sobject, request.path_params["record_id"])
-            record = self._render(sobject, row, (*sobject.fields, *sobject.relations), request.state.api_version)
+            record = self._render(sobject, row, self._every_field(sobject), request.state.api_version)
         return json_response(record)
 
     async def _update_record(self, request: Request) -> Response:
@@ -1799,7 +1891,10 @@ class SalesforceEmulator:
         return Response(status_code=204)
 
     async def _describe(self, request: Request) -> Response:
-        return json_response(describe_sobject(self._sobject(request), request.state.api_version))
+        sobject = self._sobject(request)
+        with self._lock:
+            custom = dict(self._custom_fields[sobject.name])
+        return json_response(describe_sobject(sobject, request.state.api_version, custom))
 
     async def _limits(self, request: Request) -> Response:
         """The org's limits; `DailyApiRequests` is the rolling allowance that `Sforce-Limit-Info` reports."""

@@ -51,6 +51,7 @@ from integrations_pipeline.sandbox.common import (
     OAuthErrorKind,
     RequestLogMiddleware,
     RequestRecord,
+    custom_field_sample,
     events_first_day,
     json_response,
     read_form,
@@ -72,6 +73,7 @@ PAGE_TOKEN_LIMIT = 100_000
 """Get Records serves at most this many records per query, page tokens included."""
 SEARCH_RESULT_LIMIT = 2_000
 MAX_FIELDS = 50
+MAX_IDS = 100
 MAX_CRITERIA = 10
 PAGE_TOKEN_TTL_S = 86_400
 ACCESS_TOKEN_TTL_S = 3_600
@@ -157,6 +159,18 @@ MODULE_FIELDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
         ("Modified_Time", "datetime", False),
     ),
 }
+DEFAULT_CUSTOM_FIELDS: dict[str, dict[str, str]] = {
+    "Contacts": {"Lead_Score": "integer", "Customer_Tier": "picklist", "Is_Partner": "boolean", "Renewal_Date": "date"},
+    "Events": {"Meeting_Type": "picklist"},
+    "Accounts": {},
+}
+"""The org's own fields (api_name -> data_type) until a test adds or removes some (`add_custom_field`)."""
+CUSTOM_DATA_TYPES = {
+    "text": "string", "integer": "integer", "double": "double", "boolean": "boolean", "date": "date",
+    "datetime": "datetime", "picklist": "picklist",
+}  # fmt: skip
+"""Zoho data types a custom field may have here -> the kind of sample value it holds."""
+CUSTOM_JSON_TYPES = {"boolean": "boolean", "integer": "integer", "double": "double"}
 RECORD_MODULES = ("Contacts", "Events")
 MODULES = {"Accounts": ("Account", 2), "Contacts": ("Contact", 3), "Events": ("Meeting", 6)}
 """The modules `/settings/modules` lists (each with fields at `/settings/fields`): singular label, tab position."""
@@ -581,6 +595,7 @@ class ZohoEmulator:
         self._credits = DailyQuota(daily_credits if daily_credits is not None else 10**12, clock)
         self._enforce_credits = daily_credits is not None
         self._page_tokens: dict[str, _PageToken] = {}
+        self._custom_fields = {module: dict(fields) for module, fields in DEFAULT_CUSTOM_FIELDS.items()}
         self._index_cache: OrderedDict[tuple[Any, ...], list[tuple[int, int]]] = OrderedDict()
 
         rng = random.Random(seed)  # noqa: S311 - reproducible sample data, not security
@@ -606,6 +621,12 @@ class ZohoEmulator:
             day = datetime.fromtimestamp(epoch_s, UTC).date()
             return datetime(day.year, day.month, day.day, tzinfo=self.org_timezone).isoformat()
         return self._iso(epoch_s)
+
+    def _custom_sample(self, module: str, row: _Row, name: str) -> Any:
+        value = custom_field_sample(str(row.id), name, CUSTOM_DATA_TYPES[self._custom_fields[module][name]])
+        if isinstance(value, datetime):
+            return self._iso(int(value.timestamp()))
+        return value.isoformat() if isinstance(value, date) else value
 
     def _owner(self, owner_id: int) -> dict[str, Any]:
         user = self._users[owner_id]
@@ -639,6 +660,8 @@ class ZohoEmulator:
                 record[name] = self._render_event_time(row, name)
             elif module == "Events" and name == "Participants" and name not in row.values:
                 record[name] = _participants(row.id)
+            elif name in self._custom_fields[module] and name not in row.values:
+                record[name] = self._custom_sample(module, row, name)
             else:
                 value = row.values.get(name)
                 record[name] = dict(value) if isinstance(value, dict) else value
@@ -676,7 +699,22 @@ class ZohoEmulator:
     # --- inspection (Python side) -------------------------------------------------------------------------------------
 
     def _all_fields(self, module: str) -> tuple[str, ...]:
-        return tuple(api_name for api_name, _, _ in MODULE_FIELDS[module])
+        return (*(api_name for api_name, _, _ in MODULE_FIELDS[module]), *self._custom_fields[module])
+
+    @synchronized
+    def add_custom_field(self, module: str, api_name: str, data_type: str = "text") -> None:
+        """An admin adds a field to Contacts or Events: settings/fields lists it (custom_field true), `fields=` may
+        name it at once, and existing records hold sample values until written."""
+        if data_type not in CUSTOM_DATA_TYPES or api_name in self._all_fields(module):
+            raise ValueError(f"a new field's data_type is one of {sorted(CUSTOM_DATA_TYPES)}")
+        self._custom_fields[module][api_name] = data_type
+
+    @synchronized
+    def remove_custom_field(self, module: str, api_name: str) -> None:
+        """An admin deletes a custom field: settings/fields drops it and a request naming it is INVALID_DATA."""
+        del self._custom_fields[module][api_name]
+        for row in self._modules[module].rows.values():
+            row.values.pop(api_name, None)
 
     @synchronized
     def _records(self, module: str, include_deleted: bool) -> list[dict[str, Any]]:
@@ -1080,6 +1118,10 @@ class ZohoEmulator:
     async def _list_records(self, request: Request) -> Response:
         module = request.path_params["module"]
         params = request.query_params
+        if params.get("ids"):
+            return self._records_by_id(
+                module, params["ids"], self._requested_fields(module, params.get("fields"), required=False)
+            )
         fields = self._requested_fields(module, params.get("fields"), required=True)
         per_page = self._per_page(request)
         page_token = params.get("page_token")
@@ -1113,6 +1155,21 @@ class ZohoEmulator:
             state = _PageToken(module, sort_by, sort_order == "desc", since_s, ordered[stop - 1], stop, 0.0)
             body = self._page_body(module, ordered[start:stop], fields, per_page, page, stop < len(ordered), state)
         return json_response(body)
+
+    def _records_by_id(self, module: str, raw_ids: str, fields: tuple[str, ...]) -> Response:
+        """`ids=` (at most MAX_IDS): those live records, in the order asked, unknown ids left out; 204 for none."""
+        ids = [part.strip() for part in raw_ids.split(",") if part.strip()]
+        if len(ids) > MAX_IDS:
+            raise ZohoApiError(400, "LIMIT_EXCEEDED", f"at most {MAX_IDS} ids", {"limit": MAX_IDS})
+        with self._lock:
+            rows = self._modules[module].rows
+            found = [rows.get(int(record_id)) if record_id.isdigit() else None for record_id in ids]
+            data = [self._render(module, row, fields) for row in found if row is not None and row.deleted_s is None]
+        if not data:
+            return Response(status_code=204)
+        return json_response(
+            {"data": data, "info": {"per_page": len(ids), "count": len(data), "page": 1, "more_records": False}}
+        )
 
     def _continue_page(self, module: str, token: str, per_page: int, fields: tuple[str, ...]) -> Response:
         state = self._page_tokens.get(token)
@@ -1304,6 +1361,27 @@ class ZohoEmulator:
             if data_type == "lookup":
                 description["lookup"] = {"module": {"api_name": "Accounts", "id": _module_id("Accounts")}}
             fields.append(description)
+        with self._lock:
+            custom = list(self._custom_fields[module].items())
+        for index, (api_name, data_type) in enumerate(custom, start=len(fields)):
+            label = api_name.replace("_", " ")
+            fields.append(
+                {
+                    "api_name": api_name,
+                    "field_label": label,
+                    "display_label": label,
+                    "data_type": data_type,
+                    "json_type": {"boolean": "boolean", "integer": "integer", "double": "double"}.get(
+                        data_type, "string"
+                    ),
+                    "id": str(_ID_BASE + 710_000_000 + index),
+                    "system_mandatory": False,
+                    "custom_field": True,
+                    "read_only": False,
+                    "visible": True,
+                    "length": 255,
+                }
+            )
         return json_response({"fields": fields})
 
     async def _settings_modules(self, request: Request) -> Response:

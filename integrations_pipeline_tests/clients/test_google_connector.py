@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from integrations_pipeline.clients.errors import CursorExpired, NeedsReauth, ProviderError
 from integrations_pipeline.clients.google import (
     ENTITIES,
+    PERSON_FIELDS,
     SPEC,
     CalendarEvent,
     DirectoryUser,
@@ -524,3 +525,24 @@ def test_rate_limit_detection_reads_the_403_reason() -> None:
         with pytest.raises(ProviderError) as bad:
             api.raise_for_status(error(400, "invalidParameter"))
         assert not isinstance(bad.value, CursorExpired)
+
+
+def test_a_sync_token_round_keeps_the_person_fields_it_began_with(
+    google: ServedGoogle, client: GoogleClient, clock: ManualClock
+) -> None:
+    """People wants a sync-token request's parameters to repeat the first call's: a catalog growing mid-round (or a
+    cursor from before the mask was kept) does not change the mask until the next full read."""
+    since = len(google.emulator.request_log)
+    first = SyncRequest(CONNECTION_ID, None, now(clock), fields=("names", "biographies"))
+    _, pages = sync(read_contacts, client, first)
+    cursor = pages[-1].cursor
+    assert cursor is not None and json.loads(cursor)["person_fields"].endswith(",biographies")
+    sync(read_contacts, client, SyncRequest(CONNECTION_ID, cursor, now(clock), fields=("names", "biographies", "urls")))
+    legacy = json.dumps({"sync_token": json.loads(cursor)["sync_token"]})
+    sync(read_contacts, client, SyncRequest(CONNECTION_ID, legacy, now(clock), fields=("urls",)))
+    masks = [
+        parse_qs(record.query)["personFields"][0]
+        for record in google.emulator.request_log[since:]
+        if record.path.endswith("/connections")
+    ]
+    assert masks[-3:] == [PERSON_FIELDS + ",biographies", PERSON_FIELDS + ",biographies", PERSON_FIELDS]

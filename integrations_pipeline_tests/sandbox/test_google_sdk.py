@@ -86,10 +86,12 @@ def collect(collection: Any, request: Any, items_key: str) -> tuple[list[dict[st
 
 
 def test_directory_users_list_next_returns_exactly_the_emulators_users(sandbox: ServedGoogle) -> None:
+    sandbox.emulator.schemas.add_field("Employment", "badgeNumber", "INT64")  # a custom field added at run time
     users = service(sandbox, "admin", "directory_v1").users()
     request = users.list(customer="my_customer", maxResults=5, orderBy="email", projection="full")
     listed, pages = collect(users, request, "users")
     assert listed == sandbox.emulator.user_records()
+    assert all(user["customSchemas"]["Employment"]["badgeNumber"] for user in listed)
     assert len(pages) == 7
     logged = [record for record in sandbox.emulator.request_log if record.path == "/admin/directory/v1/users"]
     assert len(logged) == 7 and all("alt=json" in record.query for record in logged)

@@ -351,6 +351,11 @@ def test_select_is_carried_by_the_tokens(graph: ServedMicrosoft) -> None:
     assert changes == [{"id": user_id, "mail": items[2]["mail"], "accountEnabled": False}]
     unknown = graph.get(USERS_DELTA, params={"$select": "id,favouriteColour"})
     assert_graph_error(unknown, 400, "Request_BadRequest")
+    directory = graph.delta_round(USERS_DELTA, params={"$select": "id,department,employeeId,city"}, page_size=50)[0]
+    assert all(item["department"] and item["employeeId"] and item["city"] is None for item in directory)
+    contacts, _, _ = graph.delta_round(CONTACTS_DELTA, params={"$select": "id,department,personalNotes"})
+    assert contacts and all(set(item) == {"id", "@odata.etag", "department", "personalNotes"} for item in contacts)
+    assert_graph_error(graph.get(CONTACTS_DELTA, params={"$select": "id,shoeSize"}), 400, "RequestBroker--ParseUri")
 
 
 def test_contacts_delta_link_returns_exactly_the_changes_and_removals(graph: ServedMicrosoft) -> None:

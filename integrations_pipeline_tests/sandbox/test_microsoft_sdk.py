@@ -114,7 +114,7 @@ async def follow_round(
 def test_users_delta_pages_to_exactly_the_tenant_and_follows_the_delta_link(sandbox: ServedMicrosoft) -> None:
     config = RequestConfiguration(
         query_parameters=UsersDeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(
-            select=["id", "displayName", "mail", "userPrincipalName", "accountEnabled", "createdDateTime"]
+            select=["id", "displayName", "mail", "userPrincipalName", "accountEnabled", "createdDateTime", "department"]
         )
     )
     config.headers.add("Prefer", "odata.maxpagesize=5")
@@ -143,7 +143,7 @@ def test_users_delta_pages_to_exactly_the_tenant_and_follows_the_delta_link(sand
             record["mail"],
             record["userPrincipalName"],
         )
-        assert user.account_enabled is record["accountEnabled"]
+        assert user.account_enabled is record["accountEnabled"] and user.department == record["department"]
         assert user.created_date_time == datetime.fromisoformat(record["createdDateTime"])
     assert [change.id for change in changes] == [truth[1]["id"], truth[2]["id"]]
     assert changes[0].account_enabled is False and changes[0].mail == truth[1]["mail"]  # $select kept by the link

@@ -23,7 +23,12 @@ import httpx
 import pytest
 
 from integrations_pipeline.httpserver import BackgroundServer
-from integrations_pipeline.sandbox.salesforce import SalesforceEmulator
+from integrations_pipeline.sandbox.salesforce import (
+    SOQL_MAX_CHARS,
+    SalesforceApiError,
+    SalesforceEmulator,
+    parse_soql,
+)
 from integrations_pipeline_tests.sandbox.conftest import ManualClock, pkce_pair
 
 CLIENT_ID = "sandbox-salesforce-client"
@@ -525,3 +530,10 @@ def test_a_hundred_thousand_contacts_build_deterministically_and_page(clock: Man
         bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
         page = http.get(f"{DATA}/queryAll", params={"q": "SELECT Id, Email FROM Contact"}, headers=bearer).json()
         assert (page["totalSize"], len(page["records"]), page["done"]) == (100_000, 2000, False)
+
+
+def test_a_soql_statement_over_100000_characters_is_malformed() -> None:
+    """Reachable at Salesforce through a composite body only: by GET the 16,384-byte URI limit comes first."""
+    with pytest.raises(SalesforceApiError) as refused:
+        parse_soql("SELECT Id FROM Contact WHERE Email = '" + "x" * SOQL_MAX_CHARS + "'", date(2026, 1, 1))
+    assert refused.value.error_code == "MALFORMED_QUERY" and "100000 characters" in refused.value.message

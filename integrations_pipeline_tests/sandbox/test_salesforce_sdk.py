@@ -212,3 +212,25 @@ def test_errors_map_onto_the_sdk_exceptions(clock: ManualClock, certificate: tup
             {"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}
         ]
     session.close()
+
+
+def test_custom_fields_through_the_sdk_selected_by_name_added_and_removed_at_run_time(
+    sandbox: ServedSalesforce, sf: Salesforce
+) -> None:
+    contacts: Any = sf.Contact
+    custom = {entry["name"]: entry for entry in contacts.describe()["fields"] if entry["custom"]}
+    assert custom["Lead_Score__c"]["type"] == "double" and custom["Tier__c"]["picklistValues"]
+    first, second = (record["Id"] for record in sandbox.emulator.contact_records(include_deleted=False)[:2])
+    answer = sf.query(f"SELECT Id, Tier__c FROM Contact WHERE Id IN ('{first}', '{second}')")
+    assert answer["totalSize"] == 2
+    assert all(set(record) == {"attributes", "Id", "Tier__c"} for record in answer["records"])  # only those asked
+
+    sandbox.emulator.add_custom_field("Contact", "Churn_Risk__c", "double")
+    contacts.update(first, {"Churn_Risk__c": 0.25})
+    assert "Churn_Risk__c" in {entry["name"] for entry in contacts.describe()["fields"]}
+    assert sf.query(f"SELECT Churn_Risk__c FROM Contact WHERE Id = '{first}'")["records"][0]["Churn_Risk__c"] == 0.25
+    sandbox.emulator.remove_custom_field("Contact", "Churn_Risk__c")
+    with pytest.raises(SalesforceMalformedRequest) as refused:
+        sf.query("SELECT Id, Churn_Risk__c FROM Contact")
+    assert error_body(refused.value)[0]["errorCode"] == "INVALID_FIELD"
+    assert "No such column 'Churn_Risk__c'" in error_body(refused.value)[0]["message"]

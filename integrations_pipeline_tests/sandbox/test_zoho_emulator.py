@@ -334,3 +334,31 @@ def test_daily_credits_run_out_with_too_many_requests_and_come_back_next_day(
     clock.advance(86_400)
     response = zoho.get(CONTACTS, params={"fields": "Email", "per_page": "1"})
     assert (response.status_code, response.headers["X-RATELIMIT-REMAINING"]) == (200, "2")
+
+
+def test_custom_fields_are_described_selected_by_name_added_and_removed_at_run_time(zoho: Served) -> None:
+    metadata_token = run_code_flow(zoho.http, scope="ZohoCRM.settings.fields.READ")["access_token"]
+
+    def described() -> dict[str, dict[str, Any]]:
+        answer = zoho.get("/crm/v8/settings/fields", token=metadata_token, params={"module": "Contacts"})
+        return {field["api_name"]: field for field in answer.json()["fields"]}
+
+    assert described()["Lead_Score"]["custom_field"] and not described()["Email"]["custom_field"]
+    zoho.emulator.add_custom_field("Contacts", "Churn_Risk", "double")
+    assert described()["Churn_Risk"]["data_type"] == "double"
+    records = page_through(zoho, {"fields": "Churn_Risk,Lead_Score"})
+    assert len(records) == 230 and all(set(record) == {"Churn_Risk", "Lead_Score", "id"} for record in records)
+    ids = [record["id"] for record in records[:3]]
+    by_id = zoho.get(CONTACTS, params={"ids": ",".join(reversed(ids)), "fields": "Churn_Risk"}).json()
+    assert [record["id"] for record in by_id["data"]] == list(reversed(ids))
+    assert [record["Churn_Risk"] for record in by_id["data"]] == [
+        record["Churn_Risk"] for record in reversed(records[:3])
+    ]
+
+    too_many_ids = ",".join(str(number) for number in range(101))
+    assert_zoho_error(zoho.get(CONTACTS, params={"ids": too_many_ids, "fields": "Email"}), 400, "LIMIT_EXCEEDED")
+    too_many_fields = ",".join(f"Survey_{number}" for number in range(51))
+    assert_zoho_error(zoho.get(CONTACTS, params={"fields": too_many_fields}), 400, "LIMIT_EXCEEDED")
+    zoho.emulator.remove_custom_field("Contacts", "Churn_Risk")
+    refused = assert_zoho_error(zoho.get(CONTACTS, params={"fields": "Email,Churn_Risk"}), 400, "INVALID_DATA")
+    assert refused["details"] == {"api_name": "Churn_Risk", "param_name": "fields"}

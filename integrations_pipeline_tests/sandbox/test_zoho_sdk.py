@@ -119,6 +119,15 @@ def all_contacts_through_sdk(per_page: int) -> tuple[list[Any], int]:
         token = info.get_next_page_token()
 
 
+def initialize_with_a_grant(url: str, tmp_path: Path) -> OAuthToken:
+    """The SDK initialized with a fresh grant token, which it redeems."""
+    token = OAuthToken(
+        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, grant_token=grant_code(url), redirect_url=REDIRECT_URI
+    )
+    initialize(url, token, tmp_path)
+    return token
+
+
 def assert_same_contacts(records: list[Any], emulator: ZohoEmulator) -> None:
     expected = emulator.contact_records()
     assert [str(record.get_id()) for record in records] == [item["id"] for item in expected]
@@ -134,10 +143,7 @@ def test_sdk_redeems_a_grant_token_and_pages_every_contact_with_page_tokens(
     sandbox: tuple[ZohoEmulator, str], tmp_path: Path
 ) -> None:
     emulator, url = sandbox
-    token = OAuthToken(
-        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, grant_token=grant_code(url), redirect_url=REDIRECT_URI
-    )
-    initialize(url, token, tmp_path)
+    token = initialize_with_a_grant(url, tmp_path)
     assert emulator.token_requests("authorization_code") == 1
     assert token.get_refresh_token() in emulator.issued_tokens()  # offline access: a refresh token came back
 
@@ -189,10 +195,7 @@ def test_sdk_surfaces_zoho_errors_for_missing_fields_and_a_revoked_grant(
     sandbox: tuple[ZohoEmulator, str], tmp_path: Path
 ) -> None:
     emulator, url = sandbox
-    token = OAuthToken(
-        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, grant_token=grant_code(url), redirect_url=REDIRECT_URI
-    )
-    initialize(url, token, tmp_path)
+    token = initialize_with_a_grant(url, tmp_path)
     params = ParameterMap()
     params.add(GetRecordsParam.per_page, 10)
     response = RecordOperations("Contacts").get_records(params)
@@ -268,3 +271,24 @@ def test_sdk_reads_an_eu_account_at_the_eu_origins_only(clock: ManualClock, tmp_
             },
         )
         assert at_us_accounts.json() == {"error": "invalid_code"}
+
+
+def test_sdk_reads_a_custom_field_added_at_run_time_by_name_and_by_ids(
+    sandbox: tuple[ZohoEmulator, str], tmp_path: Path
+) -> None:
+    emulator, url = sandbox
+    initialize_with_a_grant(url, tmp_path)
+    emulator.add_custom_field("Contacts", "Churn_Risk", "double")
+    first, second = (item["id"] for item in emulator.contact_records()[:2])
+    emulator.update_contact(first, {"Churn_Risk": 0.25})
+    params = ParameterMap()
+    params.add(GetRecordsParam.fields, "Last_Name,Churn_Risk,Customer_Tier")
+    params.add(GetRecordsParam.ids, f"{first},{second}")
+    response = RecordOperations("Contacts").get_records(params)
+    assert response.get_status_code() == 200
+    wrapper = response.get_object()
+    assert isinstance(wrapper, ResponseWrapper), wrapper
+    records = {str(record.get_id()): record for record in wrapper.get_data()}
+    assert set(records) == {first, second}
+    assert records[first].get_key_value("Churn_Risk") == 0.25
+    assert records[second].get_key_value("Customer_Tier") == emulator.contact_records()[1]["Customer_Tier"]
