@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from typing_extensions import TypedDict
@@ -81,8 +82,11 @@ OWNERS_PATH = "/crm/v3/owners/"  # with the trailing slash, as HubSpot documents
 # associations batch read (up to 1,000 meetings a call), then reads the contacts not seen yet in batches of 100.
 MEETING_CONTACTS_PATH = "/crm/v4/associations/meetings/contacts/batch/read"
 ASSOCIATIONS_BATCH = 1_000
-CONTACTS_BATCH_READ_PATH = "/crm/v3/objects/contacts/batch/read"
-CONTACTS_BATCH = 100
+BATCH_READ = 100  # ids per `POST /crm/v3/objects/{type}/batch/read`
+# URL-encoded bytes of `properties` one list request names. HubSpot refuses a longer URI with 414 somewhere near
+# 16 KB (undocumented; accounts with several hundred custom properties meet it), so the properties past this budget
+# are batch-read by id, where they travel in the body.
+LIST_PROPERTIES_BUDGET = 8_000
 ATTENDEE_CONTACT_PROPERTIES = ("email", "firstname", "lastname")
 
 
@@ -246,20 +250,45 @@ def range_filters(property_name: str, low: datetime, high: datetime) -> list[dic
     ]
 
 
+def split_properties(
+    properties: Sequence[str], budget: int = LIST_PROPERTIES_BUDGET
+) -> tuple[Sequence[str], Sequence[str]]:
+    """The properties one list request names within `budget` URL-encoded bytes (ours come first in the list, so
+    they always fit), and the rest."""
+    size = 0
+    for index, name in enumerate(properties):
+        size += len(quote(name, safe="")) + (len("%2C") if index else 0)
+        if size > budget:
+            return properties[:index], properties[index:]
+    return properties, ()
+
+
 class HubSpotClient(ApiClient):
     rate_limit_header_prefixes = ("x-hubspot-ratelimit",)
 
     # --- any CRM object ---
 
     def iter_objects(self, object_type: CrmObjectType, *, archived: bool = False) -> Iterator[list[HubSpotObject]]:
-        """Every live (or every archived) object of the type, a page at a time."""
-        params = [("limit", PAGE_LIMIT), ("archived", "true" if archived else "false")]
-        # one comma-separated value, as documented: a catalog of hundreds of properties keeps the URL short
-        params.append(("properties", ",".join(object_type.properties)))
+        """Every live (or every archived) object of the type, a page at a time, with every property asked for:
+        those past the URI's budget are batch-read for the page's ids and folded in."""
+        listed, rest = split_properties(object_type.properties)
+        # one comma-separated value, as documented: shorter than repeating `properties=`
+        params = [
+            ("limit", PAGE_LIMIT),
+            ("archived", "true" if archived else "false"),
+            ("properties", ",".join(listed)),
+        ]
         for page in LIST_PAGINATOR.pages(
             self, "GET", object_type.path, params=params, parse=_OBJECTS_PAGE.validate_json
         ):
-            yield page.get("results", [])
+            objects = page.get("results", [])
+            if rest and objects:
+                found = self.batch_read(object_type.path, [item.id for item in objects], rest, archived=archived)
+                by_id = {item.id: item for item in found}
+                for item in objects:
+                    if item.id in by_id:  # else archived or purged since the list: the next sync sees it
+                        item.properties.update(by_id[item.id].properties)
+            yield objects
 
     def iter_search(
         self,
@@ -342,18 +371,26 @@ class HubSpotClient(ApiClient):
                     pending.append({"id": meeting_id, "after": after})
         return contacts
 
-    def read_contacts(self, contact_ids: Sequence[str]) -> list[HubSpotObject]:
-        """The live contacts among these ids (the rest, archived or gone, are a 207's errors), 100 per call."""
+    def batch_read(
+        self, path: str, ids: Sequence[str], properties: Sequence[str], *, archived: bool = False
+    ) -> list[HubSpotObject]:
+        """The live (or archived) objects among these ids with these properties (the rest, in the other state or
+        gone, are a 207's errors), 100 per call."""
         found: list[HubSpotObject] = []
-        for start in range(0, len(contact_ids), CONTACTS_BATCH):
+        for start in range(0, len(ids), BATCH_READ):
             body = {
-                "properties": list(ATTENDEE_CONTACT_PROPERTIES),
+                "properties": list(properties),
                 "propertiesWithHistory": [],
-                "inputs": [{"id": contact_id} for contact_id in contact_ids[start : start + CONTACTS_BATCH]],
+                "inputs": [{"id": object_id} for object_id in ids[start : start + BATCH_READ]],
             }
-            answer = self.request("POST", CONTACTS_BATCH_READ_PATH, params={"archived": "false"}, json=body)
+            params = {"archived": "true" if archived else "false"}
+            answer = self.request("POST", f"{path}/batch/read", params=params, json=body)
             found += _OBJECTS_PAGE.validate_json(answer.content).get("results", [])
         return found
+
+    def read_contacts(self, contact_ids: Sequence[str]) -> list[HubSpotObject]:
+        """The live contacts among these ids, with what an attendee needs."""
+        return self.batch_read(CONTACTS.path, contact_ids, ATTENDEE_CONTACT_PROPERTIES)
 
     def owner_emails(self) -> dict[str, str]:
         """Owner id -> email for every owner, archived ones included (old meetings keep their owner)."""

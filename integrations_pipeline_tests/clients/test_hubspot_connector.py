@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -314,6 +314,35 @@ def test_contact_search_splits_its_window_at_the_10000_cap(clock: ManualClock) -
         assert all(record.status == 200 for record in log)  # never paged past the cap
         searches = [record for record in log if record.path.endswith("/search")]
         assert len(searches) > (SEARCH_RESULT_CAP + 150) // 100 + 1  # the probe that found the cap, then halves
+
+
+def test_a_catalog_too_wide_for_one_list_uri_is_batch_read_and_merged(hubspot: Connected) -> None:
+    """Hundreds of custom properties do not fit one list request's URI (HubSpot answers 414): the list names what
+    fits, the rest are batch-read by the page's ids, and every record carries every property."""
+    emulator = hubspot.emulator
+    names = [f"quarterly_custom_score_number_{n:03d}" for n in range(500)]  # about 18 KB of names
+    for name in names:
+        emulator.properties.add("contacts", name, type="number", field_type="number", label=name)
+    emulator.update_contact("7", {names[0]: "1", names[-1]: "2"})
+    whole = hubspot.http.get(
+        "/crm/v3/objects/contacts",
+        params={"properties": ",".join(names)},
+        headers={"Authorization": f"Bearer {hubspot.auth.access_token}"},
+    )
+    assert whole.status_code == 414
+
+    position = hubspot.log_position()
+    request = replace(hubspot.request(), fields=tuple(names))
+    records, _, pages = collect(read_contacts(hubspot.client, request))
+    assert records == [expected_contact(record) for record in emulator.contact_records()]
+    raw = {record["source_id"]: json.loads(record["raw"])["properties"] for record in records}
+    assert raw["7"][names[0]] == "1" and raw["7"][names[-1]] == "2"
+    assert all(set(names) <= set(properties) for properties in raw.values())
+    requests = hubspot.crm_requests(position)
+    listed = [r for r in requests if r.startswith("GET /crm/v3/objects/contacts?")]
+    batches = [r for r in requests if r.startswith("POST /crm/v3/objects/contacts/batch/read")]
+    assert listed and all(len(r) < 16_384 for r in listed) and "email" in listed[0]
+    assert len(batches) == pages  # one batch read per page of records (100 ids at most each)
 
 
 def test_a_cursor_older_than_hubspots_deleted_record_retention_is_stale(hubspot: Connected) -> None:
