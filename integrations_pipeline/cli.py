@@ -342,14 +342,21 @@ def fields() -> None:
     pass
 
 
-@fields.command("list", help="List a connection's fields (discovered from the provider on first use).")
+@fields.command("list", help="List a connection's fields as its provider describes them now (custom ones included).")
 @click.argument("connection")
 @click.option("--entity", type=click.Choice(["users", "contacts", "events"]), default=None)
-@click.option("--refresh", is_flag=True, help="ask the provider now instead of showing the stored catalog")
+@click.option(
+    "--refresh/--stored",
+    default=None,
+    help="--stored: the stored catalog only, without asking the provider; --refresh: ask the provider (refused for "
+    "a connection that is not active). Default: ask it when the connection is active",
+)
 @click.option("--include-removed", is_flag=True, help="also fields the provider no longer describes")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 @friendly_errors
-def fields_list(connection: str, entity: str | None, refresh: bool, include_removed: bool, as_json: bool) -> None:
+def fields_list(
+    connection: str, entity: str | None, refresh: bool | None, include_removed: bool, as_json: bool
+) -> None:
     settings = load_settings()
     listing = FieldService(settings, open_store(settings)).list(
         connection, entity=entity, refresh=refresh, include_removed=include_removed

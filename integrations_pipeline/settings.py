@@ -148,6 +148,13 @@ class Settings(BaseSettings):
         description='JSON object {"<tenant>": "<cron, UTC>"}: a tenant\'s sync schedule instead of hourly '
         "(resolved to the schedules' 5-minute tick)",
     )
+    catalog_max_age_s: float = Field(
+        default=60,
+        ge=0,
+        description="a sync first asks the provider for its entity's fields when the connection's stored field "
+        "catalog is older than this many seconds (0: every sync), so a field added at the provider reaches the "
+        "next sync's raw records",
+    )
     sync_batch_size: int = Field(
         default=100,
         ge=1,

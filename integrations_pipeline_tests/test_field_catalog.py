@@ -82,8 +82,8 @@ def test_hubspot_properties_land_in_the_catalog_and_follow_the_portal(hubspot: t
 
     stack.emulator.properties.add("contacts", "churn_risk", type="number", field_type="number", label="Churn risk")
     stack.emulator.properties.archive("contacts", "renewal_date")
-    assert "contacts.churn_risk" not in listed(stack, connection_id)  # the stored catalog, until refreshed
-    refreshed = listed(stack, connection_id, refresh="true", entity="contacts")
+    assert "contacts.churn_risk" not in listed(stack, connection_id, refresh="false")  # the stored catalog
+    refreshed = listed(stack, connection_id, entity="contacts")  # an active connection's: asked for now
     assert refreshed["contacts.churn_risk"]["label"] == "Churn risk" and refreshed["contacts.churn_risk"]["custom"]
     assert "contacts.renewal_date" not in refreshed and all(key.startswith("contacts.") for key in refreshed)
     assert listed(stack, connection_id, include_removed="true")["contacts.renewal_date"]["removed_at"] is not None
@@ -108,16 +108,17 @@ def test_fields_endpoint_refusals_are_clear(hubspot: tuple[Stack, str]) -> None:
     assert result.exit_code == 1 and "no connection 'hubspot-nobody'" in result.output
 
 
-def test_a_sync_meeting_an_unknown_field_refreshes_once(hubspot: tuple[Stack, str]) -> None:
+def test_a_catalog_is_stale_when_never_discovered_or_older_than_the_max_age(hubspot: tuple[Stack, str]) -> None:
     stack, connection_id = hubspot
     refresher = CatalogRefresher(stack.store, lambda provider, cid: _connector(stack, provider, cid))
+    minute = timedelta(minutes=1)
+    assert refresher.is_stale(connection_id, "contacts", minute, now=T0)  # never discovered
     refresher.refresh(connection_id, ["contacts"], now=T0)
-    assert refresher.refresh_if_unknown(connection_id, "contacts", ["email", "lead_score"], now=T0) is None
+    assert not refresher.is_stale(connection_id, "contacts", minute, now=T0 + timedelta(seconds=59))
+    assert refresher.is_stale(connection_id, "contacts", minute, now=T0 + minute)
+    assert refresher.is_stale(connection_id, "users", minute, now=T0)  # per entity
     stack.emulator.properties.add("contacts", "nps", type="number", field_type="number")
-    soon = T0 + timedelta(minutes=1)
-    assert refresher.refresh_if_unknown(connection_id, "contacts", ["nps"], now=soon) is None  # refreshed just now
-    change = refresher.refresh_if_unknown(connection_id, "contacts", ["nps"], now=T0 + timedelta(hours=1))
-    assert change is not None and change.added == ["nps"]
+    assert refresher.refresh(connection_id, ["contacts"], now=T0 + timedelta(hours=1))["contacts"].added == ["nps"]
 
     # The schedule's pass: users and events were never discovered, so the connection is stale; then it is not.
     stack.emulator.properties.archive("contacts", "nps")

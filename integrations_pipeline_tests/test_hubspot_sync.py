@@ -202,23 +202,27 @@ def raw_property(stack: Stack, connection_id: str, contact_id: str, name: str) -
 
 
 def test_a_property_added_at_hubspot_reaches_the_raw_column_of_the_next_incremental_sync(
-    stack: Stack, instance: dg.DagsterInstance
+    stack: Stack, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The connection's catalog is requested by name: a custom property created after the first sync is in the raw
-    record of the next (incremental) sync once the catalog has it, without a restart or a code change."""
+    """The connection's catalog is requested by name and discovered by the sync itself when older than
+    INTEGRATIONS_CATALOG_MAX_AGE_S: a custom property created after the first sync is in the raw record of the next
+    (incremental) sync and in the fields endpoint, without a restart or a code change."""
     connection_id = stack.connect("acme")
     instance.add_dynamic_partitions(connection_partitions("hubspot").name, [connection_id])
-    with stack.api() as api:  # the catalog, discovered on first use
-        assert api.get(f"/connections/{connection_id}/fields").status_code == 200
-    sync(instance, connection_id)
+    sync(instance, connection_id)  # nobody listed the catalog: the sync discovered it
     assert raw_property(stack, connection_id, "3", "lead_score") is not None  # a custom property of the catalog
     assert raw_property(stack, connection_id, "3", "email") == expected(stack)["3"][0]
 
     stack.emulator.properties.add("contacts", "churn_risk", type="number", field_type="number", label="Churn risk")
     stack.emulator.update_contact("3", {"churn_risk": "0.8"})
-    with stack.api() as api:
-        assert api.get(f"/connections/{connection_id}/fields", params={"refresh": "true"}).status_code == 200
+    with stack.api() as api:  # an active connection's fields are asked for now
+        listed = api.get(f"/connections/{connection_id}/fields", params={"entity": "contacts"}).json()
+    assert listed["refreshed"] and "churn_risk" in {field["name"] for field in listed["fields"]}
+    stack.emulator.properties.add("contacts", "nps", type="number", field_type="number", label="NPS")
+    stack.emulator.update_contact("3", {"nps": "9"})
+    monkeypatch.setenv("INTEGRATIONS_CATALOG_MAX_AGE_S", "0")  # the catalog the endpoint just stored is stale
     second = sync(instance, connection_id)
+    assert raw_property(stack, connection_id, "3", "nps") == "9"
     metadata = second.asset_materializations_for_node("hubspot_contacts")[0].metadata
     assert metadata["sync_mode"].value == "incremental"
     assert raw_property(stack, connection_id, "3", "churn_risk") == "0.8"

@@ -17,7 +17,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.definitions.metadata import TableMetadataSet
 
-from integrations_pipeline.clients.catalog import mapping_sources
+from integrations_pipeline.clients.catalog import CatalogRefresher, mapping_sources
 from integrations_pipeline.clients.errors import CursorExpired, NeedsReauth, ProviderError, RateLimited
 from integrations_pipeline.clients.http import ApiClient, CallStats
 from integrations_pipeline.clients.spec import EntitySpec, Page, SyncRequest
@@ -33,7 +33,7 @@ from integrations_pipeline.partitions import (
 )
 from integrations_pipeline.records import ATTENDEE_COLUMNS, ATTENDEE_KEY, ATTENDEES, COLUMN_DESCRIPTIONS
 from integrations_pipeline.resources import IntegrationsResource
-from integrations_pipeline.store.catalog import CatalogField, FieldCatalog
+from integrations_pipeline.store.catalog import CatalogField
 from integrations_pipeline.store.inbox import WebhookInbox
 from integrations_pipeline.store.push import PushSubscriptions
 from integrations_pipeline.store.repository import LIVE_PARTITION, StateStore
@@ -247,6 +247,23 @@ def unified_follow(store: StateStore, entity: str, tenant: str, provider: str) -
     return UnifiedFollow(entity, tenant, provider, rules, mapping_sources(store, tenant, provider).get(entity))
 
 
+def current_catalog(
+    integrations: IntegrationsResource, client: ApiClient, spec: EntitySpec, connection_id: str
+) -> tuple[CatalogField, ...]:
+    """The entity's field catalog, asked of the provider first (through the sync's own client) when the stored one
+    is older than `INTEGRATIONS_CATALOG_MAX_AGE_S`: a field added at the provider reaches this sync's raw records.
+    A failed discovery leaves this sync the stored catalog, unless the grant is gone (the sync would fail anyway)."""
+    refresher = CatalogRefresher(integrations.store, integrations.connector)
+    if refresher.is_stale(connection_id, spec.entity, timedelta(seconds=integrations.settings.catalog_max_age_s)):
+        try:
+            refresher.discover(client, spec.provider, connection_id, [spec.entity])
+        except NeedsReauth:
+            raise
+        except ProviderError as error:
+            dg.get_dagster_logger().warning(f"{connection_id} {spec.entity}: fields not rediscovered ({error})")
+    return tuple(refresher.catalog.fields(connection_id, spec.entity))
+
+
 def sync_scope(
     spec: EntitySpec, integrations: IntegrationsResource, scope: PartitionScope, is_backfill: bool
 ) -> Synced:
@@ -255,19 +272,11 @@ def sync_scope(
     store, warehouse = integrations.store, integrations.warehouse
     table = f"{spec.provider}.{spec.entity}"
     connection = store.get_connection(scope.connection_id)
-    catalog = tuple(FieldCatalog(store).fields(scope.connection_id, spec.entity))
-    request = SyncRequest(
-        connection_id=scope.connection_id,
-        cursor=None if is_backfill else store.get_cursor(scope.connection_id, spec.entity, scope.cursor_key),
-        started_at=datetime.now(UTC),
-        window=scope.window,
-        provider_metadata=connection.provider_metadata if connection else {},
-        fields=tuple(info.name for info in catalog),
-    )
+    cursor = None if is_backfill else store.get_cursor(scope.connection_id, spec.entity, scope.cursor_key)
     follow = unified_follow(store, spec.entity, connection.tenant, spec.provider) if connection is not None else None
     part = PartitionSlice(table, scope.connection_id, scope.window, spec.day_column)
     attendee_table = f"{spec.provider}.{ATTENDEES}" if spec.entity == "events" else None
-    incremental = request.cursor is not None and all(
+    incremental = cursor is not None and all(
         warehouse.table_exists(name) for name in (table, attendee_table) if name is not None
     )
     attendee_staging: AbstractContextManager[Staging | None] = (
@@ -278,6 +287,15 @@ def sync_scope(
         attendee_staging as attendees,
         integrations.connector(spec.provider, scope.connection_id, backfill=is_backfill) as client,
     ):
+        catalog = current_catalog(integrations, client, spec, scope.connection_id)
+        request = SyncRequest(
+            connection_id=scope.connection_id,
+            cursor=cursor,
+            started_at=datetime.now(UTC),
+            window=scope.window,
+            provider_metadata=connection.provider_metadata if connection else {},
+            fields=tuple(info.name for info in catalog),
+        )
         fetched = stage(spec, client, request, staging, incremental, attendees)
         full = fetched.mode != "incremental"
         counts = staging.merge(MergeTarget(part, spec.columns, spec.primary_key, full, follow))

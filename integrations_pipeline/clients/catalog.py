@@ -42,13 +42,6 @@ S, N, B, DT, D, E, M, R, OBJ = (
     FieldType.OBJECT,
 )
 ENTITY_NAMES = ("users", "contacts", "events")
-# A sync meeting unknown fields refreshes the entity's catalog at most this often (a provider may return a key its
-# metadata never lists; it must not cost a metadata call per sync).
-UNKNOWN_FIELD_REFRESH_INTERVAL = timedelta(minutes=15)
-# Keys of raw records that are bookkeeping or containers, not fields: Salesforce `attributes`, Google `kind`, `etag`
-# and `customSchemas` (whose fields the catalog lists as `Schema.field`); `$`- and `@`-prefixed keys (Zoho
-# `$approval`, Graph `@odata.etag`) are skipped too.
-BOOKKEEPING_KEYS = frozenset({"attributes", "kind", "etag", "customSchemas"})
 
 
 def _label(name: str) -> str:
@@ -254,8 +247,8 @@ OpenClient = Callable[[str, str], AbstractContextManager[Any]]  # (provider, con
 
 
 class CatalogRefresher:
-    """Discovery into the catalog: on demand (gateway `?refresh=true`, CLI `--refresh`), on a schedule, and when a
-    sync meets a field it does not know (`refresh_if_unknown`)."""
+    """Discovery into the catalog: when people list the fields (gateway, CLI), at the start of a sync whose catalog
+    is older than `INTEGRATIONS_CATALOG_MAX_AGE_S` (`is_stale`, `discover`), and daily on a schedule."""
 
     def __init__(self, store: StateStore, open_client: OpenClient) -> None:
         self.store = store
@@ -273,29 +266,20 @@ class CatalogRefresher:
     ) -> dict[str, CatalogChange]:
         """Discover the entities' fields now; raises the client's typed errors (ProviderError, NeedsReauth)."""
         provider = self._provider(connection_id)
-        discover = DISCOVERERS[provider]
         with self.open_client(provider, connection_id) as client:
-            found = {entity: discover(client, entity) for entity in entities}
+            return self.discover(client, provider, connection_id, entities, now)
+
+    def discover(
+        self, client: Any, provider: str, connection_id: str, entities: Iterable[str], now: datetime | None = None
+    ) -> dict[str, CatalogChange]:
+        """Discover the entities' fields through a data client the caller holds open (a sync's own)."""
+        found = {entity: DISCOVERERS[provider](client, entity) for entity in entities}
         return {entity: self.catalog.record(connection_id, entity, fields, now) for entity, fields in found.items()}
 
-    def refresh_if_unknown(
-        self, connection_id: str, entity: str, seen_field_names: Iterable[str], now: datetime | None = None
-    ) -> CatalogChange | None:
-        """For a sync: refresh the entity when records carry fields the catalog does not list (not more often than
-        UNKNOWN_FIELD_REFRESH_INTERVAL). Returns what changed, or None when nothing was refreshed."""
-        now = now or datetime.now(UTC)
-        known = set(self.catalog.field_names(connection_id, entity))
-        unknown = {
-            name
-            for name in seen_field_names
-            if name not in known and name not in BOOKKEEPING_KEYS and name[:1] not in "$@"
-        }
-        if not unknown:
-            return None
+    def is_stale(self, connection_id: str, entity: str, max_age: timedelta, now: datetime | None = None) -> bool:
+        """Never discovered, or discovered longer ago than `max_age`."""
         last = self.catalog.last_discovered_at(connection_id, entity)
-        if last is not None and now - last < UNKNOWN_FIELD_REFRESH_INTERVAL:
-            return None
-        return self.refresh(connection_id, [entity], now)[entity]
+        return last is None or (now or datetime.now(UTC)) - last >= max_age
 
     def refresh_stale(self, max_age: timedelta, now: datetime | None = None) -> dict[str, str]:
         """The scheduled refresh: every active connection whose catalog is older than `max_age` (or missing) is

@@ -229,7 +229,7 @@ class Gateway:
             self.fields.list,
             request.path_params["connection_id"],
             entity=query.entity,
-            refresh=query.refresh == "true",
+            refresh=None if query.refresh is None else query.refresh == "true",
             include_removed=query.include_removed == "true",
         )
         return _json(listing)
@@ -423,7 +423,8 @@ OPERATIONS = [
     Operation(
         "GET",
         "/connections/{connection_id}/fields",
-        "The connection's field catalog (?entity=, ?refresh=true asks the provider now, ?include_removed=true)",
+        "The connection's fields as the provider describes them now (?refresh=false: the stored catalog only; "
+        "?entity=, ?include_removed=true)",
         "list_fields",
         (ok(FieldList),),
         query=FieldsQuery,

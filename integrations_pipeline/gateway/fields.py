@@ -53,15 +53,23 @@ class FieldService:
         self.refresher = CatalogRefresher(store, functools.partial(open_connector, settings, store))
 
     def list(
-        self, connection_id: str, *, entity: str | None = None, refresh: bool = False, include_removed: bool = False
+        self,
+        connection_id: str,
+        *,
+        entity: str | None = None,
+        refresh: bool | None = None,
+        include_removed: bool = False,
     ) -> FieldList:
-        """The stored catalog; discovered first when asked to, or when nothing was discovered yet."""
+        """The connection's fields as the provider describes them now, stored as they are discovered. `refresh`
+        True asks the provider (refused for a connection that is not active), False reads the stored catalog only,
+        None asks when the connection is active and reads the stored catalog otherwise."""
         connection = self.store.get_connection(connection_id)
         if connection is None:
             raise GatewayError(404, "unknown_connection", f"no connection {connection_id!r}")
         if entity is not None and entity not in ENTITY_NAMES:
             raise GatewayError(400, "invalid_entity", f"entity is one of {', '.join(ENTITY_NAMES)}", {"entity": entity})
-        refresh = refresh or not self.catalog.fields(connection_id)
+        if refresh is None:
+            refresh = connection.status == ConnectionStatus.ACTIVE or not self.catalog.fields(connection_id)
         if refresh:
             if connection.status != ConnectionStatus.ACTIVE:
                 raise GatewayError(

@@ -165,7 +165,11 @@ class CallbackQuery(BaseModel):
 
 class FieldsQuery(BaseModel):
     entity: Literal["users", "contacts", "events"] | None = Field(default=None, description="one entity's fields only")
-    refresh: Literal["true", "false"] = Field(default="false", description="ask the provider for its fields now")
+    refresh: Literal["true", "false"] | None = Field(
+        default=None,
+        description="true: ask the provider now; false: the stored catalog only; absent: ask the provider when the "
+        "connection is active, else the stored catalog",
+    )
     include_removed: Literal["true", "false"] = Field(
         default="false", description="list fields the provider no longer has"
     )
