@@ -81,8 +81,8 @@ def test_connect_sync_change_and_sync_again(stack: Stack, instance: dg.DagsterIn
     assert metadata["dagster/table_name"].value == "hubspot.contacts"
     columns = {c.name: c for c in metadata["dagster/column_schema"].value.columns}  # type: ignore[attr-defined]
     assert columns["modified_at"].type == "TIMESTAMP WITH TIME ZONE" and columns["source_id"].description
-    # The live count (a search), 3 pages of live contacts, 1 (empty) page of archived ones.
-    assert metadata["api_calls"].value == 5
+    # The field catalog's discovery, the live count (a search), 3 pages of live contacts, 1 (empty) archived page.
+    assert metadata["api_calls"].value == 6
     assert "x-hubspot-ratelimit-remaining" in metadata["rate_limit_remaining"].value
     assert stack.store.get_cursor(connection_id, "contacts") == metadata["cursor"].value
     assert "modified_since" in metadata["cursor"].value

@@ -252,14 +252,15 @@ def current_catalog(
 ) -> tuple[CatalogField, ...]:
     """The entity's field catalog, asked of the provider first (through the sync's own client) when the stored one
     is older than `INTEGRATIONS_CATALOG_MAX_AGE_S`: a field added at the provider reaches this sync's raw records.
-    A failed discovery leaves this sync the stored catalog, unless the grant is gone (the sync would fail anyway)."""
+    A refusal of the metadata call alone (a 4xx: a scope it needs, say) leaves this sync the stored catalog; a lost
+    grant, a rate limit or a provider failing (5xx) is the sync's failure, as it would be for its first data call."""
     refresher = CatalogRefresher(integrations.store, integrations.connector)
     if refresher.is_stale(connection_id, spec.entity, timedelta(seconds=integrations.settings.catalog_max_age_s)):
         try:
             refresher.discover(client, spec.provider, connection_id, [spec.entity])
-        except NeedsReauth:
-            raise
         except ProviderError as error:
+            if isinstance(error, NeedsReauth | RateLimited) or _advice(error)[1]:
+                raise
             dg.get_dagster_logger().warning(f"{connection_id} {spec.entity}: fields not rediscovered ({error})")
     return tuple(refresher.catalog.fields(connection_id, spec.entity))
 
