@@ -188,9 +188,11 @@ class _Dialect:
     temp_view: str  # CREATE <this> name AS ...
     json_object: str  # the function building a JSON object from key, value pairs
     any_of: str  # `column` is one of a list bound as one parameter (one plan, however many values)
-    # `column` is one of the staged keys: PostgreSQL probes its key index with the array (a semi-join would be
-    # planned as a merge join over the connection's whole index range); DuckDB filters its scan with a hash
-    staged_keys: str
+    # `column` is one of a query's values (staged keys, row ids): PostgreSQL probes its key index (or fetches the row
+    # ids) with the query's array (a semi-join would be planned as a merge join over the connection's whole index
+    # range); DuckDB filters its scan with a hash (row ids: it skips the row groups holding none of them)
+    in_query: str
+    row_id: str  # a row's physical id, stable within the transaction that read it
     # Guarded casts of text: NULL where the text cannot be read as that type (as mapping.cast answers None).
     try_cast: str  # "{expr}", "{type}" -> SQL
     # A UTC timestamp as ISO 8601 text as Python writes it (microseconds only when there are any), so both
@@ -340,7 +342,8 @@ DUCKDB = _Dialect(
     "OR REPLACE TEMP VIEW",
     "json_object",
     any_of="{column} IN (SELECT unnest(?::VARCHAR[]))",
-    staged_keys="{column} IN (SELECT {key} FROM {staging})",
+    in_query="{column} IN ({query})",
+    row_id="rowid",
     try_cast="TRY_CAST({expr} AS {type})",
     iso_timestamp="strftime({expr}, '%Y-%m-%dT%H:%M:%S{fraction}+00:00')",
     microseconds=".%f",
@@ -357,7 +360,8 @@ POSTGRES = _Dialect(
     "OR REPLACE TEMP VIEW",
     "jsonb_build_object",
     any_of="{column} = ANY(%s)",
-    staged_keys="{column} = ANY(ARRAY(SELECT {key} FROM {staging}))",
+    in_query="{column} = ANY(ARRAY({query}))",
+    row_id="ctid",
     # pg_input_is_valid (PostgreSQL 16+) tests a cast without raising, which PostgreSQL's CAST cannot.
     try_cast="CASE WHEN pg_input_is_valid({expr}, '{type}') THEN CAST({expr} AS {type}) END",
     iso_timestamp='to_char({expr}, \'YYYY-MM-DD"T"HH24:MI:SS{fraction}"+00:00"\')',
@@ -396,12 +400,26 @@ def _ensure_table(
         )
 
 
+# What `changes` says of a key (SQL lists of `_change` values): fetched rows new to the table, or differing from its
+# row (which the provider may have flagged deleted); and rows of a full resync's slice (or of re-fetched parents)
+# that were not fetched again, which become deleted.
+FETCHED = "'inserted', 'updated', 'deleted'"
+REPLACED = "'updated', 'deleted'"
+VANISHED = "'vanished'"
+
+
 class _Merge:
-    """The statements of one merge, run on an open transaction through `execute(sql, parameters) -> rows`."""
+    """The statements of one merge, run on an open transaction through `execute(sql, parameters) -> rows`.
+
+    A changed row is replaced, never updated in place: the table's row is deleted by its row id (found while
+    comparing) and the fetched row inserted from staging. So `changes` holds keys, row ids and what happened, not
+    values: a row's values (its raw record above all) are copied once, from staging to the table, and DuckDB's
+    checkpoint never rewrites a row group's column for an update (recompressing 120,000 raw records for one row)."""
 
     def __init__(self, dialect: _Dialect, target: MergeTarget, staging: str, execute: Execute) -> None:
         self.dialect, self.target, self.staging, self.execute = dialect, target, staging, execute
         self.table = _qualified(target.slice.table)
+        self.vanished = 0  # rows not fetched again, flagged deleted
         self.names = ", ".join(_quoted(column) for column in target.columns)
         # The rows of a target table a lookup may match (alias t): for an incremental merge, those of the staged
         # keys, so it reads what it changes, not the partition; for a full resync, which also flags the keys that
@@ -413,16 +431,25 @@ class _Merge:
             self.lookup += " AND " + dialect.any_of.format(column=f"t.{_quoted(target.parents[0])}")
             self.lookup_parameters.append(sorted(target.parents[1]))
         elif not target.full:
-            self.lookup += " AND " + dialect.staged_keys.format(column=f"t.{last}", key=last, staging=staging)
+            self.lookup += " AND " + dialect.in_query.format(column=f"t.{last}", query=f"SELECT {last} FROM {staging}")
 
     def _key_match(self, left: str, right: str) -> str:
         return " AND ".join(f"{left}.{_quoted(k)} = {right}.{_quoted(k)}" for k in self.target.key)
+
+    def _changed(self, alias: str, kinds: str) -> str:
+        """`alias`'s key is among the changes of these kinds (an SQL list of `_change` values)."""
+        return f"EXISTS (SELECT 1 FROM changes c WHERE c._change IN ({kinds}) AND {self._key_match('c', alias)})"
+
+    def _rows_changed(self, kinds: str) -> str:
+        """`t` is one of the table's rows `changes` found, of these kinds."""
+        query = f"SELECT _row FROM changes WHERE _change IN ({kinds})"
+        return self.dialect.in_query.format(column=f"t.{self.dialect.row_id}", query=query)
 
     def ensure_table(self, table: str, columns: Sequence[str]) -> None:
         _ensure_table(self.execute, self.dialect, table, columns, self.target.key)
 
     def run(self) -> WriteCounts:
-        target, dialect, p = self.target, self.dialect, self.dialect.placeholder
+        target, p = self.target, self.dialect.placeholder
         self.ensure_table(target.slice.table, target.columns)
         key = ", ".join(_quoted(k) for k in target.key)
         # fresh: the last staged row per key, as a view (staging is read where it lies, never copied); ranking
@@ -433,14 +460,33 @@ class _Merge:
                 f"SELECT {self.names} FROM (SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY {SEQUENCE} "
                 f"DESC) AS _rank FROM {self.staging}) ranked WHERE _rank = 1"
             )
-        self.execute(f"CREATE {dialect.temp_view} fresh AS {fresh}", [])
+        self.execute(f"CREATE {self.dialect.temp_view} fresh AS {fresh}", [])
+        first = target.full and not self.execute(
+            f"SELECT 1 FROM {self.table} t WHERE t.connection_id = {p} LIMIT 1", [target.slice.connection_id]
+        )
+        written = self._insert_all() if first else self._replace_changed()
+        if target.unified is not None:
+            written = self._follow(written, rewrite=first)
+        self.execute("DROP VIEW fresh", [])
+        return written
+
+    def _insert_all(self) -> WriteCounts:
+        """The connection's first full sync: every fetched row is new, so nothing is compared."""
+        self.execute(f"INSERT INTO {self.table} ({self.names}) SELECT {self.names} FROM fresh", [])
+        return WriteCounts(inserted=int(self.execute("SELECT count(*) FROM fresh", [])[0][0]))
+
+    def _replace_changed(self) -> WriteCounts:
+        """`changes`: the fetched keys that are new or differ (with the table's row id, if any), and for a full
+        resync or child rows the rows not fetched again (`vanished`); then the changed rows replaced and the
+        vanished ones flagged deleted."""
+        target, dialect, p = self.target, self.dialect, self.dialect.placeholder
+        last = f"t.{_quoted(target.key[-1])}"
         differs = " OR ".join(f"f.{_quoted(c)} IS DISTINCT FROM t.{_quoted(c)}" for c in target.columns)
-        fresh_columns = ", ".join(f"f.{_quoted(c)}" for c in target.columns)
         changes = (
-            f"SELECT {fresh_columns}, CASE WHEN t.{_quoted(target.key[-1])} IS NULL THEN 'inserted' "
-            "WHEN f.is_deleted AND NOT coalesce(t.is_deleted, FALSE) THEN 'deleted' ELSE 'updated' END AS _change "
-            f"FROM fresh f LEFT JOIN (SELECT * FROM {self.table} t WHERE {self.lookup}) t "
-            f"ON {self._key_match('f', 't')} WHERE t.{_quoted(target.key[-1])} IS NULL OR {differs}"
+            f"SELECT {', '.join(f'f.{_quoted(k)}' for k in target.key)}, t._row, CASE WHEN {last} IS NULL "
+            "THEN 'inserted' WHEN f.is_deleted AND NOT coalesce(t.is_deleted, FALSE) THEN 'deleted' ELSE 'updated' "
+            f"END AS _change FROM fresh f LEFT JOIN (SELECT t.{dialect.row_id} AS _row, t.* FROM {self.table} t "
+            f"WHERE {self.lookup}) t ON {self._key_match('f', 't')} WHERE {last} IS NULL OR {differs}"
         )
         parameters = list(self.lookup_parameters)
         if target.full or target.parents is not None:
@@ -448,40 +494,25 @@ class _Merge:
             where, slice_parameters = (
                 target.slice.where(p, "t") if target.full else (self.lookup, self.lookup_parameters)
             )
-            kept = ", ".join("TRUE" if c == "is_deleted" else f"t.{_quoted(c)}" for c in target.columns)
             changes += (
-                f" UNION ALL SELECT {kept}, 'deleted' FROM {self.table} t WHERE {where} AND NOT t.is_deleted "
+                f" UNION ALL SELECT {', '.join(f't.{_quoted(k)}' for k in target.key)}, t.{dialect.row_id}, "
+                f"'vanished' FROM {self.table} t WHERE {where} AND NOT t.is_deleted "
                 f"AND NOT EXISTS (SELECT 1 FROM fresh f WHERE {self._key_match('f', 't')})"
             )
             parameters += slice_parameters
         self.execute(f"CREATE {dialect.temp_table} changes AS {changes}", parameters)
-        self.execute("DROP VIEW fresh", [])
-        self._upsert(self.table, target.columns, [f"c.{_quoted(c)}" for c in target.columns], [], provider=True)
+        self.execute(f"DELETE FROM {self.table} t WHERE {self._rows_changed(REPLACED)}", [])
+        self.execute(
+            f"INSERT INTO {self.table} ({self.names}) SELECT {self.names} FROM fresh f "
+            f"WHERE {self._changed('f', FETCHED)}",
+            [],
+        )
         counts = dict(self.execute("SELECT _change, count(*) FROM changes GROUP BY _change", []))
-        written = WriteCounts(counts.get("inserted", 0), counts.get("updated", 0), counts.get("deleted", 0))
-        return self._follow(written) if target.unified is not None else written
-
-    def _upsert(
-        self, table: str, columns: Sequence[str], values: list[str], parameters: list[Any], *, provider: bool
-    ) -> None:
-        """The changed rows into `table`: UPDATE the keys it holds, INSERT the others. The provider table knows
-        which keys are new (`_change`); the unified table may lack rows of any kind, so it looks. Both read the
-        target's rows through the lookup; key columns are never assigned (they match already)."""
-        assignments = ", ".join(
-            f"{_quoted(c)} = {v}" for c, v in zip(columns, values, strict=True) if c not in self.target.key
-        )
-        match = f"{self._key_match('t', 'c')} AND {self.lookup}"
-        existing = f"c._change <> 'inserted' AND {match}" if provider else match
-        self.execute(
-            f"UPDATE {table} AS t SET {assignments} FROM changes c WHERE {existing}",
-            [*parameters, *self.lookup_parameters],
-        )
-        missing = "c._change = 'inserted'" if provider else f"NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})"
-        if not provider:
-            parameters = [*parameters, *self.lookup_parameters]
-        names = ", ".join(_quoted(c) for c in columns)
-        self.execute(
-            f"INSERT INTO {table} ({names}) SELECT {', '.join(values)} FROM changes c WHERE {missing}", parameters
+        self.vanished = int(counts.get("vanished", 0))
+        if self.vanished:
+            self.execute(f"UPDATE {self.table} t SET is_deleted = TRUE WHERE {self._rows_changed(VANISHED)}", [])
+        return WriteCounts(
+            counts.get("inserted", 0), counts.get("updated", 0), counts.get("deleted", 0) + self.vanished
         )
 
     def _unified_values(self, follow: UnifiedFollow, alias: str) -> list[str]:
@@ -490,9 +521,10 @@ class _Merge:
         mapped = self.dialect.mapped(follow.rules, columns, alias, follow.fields)
         return [p, p, *(f"{alias}.{_quoted(c)}" for c in _without_raw(columns)), mapped]
 
-    def _follow(self, written: WriteCounts) -> WriteCounts:
-        """The changes into `unified.<entity>`; all of the connection's rows there when its mapping changed (or
-        they were never shaped: the first sync, a table from before this path)."""
+    def _follow(self, written: WriteCounts, rewrite: bool) -> WriteCounts:
+        """The changed rows into `unified.<entity>`, replaced as in the provider table (the unified table may lack
+        any of them: a replacement inserts it whatever it held); all of the connection's rows there on its first
+        sync, or when its mapping changed (or they were never shaped: a table from before this path)."""
         follow, p = self.target.unified, self.dialect.placeholder
         assert follow is not None
         columns = unified_columns(self.target.columns)
@@ -506,14 +538,29 @@ class _Merge:
         )
         connection_id, owner = self.target.slice.connection_id, [self.target.slice.connection_id, follow.entity]
         unified, tenant_provider = _qualified(follow.table), [follow.tenant, follow.provider]
+        names = ", ".join(_quoted(c) for c in columns)
         applied = _qualified(APPLIED_MAPPINGS)
-        if self.execute(f"SELECT fingerprint FROM {applied} WHERE connection_id = {p} AND entity = {p}", owner) == [
-            (follow.fingerprint,)
-        ]:
-            self._upsert(unified, columns, self._unified_values(follow, "c"), tenant_provider, provider=False)
+        fingerprint = self.execute(
+            f"SELECT fingerprint FROM {applied} WHERE connection_id = {p} AND entity = {p}", owner
+        )
+        if not rewrite and fingerprint == [(follow.fingerprint,)]:
+            kinds = f"{FETCHED}, {VANISHED}"
+            self.execute(
+                f"DELETE FROM {unified} t WHERE {self.lookup} AND {self._changed('t', kinds)}", self.lookup_parameters
+            )
+            self.execute(
+                f"INSERT INTO {unified} ({names}) SELECT {', '.join(self._unified_values(follow, 'f'))} "
+                f"FROM fresh f WHERE {self._changed('f', FETCHED)}",
+                tenant_provider,
+            )
+            if self.vanished:  # flagged in the provider table: their unified rows are read from there
+                self.execute(
+                    f"INSERT INTO {unified} ({names}) SELECT {', '.join(self._unified_values(follow, 't'))} "
+                    f"FROM {self.table} t WHERE {self.lookup} AND {self._changed('t', VANISHED)}",
+                    [*tenant_provider, *self.lookup_parameters],
+                )
             return WriteCounts(written.inserted, written.updated, written.deleted, unified=written.written)
         self.execute(f"DELETE FROM {unified} WHERE connection_id = {p}", [connection_id])
-        names = ", ".join(_quoted(c) for c in columns)
         self.execute(
             f"INSERT INTO {unified} ({names}) SELECT {', '.join(self._unified_values(follow, 't'))} "
             f"FROM {self.table} t WHERE t.connection_id = {p}",
