@@ -206,8 +206,16 @@ class _Dialect:
     to_json: str  # "{expr}" -> that value as JSON
     is_scalar: str  # "{raw}", "{path}" -> the value there is not an object or a list
 
-    def column_definitions(self, columns: Sequence[str]) -> str:
-        return ", ".join(f"{_quoted(column)} {self.types[column_kind(column)]}" for column in columns)
+    # How a kind of column is stored in the warehouse's tables (not in staging, which is read once)
+    storage: Mapping[str, str]
+
+    def column_definitions(self, columns: Sequence[str], stored: bool = False) -> str:
+        """Column names and types; `stored` adds how the warehouse's tables keep each kind."""
+        storage = self.storage if stored else {}
+        return ", ".join(
+            f"{_quoted(column)} {self.types[column_kind(column)]}{storage.get(column_kind(column), '')}"
+            for column in columns
+        )
 
     def mapped(
         self, rules: Mapping[str, FieldRule], columns: Sequence[str], alias: str, fields: SourceFields | None = None
@@ -352,6 +360,10 @@ DUCKDB = _Dialect(
     json_path=_duckdb_json_path,
     to_json="to_json({expr})",
     is_scalar="json_type({raw}, {path}) NOT IN ('OBJECT', 'ARRAY')",
+    # Raw records compressed with zstd, not DuckDB's default choice (dictionary + FSST): a third of the size, and
+    # several times less CPU whenever a checkpoint rewrites a row group (a full sync, the row group a merge
+    # deleted rows from); the replica copies a smaller file (docs/benchmarks.md)
+    storage={"json": " USING COMPRESSION zstd"},
 )
 POSTGRES = _Dialect(
     "%s",
@@ -371,6 +383,7 @@ POSTGRES = _Dialect(
     json_path=_postgres_json_path,
     to_json="to_jsonb({expr})",
     is_scalar="jsonb_typeof({raw} #> {path}) NOT IN ('object', 'array')",
+    storage={},  # jsonb is TOASTed and compressed by PostgreSQL itself
 )
 
 
@@ -388,11 +401,10 @@ def _ensure_table(
 ) -> None:
     """The table with the columns' types (an empty partition still creates it)."""
     execute(f"CREATE SCHEMA IF NOT EXISTS {_quoted(table.split('.')[0])}", [])
-    execute(f"CREATE TABLE IF NOT EXISTS {_qualified(table)} ({dialect.column_definitions(columns)})", [])
+    execute(f"CREATE TABLE IF NOT EXISTS {_qualified(table)} ({dialect.column_definitions(columns, stored=True)})", [])
     if RAW_COLUMN in columns:  # tables from before the raw column gain it; their rows hold NULL until synced again
-        execute(
-            f"ALTER TABLE {_qualified(table)} ADD COLUMN IF NOT EXISTS {dialect.column_definitions([RAW_COLUMN])}", []
-        )
+        raw = dialect.column_definitions([RAW_COLUMN], stored=True)
+        execute(f"ALTER TABLE {_qualified(table)} ADD COLUMN IF NOT EXISTS {raw}", [])
     if dialect is POSTGRES:  # the key lookup of an incremental merge must not scan every connection's rows
         keys = ", ".join(_quoted(k) for k in key)
         execute(
@@ -832,8 +844,10 @@ class _DuckDbStaging(Staging):
         self.alias = f"staging_{uuid.uuid4().hex}"
         self.path = directory / f"{self.alias}.duckdb"
         self.connection: duckdb.DuckDBPyConnection | None = _bounded(duckdb.connect(str(self.path)))
-        # Staging is read once and deleted: compressing it at checkpoint (FSST over every raw JSON text) is wasted CPU.
+        # Staging is read once and deleted: compressing it at checkpoint (FSST over every raw JSON text) is wasted
+        # CPU, and making it durable (fsync) is wasted waiting: a crash loses the run, which starts over.
         self.connection.execute("SET force_compression = 'uncompressed'")
+        self.connection.execute("SET fsync_mode = 'NONE'")
         self._create()
 
     def _create(self) -> None:
