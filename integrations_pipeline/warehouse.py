@@ -608,10 +608,6 @@ def _summarize(
     sort or column sums over a million rows."""
     p, table = dialect.placeholder, _qualified(part.table)
     where, parameters = part.where(p)
-    counted_where, counted_parameters = where, parameters
-    if written_keys is not None:
-        where += " AND " + dialect.any_of.format(column=_quoted(key[-1]))
-        parameters = [*parameters, sorted(written_keys)]
     schema, name = part.table.split(".")
     types = execute(
         "SELECT column_name, data_type FROM information_schema.columns "
@@ -621,16 +617,24 @@ def _summarize(
     nulls = ", ".join(f"sum(CASE WHEN {_quoted(c)} IS NULL THEN 1 ELSE 0 END)" for c in required)
     if written_keys is None:
         row_count, *missing = execute(f"SELECT count(*), {nulls} FROM {table} WHERE {where}", parameters)[0]
-    else:  # a bare count is cheap; missing values can only be new in the rows the merge wrote
-        row_count = execute(f"SELECT count(*) FROM {table} WHERE {counted_where}", counted_parameters)[0][0]
-        missing = list(execute(f"SELECT {nulls} FROM {table} WHERE {where}", parameters)[0])
+        rows, parameters = f"{table} WHERE {where}", parameters
+    else:  # a bare count is cheap; the written rows are read once (one lookup of the key column), then summarized
+        row_count = execute(f"SELECT count(*) FROM {table} WHERE {where}", parameters)[0][0]
+        where += " AND " + dialect.any_of.format(column=_quoted(key[-1]))
+        execute(
+            f"CREATE {dialect.temp_table} written AS SELECT * FROM {table} WHERE {where}",
+            [*parameters, sorted(written_keys)],
+        )
+        rows, parameters = "written", []
+        missing = list(execute(f"SELECT {nulls} FROM {rows}", parameters)[0])
     keys = ", ".join(_quoted(k) for k in key)
     duplicates = execute(
-        f"SELECT {_quoted(key[-1])} FROM {table} WHERE {where} GROUP BY {keys} HAVING count(*) > 1 ORDER BY {keys}",
-        parameters,
+        f"SELECT {_quoted(key[-1])} FROM {rows} GROUP BY {keys} HAVING count(*) > 1 ORDER BY {keys}", parameters
     )
     names = [column for column, _ in types]
-    preview = execute(f"SELECT * FROM {table} WHERE {where} ORDER BY {keys} LIMIT {PREVIEW_ROWS}", parameters)
+    preview = execute(f"SELECT * FROM {rows} ORDER BY {keys} LIMIT {PREVIEW_ROWS}", parameters)
+    if written_keys is not None:
+        execute("DROP TABLE written", [])
     return PartitionSummary(
         row_count=int(row_count),
         column_types=dict(types),
