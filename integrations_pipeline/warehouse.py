@@ -67,7 +67,13 @@ SEQUENCE = "_seq"  # staging rows in fetch order: of two rows with one key, the 
 SUMMARY_KEYS_MAX = 20_000
 # DuckDB's buffer memory per database: beyond it, temporary results spill to `<file>.tmp`, so a merge's peak memory
 # does not grow with the partition (docs/benchmarks.md). Insertion order need not be kept: reads order by key.
-DUCKDB_SETTINGS = {"memory_limit": "'64MB'", "preserve_insertion_order": "false"}
+# Checkpoints do not vacuum (rewrite row groups that lost rows, merge small ones) unless a merge asks for it: a
+# vacuum rewrites whole row groups (up to 122,880 rows each, raw records included) for a few replaced rows.
+DUCKDB_SETTINGS = {"memory_limit": "'64MB'", "preserve_insertion_order": "false", "max_vacuum_tasks": "0"}
+# A merge lets its checkpoint vacuum (DuckDB's default task limit) when it was a full resync, or when a table it
+# wrote holds at least this many replaced rows not yet vacuumed: the rewrites are paid once per so many changes.
+VACUUM_BACKLOG_ROWS = 1_000
+VACUUM_TASKS = 100
 
 Window = tuple[datetime, datetime]
 Execute = Any  # (sql, parameters) -> list of row tuples, on the open transaction
@@ -892,8 +898,22 @@ class _DuckDbStaging(Staging):
                 connection.rollback()
                 raise WarehouseWriteError(f"{type(error).__name__}: {error}") from None
             connection.commit()
+            connection.execute(f"SET max_vacuum_tasks = {VACUUM_TASKS if self._vacuum_due(connection, target) else 0}")
             refresh_read_replica(connection, self.warehouse.path)  # analysts query the replica (replica.py)
         return counts
+
+    @staticmethod
+    def _vacuum_due(connection: duckdb.DuckDBPyConnection, target: MergeTarget) -> bool:
+        """A full resync, or a written table holding VACUUM_BACKLOG_ROWS replaced rows: its row ids run past its
+        live rows by the rows deleted since its last vacuum (a scan of row ids only, 2 ms per million rows)."""
+        tables = [target.slice.table, *([target.unified.table] if target.unified else [])]
+        return target.full or any(
+            connection.execute(f"SELECT coalesce(max(rowid) + 1 - count(*), 0) FROM {_qualified(table)}").fetchall()[0][
+                0
+            ]
+            >= VACUUM_BACKLOG_ROWS
+            for table in tables
+        )
 
     def close(self) -> None:
         if self.connection is not None:
