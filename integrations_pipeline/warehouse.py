@@ -2,15 +2,16 @@
 
 A sync streams its chunks into a staging table (`Warehouse.staging`), then `Staging.merge` runs ONE transaction
 that compares the fetched rows with the partition by primary key and touches only what changed: new keys are
-inserted, changed rows updated, and (full resyncs only) rows of the partition the provider no longer returned
-are flagged `is_deleted`. The same transaction carries those changes on to `unified.<entity>`. Nothing reads
-the partition into pandas: memory stays bounded by the chunk size however large the partition is.
+inserted, changed rows replaced (deleted by row id, inserted from staging), and (full resyncs only) rows of the
+partition the provider no longer returned are flagged `is_deleted`; a connection's first full sync just inserts.
+The same transaction carries those changes on to `unified.<entity>`. Nothing reads the partition into pandas:
+memory stays bounded by the chunk size however large the partition is.
 
-DuckDB stages into a file of its own (a run holds the warehouse file's lock only for the merge, not while it
-pages through a provider) and attaches it for the merge; PostgreSQL COPYs into a temporary table of the merge's
-own session. The SQL is the same on both (no constraint needed: tables written before keys existed keep working).
-An incremental merge looks up the staged keys only (a semi-join on staging: PostgreSQL probes the key index, DuckDB
-filters its scan by the keys), and DuckDB's memory is capped so large merges spill.
+DuckDB stages into Parquet files of its own (a run holds the warehouse file's lock only for the merge, not while
+it pages through a provider) and reads them through a view for the merge; PostgreSQL COPYs into a temporary table
+of the merge's own session. The SQL is the same on both (no constraint needed: tables written before keys existed
+keep working). An incremental merge looks up the staged keys only (a semi-join on staging: PostgreSQL probes the
+key index, DuckDB filters its scan by the keys), and DuckDB's memory is capped so large merges spill.
 `open_warehouse(settings)` picks the backend from configuration only: `INTEGRATIONS_WAREHOUSE_URL` set to a
 `postgresql://` URL selects PostgreSQL, otherwise the DuckDB file at `INTEGRATIONS_WAREHOUSE_PATH`.
 
