@@ -403,7 +403,8 @@ def report(figures: dict[str, ContenderFigures], records: int, load_before: floa
     incremental = figures["project"].incremental
     if incremental is not None:
         print(
-            f"project incremental sync after the first full sync: {incremental.seconds:.2f} s, rows fetched "
+            f"project incremental sync after the first full sync: {incremental.seconds:.2f} s "
+            f"({incremental.cpu_seconds:.2f} CPU-s), rows fetched "
             f"{incremental.rows_fetched} (archived contacts are read only after a deletion), rows written "
             f"{incremental.rows_written}, unified rows written {incremental.unified_rows_written}, "
             f"peak RSS {incremental.peak_rss_mib:.0f} MiB"
