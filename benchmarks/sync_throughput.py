@@ -8,6 +8,7 @@ the import cost, so growth can be told apart from it. Each repetition is a full 
 tenant and a fresh directory), so repetitions measure the same work.
 
     .venv/bin/python benchmarks/sync_throughput.py [--contacts 100000] [--repeat 3] [--profile-dir DIR]
+        [--incremental N] [--baseline CHECKOUT]
 
 Heavy libraries are imported inside the functions that use them: a lean child must not pay for Dagster's imports,
 and the parent's imports must not leak into a child's figures. Exit status is 0 whether or not the goals are met:
@@ -46,8 +47,8 @@ CONTENDER_MODULES = {
     "lean": ("httpx", "pandas", "duckdb"),
 }
 """What each contender imports before it syncs anything: an import-only child of the same list is the baseline."""
-GOALS = {"wall": 1.5, "peak RSS": 1.3}
-"""Project / lean ceilings."""
+GOALS = {"wall": 1.5, "peak RSS": 1.3, "against baseline": 1.25}
+"""Project / lean ceilings; project / baseline (--baseline: the code before raw records) for wall, RSS and CPU."""
 ARCHIVED_EVERY = 100
 # Far above any sync's call rate, and enforced, so the emulator's rate-limit headers say what it does: the project's
 # budget learns the limit from them as it would at HubSpot, and throttling never dominates either contender.
@@ -63,6 +64,7 @@ TABLE = "hubspot.contacts"
 class RunResult:
     seconds: float
     peak_rss_mib: float
+    cpu_seconds: float = 0.0  # the child's CPU (every thread) over the timed section
     rows_fetched: int | None = None  # the project's materialization metadata
     rows_written: int | None = None
     unified_rows_written: int | None = None
@@ -217,25 +219,29 @@ def sync_lean(connection_id: str, properties: list[str], profile_path: Path | No
 
 
 def run_child(args: argparse.Namespace) -> None:
-    """Entry point of a child: import, or import and sync; then write wall time and peak RSS for the parent."""
+    """Entry point of a child: import, or import and sync; then write wall time, CPU and peak RSS for the parent."""
     seconds, written = 0.0, {}
+    for module in CONTENDER_MODULES[args.contender]:  # before the CPU clock starts, as before the wall's
+        importlib.import_module(module)
+    cpu_started = time.process_time()
     if args.imports_only:
-        for module in CONTENDER_MODULES[args.contender]:
-            importlib.import_module(module)
+        cpu_started = time.process_time()  # no sync: no CPU to report
     elif args.contender == "project":
         seconds, written = sync_with_project(args.connection_id, args.profile)
     else:
         seconds = sync_lean(args.connection_id, args.properties.split(","), args.profile)
-    result = RunResult(seconds=seconds, peak_rss_mib=peak_rss_mib(), **written)
+    cpu = time.process_time() - cpu_started
+    result = RunResult(seconds=seconds, peak_rss_mib=peak_rss_mib(), cpu_seconds=cpu, **written)
     Path(args.result_file).write_text(json.dumps(result.__dict__))
 
 
 # --- parent --------------------------------------------------------------------------------------------------------
 
 
-def run_in_child(contender: str, workdir: Path, *options: str) -> RunResult:
+def run_in_child(contender: str, workdir: Path, *options: str, code: Path | None = None) -> RunResult:
     """Run this script as a child contender with a warehouse and DAGSTER_HOME of its own under `workdir` (a second
-    run in the same `workdir` syncs the same warehouse and instance again: incremental, for the project)."""
+    run in the same `workdir` syncs the same warehouse and instance again: incremental, for the project). `code`: a
+    checkout whose `integrations_pipeline` the child imports instead of this one's (--baseline)."""
     dagster_home = workdir / "dagster"
     if not dagster_home.exists():
         dagster_home.mkdir(parents=True)
@@ -246,6 +252,8 @@ def run_in_child(contender: str, workdir: Path, *options: str) -> RunResult:
         "INTEGRATIONS_WAREHOUSE_PATH": str(workdir / "warehouse.duckdb"),
         "DAGSTER_HOME": str(dagster_home),
     }
+    if code is not None:
+        environment["PYTHONPATH"] = os.pathsep.join([str(code), environment.get("PYTHONPATH", "")])
     command = [sys.executable, str(SCRIPT), "--contender", contender, "--result-file", str(result_file), *options]
     finished = subprocess.run(command, env=environment, cwd=workdir, capture_output=True, text=True, check=False)
     if finished.returncode != 0:
@@ -321,17 +329,23 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, ContenderFigur
                 name: ContenderFigures(imports=run_in_child(name, workdir / f"imports-{name}", "--imports-only"))
                 for name in CONTENDERS
             }
+            if args.baseline:
+                figures["baseline"] = ContenderFigures(imports=figures["project"].imports)
+            names = ("lean", "project", *(["baseline"] if args.baseline else []))
             for repetition in range(args.repeat):
-                for name in ("lean", "project"):  # interleaved, so background load drifts over both alike
+                for name in names:  # interleaved, so background load drifts over all alike
                     run_dir = workdir / f"{name}-{repetition}"
-                    if name == "project":  # a new tenant each time: no cursor, no partition yet
-                        connection = connect_through_oauth(gateway_server.url, api_key, "hubspot", f"bench{repetition}")
+                    if name in ("project", "baseline"):  # a new tenant each time: no cursor, no partition yet
+                        tenant = f"{name}{repetition}"
+                        connection = connect_through_oauth(gateway_server.url, api_key, "hubspot", tenant)
                         options = ["--connection-id", str(connection["id"])]
                     else:
                         options = ["--connection-id", f"lean{repetition}", "--properties", ",".join(CONTACT_PROPERTIES)]
                     if args.profile_dir:
                         options += ["--profile", str(args.profile_dir / f"{name}-{repetition}.pstats")]
-                    figures[name].runs.append(run_in_child(name, run_dir, *options))
+                    code = args.baseline if name == "baseline" else None
+                    contender = "project" if name == "baseline" else name
+                    figures[name].runs.append(run_in_child(contender, run_dir, *options, code=code))
                     figures[name].tables.append(warehouse_shape(run_dir))
                     if name == "project" and repetition == 0 and args.incremental:
                         for contact_id in range(1, args.incremental + 1):  # none of them archived
@@ -346,6 +360,9 @@ def check_same_output(figures: dict[str, ContenderFigures], expected_rows: int) 
     tables = [table for name in CONTENDERS for table in figures[name].tables]
     if any(table != tables[0] for table in tables) or tables[0][0] != expected_rows:
         raise RuntimeError(f"contenders wrote different tables (expected {expected_rows} rows): {tables}")
+    baseline = figures.get("baseline")  # older code: its columns may differ, its rows may not
+    if baseline is not None and any(rows != expected_rows for rows, _ in baseline.tables):
+        raise RuntimeError(f"the baseline wrote other row counts than {expected_rows}: {baseline.tables}")
 
 
 def verdict(ratio: float, ceiling: float) -> str:
@@ -354,31 +371,40 @@ def verdict(ratio: float, ceiling: float) -> str:
 
 def report(figures: dict[str, ContenderFigures], records: int, load_before: float, load_after: float) -> None:
     header = (
-        f"{'contender':<10} {'wall s':>8} {'records/s':>10} {'peak RSS MiB':>13} {'imports MiB':>12} {'growth MiB':>11}"
+        f"{'contender':<10} {'wall s':>8} {'CPU s':>7} {'records/s':>10} {'peak RSS MiB':>13} {'imports MiB':>12} "
+        f"{'growth MiB':>11}"
     )
     print(header)
     print("-" * len(header))
-    summary: dict[str, tuple[float, float]] = {}
-    for name in CONTENDERS:
+    summary: dict[str, tuple[float, float, float]] = {}
+    for name in figures:
         runs = figures[name].runs
         wall = statistics.median(run.seconds for run in runs)
+        cpu = statistics.median(run.cpu_seconds for run in runs)
         peak = max(run.peak_rss_mib for run in runs)
         imports = figures[name].imports.peak_rss_mib
-        summary[name] = (wall, peak)
+        summary[name] = (wall, peak, cpu)
         print(
-            f"{name:<10} {wall:>8.2f} {records / wall:>10,.0f} {peak:>13.0f} {imports:>12.0f} {peak - imports:>11.0f}"
+            f"{name:<10} {wall:>8.2f} {cpu:>7.2f} {records / wall:>10,.0f} {peak:>13.0f} {imports:>12.0f} "
+            f"{peak - imports:>11.0f}"
         )
-    for name in CONTENDERS:
+    for name in figures:
         print(f"{name} walls (s): {', '.join(f'{run.seconds:.2f}' for run in figures[name].runs)}")
+        print(f"{name} CPU (s): {', '.join(f'{run.cpu_seconds:.2f}' for run in figures[name].runs)}")
     print(f"1-min load average: {load_before:.2f} before, {load_after:.2f} after")
     wall_ratio = summary["project"][0] / summary["lean"][0]
     rss_ratio = summary["project"][1] / summary["lean"][1]
     print(f"project/lean wall:     {verdict(wall_ratio, GOALS['wall'])}")
     print(f"project/lean peak RSS: {verdict(rss_ratio, GOALS['peak RSS'])}")
+    if "baseline" in summary:  # issue 12: keeping raw records costs at most 25% of the code before them
+        ratios = [project / baseline for project, baseline in zip(summary["project"], summary["baseline"], strict=True)]
+        for label, ratio in zip(("wall", "peak RSS", "CPU"), ratios, strict=True):
+            print(f"project/baseline {label}: {verdict(ratio, GOALS['against baseline'])}")
     incremental = figures["project"].incremental
     if incremental is not None:
         print(
-            f"project incremental sync after the first full sync: {incremental.seconds:.2f} s, rows fetched "
+            f"project incremental sync after the first full sync: {incremental.seconds:.2f} s "
+            f"({incremental.cpu_seconds:.2f} CPU-s), rows fetched "
             f"{incremental.rows_fetched} (archived contacts are read only after a deletion), rows written "
             f"{incremental.rows_written}, unified rows written {incremental.unified_rows_written}, "
             f"peak RSS {incremental.peak_rss_mib:.0f} MiB"
@@ -392,6 +418,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-dir", type=Path, help="write a cProfile .pstats file per timed run here")
     parser.add_argument(
         "--incremental", type=int, default=0, help="then change this many contacts and sync the project again"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of older code (e.g. `git worktree add /tmp/noraw 06362d3`) run as a third contender",
     )
     child = parser.add_argument_group("child mode (used by the benchmark itself)")
     child.add_argument("--contender", choices=CONTENDERS)
@@ -412,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         args.profile_dir = args.profile_dir.resolve()  # the benchmark changes directory before children start
         args.profile_dir.mkdir(parents=True, exist_ok=True)
         print(f"profiling into {args.profile_dir}: wall times include cProfile overhead")
+    if args.baseline:
+        args.baseline = args.baseline.resolve()
     archived = args.contacts // ARCHIVED_EVERY
     print(f"{args.contacts:,} contacts ({archived:,} archived), {args.repeat} repetition(s) per contender")
     print("wall: median of repetitions; peak RSS: max of repetitions; imports: a child that only imports")
