@@ -1,9 +1,11 @@
 """Analysts never block the product: the DuckDB warehouse file admits one writing process and no reader beside it
 (a read-only connection takes a shared lock that makes writers wait), so analysts query a read replica instead.
 
-After each committed write, the writer checkpoints the warehouse (the file then holds every commit) and, still
+After a committed write, the writer checkpoints the warehouse (the file then holds every commit) and, still
 holding the write lock, copies it next to the warehouse and renames the copy over `<warehouse>-read.duckdb`
-(`.data/warehouse-read.duckdb` in `make dev`). A rename never waits for a reader: a connection opened on the old
+(`.data/warehouse-read.duckdb` in `make dev`). The copy costs the whole file, so a sync's merges publish at most
+every REPLICA_MIN_INTERVAL_S and the run publishes its last writes as it ends: a sync costs one copy per run and
+half-minute, not one per partition. A rename never waits for a reader: a connection opened on the old
 replica keeps reading its snapshot, a new one sees the latest write. A writer that finds the warehouse file itself
 locked (an analyst who opened it anyway) waits a bounded time, then fails with one line saying who holds the lock
 and what to query instead.
@@ -25,6 +27,8 @@ WRITE_LOCK_WAIT_S = 120.0
 """How long a write waits for another process's lock on the warehouse file before it fails."""
 _FIRST_DELAY_S, _MAX_DELAY_S = 0.05, 2.0
 COPY_ATTEMPTS = 3
+REPLICA_MIN_INTERVAL_S = 30.0
+"""A sync's merge leaves publishing to a later write (or the end of its run) when the replica is younger."""
 # DuckDB's refusal names the process holding the lock: "Conflicting lock is held in /usr/bin/python (PID 123)".
 _HOLDER = re.compile(r"held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 
@@ -68,13 +72,16 @@ def _locked_message(warehouse_path: Path, refusal: str, wait_s: float) -> str:
     return (
         f"the warehouse file {warehouse_path} stayed locked by {who} for {wait_s:.0f} s; if that is an analyst's "
         f"connection, close it and query the read replica {read_replica_path(warehouse_path)} instead "
-        "(refreshed after every write, never locks the product out); this step can then be re-executed"
+        "(refreshed as syncs write, never locks the product out); this step can then be re-executed"
     )
 
 
-def refresh_read_replica(connection: duckdb.DuckDBPyConnection, warehouse_path: Path) -> bool:
+def refresh_read_replica(
+    connection: duckdb.DuckDBPyConnection, warehouse_path: Path, *, unless_younger_than_s: float = 0.0
+) -> bool:
     """Publish the warehouse as it stands to the read replica; call it after a commit, on the writing connection
-    (its file lock keeps other processes out). Returns whether the replica now holds that commit.
+    (its file lock keeps other processes out). Returns whether the replica now holds that commit: not when it was
+    published less than `unless_younger_than_s` ago (the caller publishes later).
 
     Threads of one process share the file: while another one is mid-write, the checkpoint is refused and the
     replica is left to that writer's own commit; a checkpoint another thread completes during the copy changes the
@@ -87,6 +94,8 @@ def refresh_read_replica(connection: duckdb.DuckDBPyConnection, warehouse_path: 
     replica = read_replica_path(warehouse_path)
     if _same_checkpoint(warehouse_path, replica):
         return True
+    if unless_younger_than_s and _age_s(replica) < unless_younger_than_s:
+        return False
     staged = replica.with_name(f".{replica.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         for _ in range(COPY_ATTEMPTS):
@@ -99,6 +108,13 @@ def refresh_read_replica(connection: duckdb.DuckDBPyConnection, warehouse_path: 
     finally:
         staged.unlink(missing_ok=True)
     return False
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
 
 
 def _same_checkpoint(warehouse_path: Path, replica: Path) -> bool:

@@ -51,8 +51,12 @@ class IntegrationsResource(dg.ConfigurableResource):
         return self._warehouse
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._store is not None:
-            self._store.engine.dispose()
+        try:
+            if self._warehouse is not None:
+                self._warehouse.publish()  # the read replica gets the run's last merges (replica.py)
+        finally:
+            if self._store is not None:
+                self._store.engine.dispose()
 
     @contextmanager
     def connector(self, provider: str, connection_id: str, *, backfill: bool = False) -> Iterator[ApiClient]:

@@ -50,7 +50,7 @@ from integrations_pipeline.mapping import (
     plan,
 )
 from integrations_pipeline.records import RAW_COLUMN
-from integrations_pipeline.replica import connect_for_writing, refresh_read_replica
+from integrations_pipeline.replica import REPLICA_MIN_INTERVAL_S, connect_for_writing, refresh_read_replica
 from integrations_pipeline.settings import Settings
 
 if TYPE_CHECKING:  # psycopg2 is imported where PostgreSQL is used: a DuckDB run process never loads it (5 MiB)
@@ -715,6 +715,9 @@ class Warehouse(ABC):
     def staging(self, columns: Sequence[str]) -> Any:
         """A context manager giving a `Staging` for one partition's write."""
 
+    def publish(self) -> None:  # noqa: B027 (a hook: only the DuckDB file has a read replica to bring up to date)
+        """Make every write of this process visible to analysts (the end of a run). PostgreSQL: they already are."""
+
     def table_exists(self, table: str) -> bool:
         schema, name = table.split(".")
         p = self.dialect.placeholder
@@ -826,6 +829,7 @@ class DuckDbWarehouse(Warehouse):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.name = str(path)
+        self.unpublished = False  # a merge of this process left its commit out of the read replica
         with _DUCKDB_MERGES_GUARD:
             self.merges = _DUCKDB_MERGES.setdefault(str(path.resolve()), threading.Lock())
 
@@ -846,6 +850,12 @@ class DuckDbWarehouse(Warehouse):
                 raise
             connection.commit()
             refresh_read_replica(connection, self.path)  # analysts query the replica (replica.py)
+
+    def publish(self) -> None:
+        """Bring the read replica up to this process's last merge (the end of a run)."""
+        if self.unpublished:
+            with self.merges, self.connect() as connection:
+                self.unpublished = not refresh_read_replica(connection, self.path)
 
     @contextmanager
     def staging(self, columns: Sequence[str]) -> Iterator[Staging]:
@@ -912,7 +922,10 @@ class _DuckDbStaging(Staging):
                 raise WarehouseWriteError(f"{type(error).__name__}: {error}") from None
             connection.commit()
             connection.execute(f"SET max_vacuum_tasks = {VACUUM_TASKS if self._vacuum_due(connection, target) else 0}")
-            refresh_read_replica(connection, self.warehouse.path)  # analysts query the replica (replica.py)
+            # analysts query the replica (replica.py); a run publishes the rest as it ends (`publish`)
+            self.warehouse.unpublished = not refresh_read_replica(
+                connection, self.warehouse.path, unless_younger_than_s=REPLICA_MIN_INTERVAL_S
+            )
         return counts
 
     @staticmethod

@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 
@@ -15,6 +16,7 @@ from integrations_pipeline.fields import FieldInfo, FieldType
 from integrations_pipeline.frames import to_frame
 from integrations_pipeline.mapping import CAST_ACCEPTS, FieldRule, SourceFields, Transform, ValueType, apply_to_record
 from integrations_pipeline.records import ATTENDEE_COLUMNS, ATTENDEE_KEY, CONTACT_COLUMNS, EVENT_COLUMNS
+from integrations_pipeline.replica import read_replica_path
 from integrations_pipeline.warehouse import (
     DuckDbWarehouse,
     MergeTarget,
@@ -357,3 +359,23 @@ def test_duckdb_leaves_replaced_rows_to_a_later_vacuum_and_a_full_resync_vacuums
     assert merge(warehouse, resynced, full=True).updated == 1  # a checkpoint vacuums the tables it writes
     assert replaced_rows() == 0
     assert table(warehouse, "hubspot.contacts")["company"].tolist() == ["Acme", "Renamed", "Renamed", "Renamed", "Acme"]
+
+
+def test_merges_publish_the_read_replica_at_most_every_interval_and_the_run_publishes_the_rest(tmp_path: Path) -> None:
+    """The replica copy costs the whole file: a merge right after a publish leaves it to `publish()`, which a
+    run calls as it ends, so analysts see every write by then."""
+    warehouse = DuckDbWarehouse(tmp_path / "w.duckdb")
+
+    def replica_sources() -> list[str]:
+        with duckdb.connect(str(read_replica_path(warehouse.path)), read_only=True) as replica:
+            return [row[0] for row in replica.execute("SELECT source_id FROM hubspot.contacts ORDER BY 1").fetchall()]
+
+    merge(warehouse, [contact("1")], full=True)  # no replica yet: published at once
+    assert replica_sources() == ["1"] and not warehouse.unpublished
+    merge(warehouse, [contact("2")], full=False)  # the replica is seconds old: left for later
+    assert replica_sources() == ["1"] and warehouse.unpublished
+    warehouse.publish()
+    assert replica_sources() == ["1", "2"] and not warehouse.unpublished
+    published = read_replica_path(warehouse.path).stat().st_ino
+    warehouse.publish()  # nothing new: no copy
+    assert read_replica_path(warehouse.path).stat().st_ino == published
