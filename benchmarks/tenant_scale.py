@@ -41,7 +41,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -480,6 +480,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--incremental-sizes", type=numbers, default=[10_000])
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: daemon, ticks, incremental")
     parser.add_argument("--quick", action="store_true", help="K = 20 only")
+    parser.add_argument("--keep", action="store_true", help="keep the working directory (daemon logs, instances)")
     parser.add_argument("--lean-child", type=int, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -494,8 +495,14 @@ def main(argv: list[str] | None = None) -> int:
     become_subreaper()
     skip = set(args.skip.split(","))
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="tenant-scale-") as temporary:
+    with (
+        nullcontext(tempfile.mkdtemp(prefix="tenant-scale-"))
+        if args.keep
+        else tempfile.TemporaryDirectory(prefix="tenant-scale-")
+    ) as temporary:
         workdir = Path(temporary)
+        if args.keep:
+            print(f"working directory (kept): {workdir}")
         os.chdir(workdir)  # no developer .env is read
         if "ticks" not in skip:
             tick_figures(args, workdir)
