@@ -408,11 +408,11 @@ def unified_materialization(
 ) -> dg.AssetMaterialization | None:
     """The tenant's unified partition changed in the same transaction: record it, so the UI stays truthful (only
     when its rows changed, and only for tenants Dagster knows as partitions)."""
-    counts = synced.counts
-    if synced.tenant not in known_tenants or not (counts.unified or counts.unified_rewritten):
+    counts, tenant = synced.counts, synced.tenant
+    if tenant is None or tenant not in known_tenants or not (counts.unified or counts.unified_rewritten):
         return None
     day = synced.scope.cursor_key
-    partition = dg.MultiPartitionKey({TENANT: synced.tenant, DAY: day}) if spec.partitioned_by_day else synced.tenant
+    partition = dg.MultiPartitionKey({TENANT: tenant, DAY: day}) if spec.partitioned_by_day else tenant
     return dg.AssetMaterialization(
         asset_key=dg.AssetKey(spec.entity),
         partition=partition,
