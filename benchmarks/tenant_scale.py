@@ -4,10 +4,12 @@
    synced by the real `dagster-daemon run` (queued run coordinator, default run launcher, the repository's
    dagster.yaml): their first syncs come from connections_sensor. Measured: the total CPU-seconds of every process
    the daemon started (code server, run workers, step processes), per connection sync, from the moment it starts
-   until every connection has synced and no run has been queued or running for `--settle` seconds (follow-up runs
-   included). This process is a child subreaper, so every descendant is reaped here and its CPU lands in this
-   process's RUSAGE_CHILDREN, however short it lived. Against it: a lean loop syncing the same K connections
-   (owners and contacts, httpx + pandas + DuckDB) in one child process, its CPU measured the same way.
+   until the runs are over (every connection synced, or the runs ended) and no run has been queued or running for
+   `--settle` seconds (follow-up runs included). This process is a child subreaper, so every descendant is reaped
+   here and its CPU lands in this process's RUSAGE_CHILDREN, however short it lived. Against it: lean loops syncing
+   the same K connections in one child process each (httpx + pandas + DuckDB), their CPU measured the same way:
+   owners and contacts (the issue's contender), and the same plus three live days of meetings (the work of the
+   daemon's first sync, which runs the events job too).
    Goals: at most 1.0 CPU-s per connection sync at K = 200, and within 3x of the lean loop.
 2. Ticks: one evaluation, as the daemon evaluates it (Dagster resolving every request), of the HubSpot sync and
    events schedules, of connections_sensor with every connection new, and of webhook_events_sensor with one
@@ -19,7 +21,9 @@
    counts. Goals (issue 11): 10 rows written, wall at 1,000,000 within 1.5x of 10,000, full-sync RSS flat.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/tenant_scale.py [--quick] [--connections 20,200]
-        [--tick-sizes 1000,10000] [--incremental-sizes 10000] [--skip daemon,ticks,incremental]
+        [--tick-sizes 1000,10000] [--incremental-sizes 10000] [--skip daemon,ticks,incremental] [--keep]
+
+The orchestration goals alone: `--skip ticks,incremental`.
 
 `--quick`: K = 20 only, ticks at 1,000 and 10,000, incremental at 10,000. Exit status is 0 whether or not the goals
 are met: this is a measurement, not a test.
