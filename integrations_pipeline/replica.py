@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import threading
 import time
 from collections.abc import Mapping
@@ -92,15 +91,16 @@ def refresh_read_replica(
     except duckdb.TransactionException:
         return False  # another thread of this process is writing: its commit publishes after it
     replica = read_replica_path(warehouse_path)
-    if _same_checkpoint(warehouse_path, replica):
+    warehouse = _warehouse_reader(warehouse_path)
+    if _same_checkpoint(warehouse, replica):
         return True
     if unless_younger_than_s and _age_s(replica) < unless_younger_than_s:
         return False
     staged = replica.with_name(f".{replica.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         for _ in range(COPY_ATTEMPTS):
-            shutil.copyfile(warehouse_path, staged)
-            if _same_checkpoint(warehouse_path, staged):  # no checkpoint landed while copying: a consistent copy
+            _copy(warehouse, staged)
+            if _same_checkpoint(warehouse, staged):  # no checkpoint landed while copying: a consistent copy
                 # A write-ahead log left by someone who opened the replica read-write must not meet the new file.
                 replica.with_name(f"{replica.name}.wal").unlink(missing_ok=True)
                 os.replace(staged, replica)  # atomic: a reader opens the old file or the new one, never half of one
@@ -117,9 +117,44 @@ def _age_s(path: Path) -> float:
         return float("inf")
 
 
-def _same_checkpoint(warehouse_path: Path, replica: Path) -> bool:
+# Read-only descriptors of warehouse files, one per file and process, never closed while the file is the same.
+_READERS: dict[str, int] = {}
+_READERS_GUARD = threading.Lock()
+
+
+def _warehouse_reader(warehouse_path: Path) -> int:
+    """The process's descriptor for reading the warehouse file. DuckDB locks the file with a POSIX record lock, and
+    the kernel drops a process's record locks on a file the moment *any* of its descriptors of that file is closed:
+    an `open(warehouse).close()` (a copy, a header read) while writing let another run's process open the warehouse
+    mid-write, and the two writers damaged it (WAL replayed against a newer checkpoint, corrupted segments). So the
+    warehouse is read through one descriptor that stays open; only one left behind by a file since replaced (a
+    different inode, whose locks are not ours) is closed."""
+    key = str(warehouse_path.resolve())
+    with _READERS_GUARD:
+        descriptor = _READERS.get(key)
+        if descriptor is not None and os.fstat(descriptor).st_ino != os.stat(key).st_ino:
+            os.close(descriptor)
+            descriptor = None
+        if descriptor is None:
+            descriptor = _READERS[key] = os.open(key, os.O_RDONLY | os.O_CLOEXEC)
+        return descriptor
+
+
+def _copy(descriptor: int, target: Path) -> None:
+    """The whole file behind `descriptor` into `target` (positioned reads: the descriptor is shared by threads)."""
+    size = os.fstat(descriptor).st_size
+    with target.open("wb") as copy:
+        offset = 0
+        while offset < size:
+            sent = os.sendfile(copy.fileno(), descriptor, offset, size - offset)
+            if sent == 0:
+                break
+            offset += sent
+
+
+def _same_checkpoint(warehouse: int, replica: Path) -> bool:
     try:
-        with warehouse_path.open("rb") as warehouse, replica.open("rb") as copy:
-            return warehouse.read(_HEADERS_BYTES) == copy.read(_HEADERS_BYTES)
+        with replica.open("rb") as copy:
+            return os.pread(warehouse, _HEADERS_BYTES, 0) == copy.read(_HEADERS_BYTES)
     except FileNotFoundError:
         return False

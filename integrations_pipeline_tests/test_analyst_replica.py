@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from integrations_pipeline.replica import WarehouseLockedError, connect_for_writing, read_replica_path
+from integrations_pipeline.replica import (
+    WarehouseLockedError,
+    connect_for_writing,
+    read_replica_path,
+    refresh_read_replica,
+)
 from integrations_pipeline.warehouse import DuckDbWarehouse
 
 # An analyst's session: a read-only connection held open; each line asks for a count on it ("held"), or on a new one
@@ -126,3 +131,20 @@ def test_threads_writing_at_once_never_fail_on_the_refresh_and_the_last_commit_p
     assert failures == []
     with analyst_on(read_replica_path(warehouse.path)) as analyst:
         assert analyst.count("held") == 21
+
+
+def test_publishing_the_replica_keeps_the_warehouse_locked_against_other_processes(tmp_path: Path) -> None:
+    """DuckDB's file lock is a POSIX record lock, which the kernel drops when the process closes any descriptor of
+    the file: the replica's copy and header reads must not, or a second run's process opens the warehouse mid-write
+    (two writers damaged the file in benchmarks/tenant_scale.py)."""
+    warehouse = DuckDbWarehouse(tmp_path / "warehouse.duckdb")
+    write_order(warehouse, 1)  # the replica exists; a second publish compares headers, a third copies again
+    probe = [sys.executable, "-c", "import sys, duckdb; duckdb.connect(sys.argv[1])", str(warehouse.path)]
+    write_order(warehouse, 2)
+    with warehouse.connect() as writing:
+        writing.execute("INSERT INTO sales.orders VALUES (3)")
+        assert refresh_read_replica(writing, warehouse.path)
+        refused = subprocess.run(probe, capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "lock" in refused.stderr.lower()
+    with analyst_on(read_replica_path(warehouse.path)) as analyst:
+        assert analyst.count("held") == 3

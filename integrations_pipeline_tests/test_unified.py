@@ -28,6 +28,10 @@ def set_mapping(stack: Stack, transform: str) -> None:
         assert mapped.status_code == 200
 
 
+def unified_materializations(instance: dg.DagsterInstance) -> int:
+    return len(instance.fetch_materializations(dg.AssetKey("contacts"), limit=100).records)
+
+
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_unified_contacts_follow_syncs_and_the_tenant_mapping(stack: Stack) -> None:
     definitions = build_definitions()
@@ -50,6 +54,10 @@ def test_unified_contacts_follow_syncs_and_the_tenant_mapping(stack: Stack) -> N
         assert sync.execute_in_process(partition_key=connection_id, instance=instance).success
         for _, _, _, company, mapped_json in unified_rows(stack):
             assert json.loads(mapped_json) == {"crm_company": company.lower() if company else None}
+        assert unified_materializations(instance) == 2  # the first sync's and the rewrite's
+        # Nothing changed at the provider: the unified partition did not change, so nothing new is recorded on it.
+        assert sync.execute_in_process(partition_key=connection_id, instance=instance).success
+        assert unified_materializations(instance) == 2
 
         with duckdb.connect(str(stack.settings.warehouse_path)) as connection:
             connection.execute("DELETE FROM unified.contacts")

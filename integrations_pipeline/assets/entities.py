@@ -7,7 +7,7 @@ partition streams its pages into a staging table and merges them into the wareho
 
 import gc
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -203,8 +203,7 @@ def _rate_limited(
 
 # Connection-partitioned entities sync hourly: warn after one missed sync, fail after two.
 FRESHNESS = dg.FreshnessPolicy.time_window(warn_window=timedelta(hours=1, minutes=15), fail_window=timedelta(hours=2))
-PRIMARY_KEY_CHECK = "primary_key_unique"
-REQUIRED_FIELDS_CHECK = "required_fields_present"
+PARTITION_CHECK = "partition_integrity"
 
 
 def required_columns(spec: EntitySpec) -> tuple[str, ...]:
@@ -418,37 +417,41 @@ def sync_metadata(synced: Synced) -> dict[str, Any]:
     }
 
 
-def check_evaluations(spec: EntitySpec, asset_key: dg.AssetKey, synced: Synced) -> list[dg.AssetCheckEvaluation]:
-    """The checks, run as SQL on the partition as it stands after the merge, each naming its partition."""
-    summary, partition = synced.summary, synced.scope.partition_key
-    return [
-        dg.AssetCheckEvaluation(
-            asset_key=asset_key,
-            check_name=PRIMARY_KEY_CHECK,
-            passed=summary.duplicate_keys == 0,
-            metadata={"duplicate_keys": summary.duplicate_keys, "examples": summary.duplicate_examples},
-            partition=partition,
-        ),
-        dg.AssetCheckEvaluation(
-            asset_key=asset_key,
-            check_name=REQUIRED_FIELDS_CHECK,
-            passed=not any(summary.missing_by_column.values()),
-            metadata={"missing_by_column": dg.MetadataValue.json(summary.missing_by_column)},
-            partition=partition,
-        ),
+def check_evaluation(spec: EntitySpec, asset_key: dg.AssetKey, synced: Synced) -> dg.AssetCheckEvaluation:
+    """The partition's one check, run as SQL on the partition as it stands after the merge: its keys unique and its
+    required fields present. One evaluation per partition, not one per rule: each is an event Dagster writes to
+    its instance (three SQLite transactions), and a partitioned check shows as decided only on the partitions that
+    got an evaluation (Dagster 1.13 has no evaluation for a range: a partition without one reads as skipped)."""
+    summary = synced.summary
+    missing = {column: count for column, count in summary.missing_by_column.items() if count}
+    failures = [
+        *([f"{summary.duplicate_keys} duplicate keys"] if summary.duplicate_keys else []),
+        *([f"nulls in {', '.join(sorted(missing))}"] if missing else []),
     ]
+    return dg.AssetCheckEvaluation(
+        asset_key=asset_key,
+        check_name=PARTITION_CHECK,
+        passed=not failures,
+        description="; ".join(failures) or None,
+        metadata={
+            "duplicate_keys": summary.duplicate_keys,
+            "examples": summary.duplicate_examples,
+            "missing_by_column": dg.MetadataValue.json(summary.missing_by_column),
+        },
+        partition=synced.scope.partition_key,
+    )
 
 
 def unified_materialization(
-    spec: EntitySpec, instance: dg.DagsterInstance, synced: Synced
+    spec: EntitySpec, known_tenants: Container[str], synced: Synced
 ) -> dg.AssetMaterialization | None:
-    """The tenant's unified partition changed in the same transaction: record it, so the UI stays truthful
-    (only for tenants Dagster knows as partitions)."""
-    if synced.tenant is None or not instance.has_dynamic_partition(TENANTS.name or "", synced.tenant):
+    """The tenant's unified partition changed in the same transaction: record it, so the UI stays truthful (only
+    when its rows changed, and only for tenants Dagster knows as partitions)."""
+    counts, tenant = synced.counts, synced.tenant
+    if tenant is None or tenant not in known_tenants or not (counts.unified or counts.unified_rewritten):
         return None
     day = synced.scope.cursor_key
-    partition = dg.MultiPartitionKey({TENANT: synced.tenant, DAY: day}) if spec.partitioned_by_day else synced.tenant
-    counts = synced.counts
+    partition = dg.MultiPartitionKey({TENANT: tenant, DAY: day}) if spec.partitioned_by_day else tenant
     return dg.AssetMaterialization(
         asset_key=dg.AssetKey(spec.entity),
         partition=partition,
@@ -463,17 +466,21 @@ def unified_materialization(
 
 
 def partition_events(
-    spec: EntitySpec, context: dg.AssetExecutionContext, synced: Synced, storage_kind: str
+    spec: EntitySpec,
+    context: dg.AssetExecutionContext,
+    synced: Synced,
+    storage_kind: str,
+    known_tenants: Container[str],
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
-    """One partition's own materialization (its own counts), its checks, and the unified partition it changed."""
+    """One partition's own materialization (its own counts), its check, and the unified partition it changed."""
     table = f"{spec.provider}.{spec.entity}"
     yield dg.AssetMaterialization(
         asset_key=context.asset_key,
         partition=synced.scope.partition_key,
         metadata=table_metadata(table, synced.summary, storage_kind, synced.catalog) | sync_metadata(synced),
     )
-    yield from check_evaluations(spec, context.asset_key, synced)
-    unified = unified_materialization(spec, context.instance, synced)
+    yield check_evaluation(spec, context.asset_key, synced)
+    unified = unified_materialization(spec, known_tenants, synced)
     if unified is not None:
         yield unified
 
@@ -531,11 +538,11 @@ def build_entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
         # Checks are evaluated per partition (AssetCheckEvaluation names it), so their outputs are optional.
         can_subset=True,
         check_specs=[
-            dg.AssetCheckSpec(PRIMARY_KEY_CHECK, asset=spec.asset_name, description="source_id unique per connection"),
             dg.AssetCheckSpec(
-                REQUIRED_FIELDS_CHECK,
+                PARTITION_CHECK,
                 asset=spec.asset_name,
-                description=f"no nulls in {', '.join(required_columns(spec))}",
+                description=f"primary key ({', '.join(spec.primary_key)}) unique, and no nulls in "
+                f"{', '.join(required_columns(spec))}",
             ),
         ],
     )
@@ -545,6 +552,8 @@ def build_entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
         scopes = [PartitionScope.of(spec, key) for key in partition_keys(context)]
         is_backfill = BACKFILL_TAG in context.run.tags
         storage_kind = integrations.warehouse.kind
+        # Read once per run, not once per partition: the tenants whose unified partitions Dagster knows.
+        known_tenants = frozenset(context.instance.get_dynamic_partitions(TENANTS.name or ""))
         if len(scopes) == 1:  # one partition: failures go to the step (RetryPolicy, rate-limit tagging) as ever
             scope = scopes[0]
             try:
@@ -555,7 +564,7 @@ def build_entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
             except (ProviderError, WarehouseWriteError) as error:
                 raise _failure(error, scope.connection_id) from None  # type: ignore[arg-type]
             context.log.info(f"{spec.asset_name} {scope.partition_key}: {synced.fetched.mode}, {synced.counts}")
-            yield from partition_events(spec, context, synced, storage_kind)
+            yield from partition_events(spec, context, synced, storage_kind, known_tenants)
             return
         # A range: each partition syncs on its own (a few at once); one partition's failure, rate limit or reauth
         # touches only itself. A rate-limited connection of a batch is left to the next tick (no run tag: a re-run
@@ -579,7 +588,7 @@ def build_entity_asset(spec: EntitySpec) -> dg.AssetsDefinition:
                         metadata={"error_type": type(error).__name__, "error": f"{error} — {_advice(error)[0]}"},
                     )
                     continue
-                yield from partition_events(spec, context, synced, storage_kind)
+                yield from partition_events(spec, context, synced, storage_kind, known_tenants)
         context.log.info(f"{spec.asset_name}: {len(scopes) - len(failed)} of {len(scopes)} partitions synced")
         if failed:
             raise batch_failure(context, failed)
