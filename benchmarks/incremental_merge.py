@@ -147,14 +147,20 @@ def contact_frames(rows: int, start: int = 0, company: str = "Acme", raw: bool =
 
 
 def sync(warehouse: Any, frames: Iterator[Any], *, full: bool, raw: bool, phases: PhaseRss) -> dict[str, Any]:
-    """Stage, merge (unified following), summarize: what `assets.entities.sync_scope` does after fetching. Each
-    phase's wall and process CPU (every thread of the process, DuckDB's included) are reported."""
+    """Stage, then merge (unified following) and summarize in one transaction: what `assets.entities.sync_scope`
+    does after fetching. Each phase's wall and process CPU (every thread of the process, DuckDB's included) are
+    reported."""
     from integrations_pipeline.records import PRIMARY_KEY
-    from integrations_pipeline.warehouse import SUMMARY_KEYS_MAX, MergeTarget, PartitionSlice, UnifiedFollow
+    from integrations_pipeline.warehouse import (
+        SUMMARY_KEYS_MAX,
+        MergeTarget,
+        PartitionSlice,
+        SummaryRequest,
+        UnifiedFollow,
+    )
 
     columns = contact_columns(raw)
     part = PartitionSlice("hubspot.contacts", CONNECTION_ID)
-    target = MergeTarget(part, columns, PRIMARY_KEY, full, UnifiedFollow("contacts", "bench", "hubspot", {}))
     keys: list[str] = []
     with warehouse.staging(columns) as staging:
         for frame in frames:  # built outside the timed phase: the provider's pages would be, too
@@ -162,11 +168,13 @@ def sync(warehouse: Any, frames: Iterator[Any], *, full: bool, raw: bool, phases
                 staging.append(frame)
                 if not full:
                     keys += frame["source_id"].tolist()
-        with phases.during("merge"):
-            counts = staging.merge(target)
-    written_keys = None if full or len(keys) > SUMMARY_KEYS_MAX else keys  # as sync_scope passes the fetched ids
-    with phases.during("summarize"):
-        summary = warehouse.summarize(part, PRIMARY_KEY, PRIMARY_KEY, written_keys)
+        written_keys = None if full or len(keys) > SUMMARY_KEYS_MAX else keys  # as sync_scope passes the fetched ids
+        follow = UnifiedFollow("contacts", "bench", "hubspot", {})
+        summary_request = SummaryRequest(PRIMARY_KEY, written_keys)
+        with phases.during("merge and summary"):
+            counts = staging.merge(MergeTarget(part, columns, PRIMARY_KEY, full, follow, summary=summary_request))
+    assert counts.summary is not None
+    summary = counts.summary
     timings = phases.take_timings()
     return {
         "seconds": round(sum(wall for wall, _ in timings.values()), 3),
@@ -289,7 +297,7 @@ def report_raw(rows: int, results: list[dict[str, Any]]) -> None:
             f"peak RSS {peak:.0f} MiB; CPU per run {[full['cpu_seconds'] for full in fulls]}"
         )
     (wall, cpu, peak), (wall0, cpu0, peak0) = summary[True], summary[False]
-    print(f"full sync of {rows:,} contacts, write path only (stage, merge, summarize):")
+    print(f"full sync of {rows:,} contacts, write path only (stage, then merge and summary in one transaction):")
     print("\n".join(lines))
     print(f"  with / without raw: wall {wall / wall0:.2f}x, CPU {cpu / cpu0:.2f}x, peak RSS {peak / peak0:.2f}x")
 

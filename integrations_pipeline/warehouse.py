@@ -29,7 +29,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,6 +154,15 @@ class MergeTarget:
     # Child rows (event attendees) of an incremental merge: (parent column, the parents re-fetched). The merge reads
     # those parents' rows, and flags the ones that were not fetched again deleted (an attendee removed from an event).
     parents: tuple[str, frozenset[str]] | None = None
+    # Summarize the partition in the merge's own transaction (`WriteCounts.summary`): a DuckDB file opened once per
+    # partition, not once for the write and again for its summary.
+    summary: SummaryRequest | None = None
+
+
+@dataclass(frozen=True)
+class SummaryRequest:
+    required: tuple[str, ...]  # columns that must not be null
+    written_keys: Collection[str] | None = None  # an incremental merge's fetched keys: the summary looks at those
 
 
 @dataclass(frozen=True)
@@ -163,6 +172,7 @@ class WriteCounts:
     deleted: int = 0  # rows that became deleted: flagged by the provider, or no longer returned by a full resync
     unified: int = 0  # rows written to the unified table
     unified_rewritten: bool = False  # the mapping changed, so the connection's unified rows were all rewritten
+    summary: PartitionSummary | None = None  # as the target asked (`MergeTarget.summary`)
 
     @property
     def written(self) -> int:
@@ -488,6 +498,12 @@ class _Merge:
         if target.unified is not None:
             written = self._follow(written, rewrite=first)
         self.execute("DROP VIEW fresh", [])
+        if target.summary is not None:
+            asked = target.summary
+            summary = _summarize(
+                self.execute, self.dialect, target.slice, target.key, asked.required, asked.written_keys
+            )
+            written = replace(written, summary=summary)
         return written
 
     def _insert_all(self) -> WriteCounts:
@@ -706,6 +722,7 @@ class Warehouse(ABC):
     kind: str
     name: str  # what the UI may show: never a password
     dialect: _Dialect
+    existing_tables: set[str]  # "schema.table" names seen to exist (`table_exists`)
 
     @abstractmethod
     def transaction(self) -> Any:
@@ -719,6 +736,10 @@ class Warehouse(ABC):
         """Make every write of this process visible to analysts (the end of a run). PostgreSQL: they already are."""
 
     def table_exists(self, table: str) -> bool:
+        """Asked of the database until the table is seen; then remembered, as nothing here drops a table: a run
+        pays one lookup per table, not one per partition (a DuckDB lookup opens the warehouse file)."""
+        if table in self.existing_tables:
+            return True
         schema, name = table.split(".")
         p = self.dialect.placeholder
         with self.transaction() as execute:
@@ -726,6 +747,8 @@ class Warehouse(ABC):
                 f"SELECT count(*) FROM information_schema.tables WHERE table_schema = {p} AND table_name = {p}",
                 [schema, name],
             )
+        if rows[0][0]:
+            self.existing_tables.add(table)
         return bool(rows[0][0])
 
     def summarize(
@@ -830,6 +853,7 @@ class DuckDbWarehouse(Warehouse):
         self.path = path
         self.name = str(path)
         self.unpublished = False  # a merge of this process left its commit out of the read replica
+        self.existing_tables = set()
         with _DUCKDB_MERGES_GUARD:
             self.merges = _DUCKDB_MERGES.setdefault(str(path.resolve()), threading.Lock())
 
@@ -866,6 +890,23 @@ class DuckDbWarehouse(Warehouse):
             staging.close()
 
 
+_STAGING_DATABASE: duckdb.DuckDBPyConnection | None = None
+_STAGING_GUARD = threading.Lock()
+
+
+def _staging_cursor() -> duckdb.DuckDBPyConnection:
+    """A connection of its own to the process's one in-memory DuckDB database, which only turns pandas chunks into
+    Parquet files: opening a database per staging cost a tiny sync more CPU than its merge (docs/benchmarks.md).
+    Its memory cap is four times a warehouse connection's, as up to INTEGRATIONS_SYNC_CONCURRENCY stagings share
+    it (a chunk streams through COPY; the cap bounds, it reserves nothing)."""
+    global _STAGING_DATABASE
+    with _STAGING_GUARD:
+        if _STAGING_DATABASE is None:
+            _STAGING_DATABASE = _bounded(duckdb.connect())
+            _STAGING_DATABASE.execute("SET memory_limit = '256MB'")
+        return _STAGING_DATABASE.cursor()
+
+
 class _DuckDbStaging(Staging):
     """Parquet files of its own next to the warehouse, one per chunk: written while the provider is paged (the
     warehouse file stays free for other runs), read by the merge as a view, then removed. Files, not a DuckDB
@@ -879,7 +920,7 @@ class _DuckDbStaging(Staging):
         self.directory = warehouse.path.parent / "staging" / self.alias
         self.directory.mkdir(parents=True)
         self.files: list[Path] = []
-        self.connection: duckdb.DuckDBPyConnection | None = _bounded(duckdb.connect())  # in memory: it only writes
+        self.connection: duckdb.DuckDBPyConnection | None = _staging_cursor()
         # the staging table's types, whatever pandas made of a chunk (a column of None alone has no type)
         self.types = {**{c: DUCKDB.types[column_kind(c)] for c in self.columns}, SEQUENCE: "BIGINT"}
         self.typed = ", ".join(f"CAST({_quoted(c)} AS {kind}) AS {_quoted(c)}" for c, kind in self.types.items())
@@ -960,6 +1001,7 @@ class PostgresWarehouse(Warehouse):
         self.url = url.replace("postgresql+psycopg2://", "postgresql://", 1)
         parameters = psycopg2.extensions.parse_dsn(self.url)
         self.name = parameters.get("dbname", "postgres")
+        self.existing_tables = set()
 
     @contextmanager
     def connect(self) -> Iterator[PgConnection]:

@@ -43,6 +43,7 @@ from integrations_pipeline.warehouse import (
     PartitionSlice,
     PartitionSummary,
     Staging,
+    SummaryRequest,
     UnifiedFollow,
     WarehouseWriteError,
     WriteCounts,
@@ -298,7 +299,9 @@ def sync_scope(
         )
         fetched = stage(spec, client, request, staging, incremental, attendees)
         full = fetched.mode != "incremental"
-        counts = staging.merge(MergeTarget(part, spec.columns, spec.primary_key, full, follow))
+        few = not full and len(fetched.source_ids) <= SUMMARY_KEYS_MAX
+        summary = SummaryRequest(required_columns(spec), fetched.source_ids if few else None)
+        counts = staging.merge(MergeTarget(part, spec.columns, spec.primary_key, full, follow, summary=summary))
         attendee_counts = None
         if attendees is not None and attendee_table is not None:
             # A second transaction, before the cursor moves: if it fails, the next sync fetches the same events
@@ -319,10 +322,9 @@ def sync_scope(
     if fetched.cursor is not None and not is_backfill:
         store.set_cursor(scope.connection_id, spec.entity, fetched.cursor, scope.cursor_key)
     store.record_sync(scope.connection_id, request.started_at)
-    few = fetched.mode == "incremental" and len(fetched.source_ids) <= SUMMARY_KEYS_MAX
-    summary = warehouse.summarize(part, spec.primary_key, required_columns(spec), fetched.source_ids if few else None)
+    assert counts.summary is not None, "the merge summarizes the partition it wrote, as asked"
     tenant = connection.tenant if connection else None
-    return Synced(scope, tenant, fetched, counts, summary, stats, missed, attendee_counts, catalog)
+    return Synced(scope, tenant, fetched, counts, counts.summary, stats, missed, attendee_counts, catalog)
 
 
 def sync_with_retries(
