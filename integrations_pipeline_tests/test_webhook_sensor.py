@@ -202,8 +202,13 @@ def warehouse_contacts(stack: Stack) -> set[str]:
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
-def test_failures_retry_then_dead_letter_then_replay_runs_again(stack: Stack, instance: dg.DagsterInstance) -> None:
+def test_failures_retry_then_dead_letter_then_replay_runs_again(
+    stack: Stack, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
     connection_id = connect(stack, instance)
+    monkeypatch.setenv("INTEGRATIONS_CATALOG_MAX_AGE_S", "3600")  # each run's first call is then its data call
+    with stack.api() as api:  # the field catalog, discovered now: no run rediscovers it
+        assert api.get(f"/connections/{connection_id}/fields").status_code == 200
     inbox, daemon = WebhookInbox(stack.store), SensorDaemon(build_definitions(), instance)
     new_id = stack.emulator.create_contact({"email": "pushed@example.com", "firstname": "Pushed"})
     stack.emulator.fail_next(MAX_ATTEMPTS, status=403)  # one refused call per run: the run fails at once
