@@ -7,7 +7,7 @@ read the rest, and `merge_by_id` folds them into the page's records.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from itertools import chain
 from typing import Any, TypeVar
 
@@ -26,6 +26,24 @@ def new_fields(ours: Iterable[str], catalog: Iterable[str], *, case_sensitive: b
             taken.add(fold(name))
             fresh.append(name)
     return fresh
+
+
+def fit_budget(
+    head: Sequence[str], more: Iterable[str], budget: int, cost: Callable[[str], int], group_start: int = 0
+) -> tuple[list[str], list[list[str]]]:
+    """`head` (always named) and as many of `more` as fit one request's `budget` (`cost` per name), then the rest
+    of `more` in groups that each fit it too, a group's count starting at `group_start` (what a lookup names
+    besides the group, such as its id field)."""
+    first: list[str] = list(head)
+    groups: list[list[str]] = []
+    group, used = first, sum(map(cost, head))
+    for name in more:
+        if used + cost(name) > budget:
+            group, used = [], group_start
+            groups.append(group)
+        group.append(name)
+        used += cost(name)
+    return first, groups
 
 
 def pages_dropping_refused(open_pages: Callable[[], Iterator[T]], catalog_fields: list[str]) -> Iterator[T]:

@@ -20,6 +20,7 @@ from typing_extensions import TypedDict
 
 from integrations_pipeline.clients.cursors import CURSOR_OVERLAP, modified_since, timestamp_cursor
 from integrations_pipeline.clients.errors import CursorExpired, ProviderError
+from integrations_pipeline.clients.field_requests import fit_budget
 from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.pagination import CursorPaginator
 from integrations_pipeline.clients.spec import (
@@ -254,13 +255,9 @@ def split_properties(
     properties: Sequence[str], budget: int = LIST_PROPERTIES_BUDGET
 ) -> tuple[Sequence[str], Sequence[str]]:
     """The properties one list request names within `budget` URL-encoded bytes (ours come first in the list, so
-    they always fit), and the rest."""
-    size = 0
-    for index, name in enumerate(properties):
-        size += len(quote(name, safe="")) + (len("%2C") if index else 0)
-        if size > budget:
-            return properties[:index], properties[index:]
-    return properties, ()
+    they always fit), and the rest (batch-read: their bodies have no such limit)."""
+    listed, groups = fit_budget((), properties, budget, lambda name: len(quote(name, safe="")) + len("%2C"))
+    return listed, [name for group in groups for name in group]
 
 
 class HubSpotClient(ApiClient):

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from integrations_pipeline.clients.cursors import modified_since, timestamp_cursor
 from integrations_pipeline.clients.errors import CursorExpired, InvalidField, ProviderError
-from integrations_pipeline.clients.field_requests import merge_by_id, new_fields, pages_dropping_refused
+from integrations_pipeline.clients.field_requests import fit_budget, merge_by_id, new_fields, pages_dropping_refused
 from integrations_pipeline.clients.http import ApiClient
 from integrations_pipeline.clients.pagination import NextLinkPaginator
 from integrations_pipeline.clients.spec import (
@@ -293,16 +293,13 @@ def build_soql(
 def field_groups(ours: tuple[str, ...], catalog: tuple[str, ...]) -> tuple[tuple[str, ...], list[list[str]]]:
     """Our fields plus the catalog's fields (those not already ours, compared as SOQL does, case-insensitively) that
     fit one query's FIELD_LIST_BUDGET; the rest in groups that each fit it too, read by Id in lookups."""
-    head, groups = list(ours), []
-    group: list[str] = head
-    used = sum(len(name) + _ENCODED_SEPARATOR for name in ours)
-    for name in new_fields(ours, catalog, case_sensitive=False):
-        cost = len(name) + _ENCODED_SEPARATOR
-        if used + cost > FIELD_LIST_BUDGET:
-            group, used = [], len("Id") + _ENCODED_SEPARATOR
-            groups.append(group)
-        group.append(name)
-        used += cost
+    head, groups = fit_budget(
+        ours,
+        new_fields(ours, catalog, case_sensitive=False),
+        FIELD_LIST_BUDGET,
+        lambda name: len(name) + _ENCODED_SEPARATOR,
+        group_start=len("Id") + _ENCODED_SEPARATOR,
+    )
     return tuple(head), groups
 
 
