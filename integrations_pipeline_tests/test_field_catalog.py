@@ -46,7 +46,7 @@ def test_the_catalog_adds_updates_removes_and_brings_back_fields(store: StateSto
 
     back = catalog.record("c1", "contacts", [field("email"), field("lead_score", FieldType.NUMBER, custom=True)], later)
     assert back.added == ["lead_score"] and back.removed == ["tier"]
-    assert catalog.field_names_by_entity("c1") == {"contacts": ["email", "lead_score"]}
+    assert catalog.field_names("c1", "contacts") == ["email", "lead_score"]
     assert catalog.fields("c1", "contacts")[1].type == FieldType.NUMBER
     assert catalog.fields("c2") == []
 

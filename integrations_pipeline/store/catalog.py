@@ -3,7 +3,8 @@
 Discovery (clients/catalog.py) calls the provider's metadata API and hands the result to `FieldCatalog.record`,
 which adds new fields, refreshes changed labels and types, and marks fields the provider no longer describes as
 removed (never deletes them: a mapping naming one then gets a message saying so, and a field that comes back is
-the same row again). Connectors ask `field_names` for what to request; the gateway and the CLI list `fields`.
+the same row again). A sync reads the entity's live `fields` (assets.entities.current_catalog) and requests them
+by name; the gateway and the CLI list `fields`.
 """
 
 from __future__ import annotations
@@ -65,15 +66,8 @@ class FieldCatalog:
             return [_field(row) for row in conn.execute(query.order_by(table.c.entity, table.c.name))]
 
     def field_names(self, connection_id: str, entity: str) -> list[str]:
-        """Every field a connector should request for the entity: the live (not removed) catalog, sorted."""
+        """The names of the entity's live (not removed) fields, sorted."""
         return [f.name for f in self.fields(connection_id, entity)]
-
-    def field_names_by_entity(self, connection_id: str) -> dict[str, list[str]]:
-        """Every live field name per entity: what connectors request when they ask for "every field"."""
-        names: dict[str, list[str]] = {}
-        for info in self.fields(connection_id):
-            names.setdefault(info.entity, []).append(info.name)
-        return names
 
     def last_discovered_at(self, connection_id: str, entity: str) -> datetime | None:
         table = schema.field_catalog
